@@ -1,0 +1,1 @@
+//! End-to-end tests across the crates over real sockets. The tests live in `tests/`.
