@@ -8,6 +8,11 @@
 //! the tokio runtime and in the deterministic simulator.
 
 pub mod id;
+pub mod identity;
+pub mod link;
+pub mod respond;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod time;
 pub mod wire;
 
