@@ -7,12 +7,17 @@
 //! [`time::Instant`] values and randomness from a seeded RNG, so the same core runs in
 //! the tokio runtime and in the deterministic simulator.
 
+pub mod chord;
 pub mod id;
 pub mod identity;
 pub mod link;
+pub mod node;
 pub mod respond;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testnet;
 pub mod time;
 pub mod wire;
 

@@ -19,9 +19,7 @@ use crate::id::NodeId;
 use crate::link::{FramedLink, LinkConfig, LinkError, LinkHealth};
 use crate::wire::ForwardingHeader;
 
-/// Identifies a link within one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LinkId(pub u64);
+pub use crate::node::LinkId;
 
 /// Builds the signed Error_Message_Too_Large answer to an oversize request received
 /// from `peer` (§6.6). `None` closes without answering.

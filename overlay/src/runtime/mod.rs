@@ -3,6 +3,7 @@
 //! Everything here does I/O; the protocol decisions stay in the sans-IO core.
 
 pub mod clock;
+pub mod driver;
 pub mod link;
 pub mod tls;
 
@@ -10,6 +11,7 @@ pub mod tls;
 mod tests;
 
 pub use clock::Clock;
+pub use driver::{Neighbors, Overlay, StartError};
 pub use link::{
     Accepted, Link, LinkClosed, LinkEvent, LinkId, LinkOptions, Listener, OversizeResponder,
 };

@@ -1,0 +1,318 @@
+//! Attach (§6.5.1) with No-ICE TLS candidates (§6.5.1.11, §6.6.5), and bootstrap
+//! (§11.4).
+//!
+//! The node that sends the AttachReq is the TLS server (§6.5.1.13): after its
+//! AttachAns it waits for the answerer to connect. The answerer connects to the
+//! requester's candidate and checks the certificate carries the requester's Node-ID.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::transactions::Purpose;
+use super::{Answer, ConnectId, Event, JoinState, Node, Timer};
+use crate::id::NodeId;
+use crate::time::Instant;
+use crate::wire::attach::link_type;
+use crate::wire::{AttachReqAns, Body, Destination, ErrorCode, ErrorResponse, IceCandidate};
+
+/// How long a requester waits for the answerer's connection.
+const AWAIT_LINK: Duration = Duration::from_secs(15);
+
+/// Why the node is opening a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Connecting {
+    /// To a bootstrap address (§11.4); the peer is learnt from its certificate.
+    Bootstrap,
+    /// To the sender of an AttachReq we answered.
+    Answer {
+        /// The requester.
+        peer: NodeId,
+        /// Whether it asked for an Update once connected.
+        send_update: bool,
+    },
+}
+
+/// Attach bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct Attaches {
+    /// Connections asked of the driver.
+    pub(crate) connecting: HashMap<ConnectId, Connecting>,
+    /// Peers that answered our AttachReq and will connect to us: why we attached.
+    pub(crate) awaiting: HashMap<NodeId, Purpose>,
+    /// Node-IDs with an AttachReq of ours in flight (for the tie-break of §6.5.1.2).
+    pub(crate) requested: HashSet<NodeId>,
+}
+
+impl Node {
+    /// Our AttachReqAns: role, a TLS host candidate, and the `send_update` flag.
+    fn attach_body(&mut self, role: &'static [u8], send_update: bool) -> AttachReqAns {
+        let mut ufrag = [0u8; 8];
+        let mut password = [0u8; 16];
+        rand::Rng::fill_bytes(&mut self.rng, &mut ufrag);
+        rand::Rng::fill_bytes(&mut self.rng, &mut password);
+        AttachReqAns {
+            ufrag: Bytes::from(hex::encode(ufrag)),
+            password: Bytes::from(hex::encode(password)),
+            role: Bytes::from_static(role),
+            candidates: self
+                .cfg
+                .listen_addr
+                .map(IceCandidate::tls_host)
+                .into_iter()
+                .collect(),
+            send_update,
+        }
+    }
+
+    /// Attaches to `destination` (a Node-ID, a Resource-ID or a source route).
+    pub(crate) fn attach(
+        &mut self,
+        destination: Vec<Destination>,
+        mut purpose: Purpose,
+        now: Instant,
+    ) {
+        if let (Purpose::Attach { target, .. }, Some(Destination::Node(n))) =
+            (&mut purpose, destination.last())
+        {
+            *target = Some(*n);
+        }
+        if let Some(Destination::Node(n)) = destination.last() {
+            if *n == self.me || self.attaching(*n) {
+                return;
+            }
+            self.attaches.requested.insert(*n);
+        }
+        // "passive" for the offerer (§6.5.1.1).
+        let body = self.attach_body(b"passive", true);
+        self.originate(destination, Body::AttachReq(body), purpose, now);
+    }
+
+    /// Whether `peer` is routable already, or an attach to it is under way. A link
+    /// that carried no Update yet (e.g. a bootstrap link) is attached over again so the
+    /// peer answers with the Update that makes it routable.
+    pub(crate) fn attaching(&self, peer: NodeId) -> bool {
+        self.link_to(peer)
+            .and_then(|l| self.links.get(&l))
+            .is_some_and(|c| c.ready)
+            || self.attaches.requested.contains(&peer)
+            || self.attaches.awaiting.contains_key(&peer)
+    }
+
+    /// An AttachReq from `from` (§6.5.1.2).
+    pub(crate) fn on_attach_req(
+        &mut self,
+        from: NodeId,
+        req: AttachReqAns,
+        now: Instant,
+    ) -> Result<Body, ErrorResponse> {
+        if from == self.me {
+            return Err(ErrorResponse::new(
+                ErrorCode::InvalidMessage,
+                "attach to oneself",
+            ));
+        }
+        let connected = self.link_of.contains_key(&from);
+        if !connected {
+            if self.attaches.awaiting.contains_key(&from) {
+                return Err(ErrorResponse::new(
+                    ErrorCode::InProgress,
+                    "our own attach to you is completing",
+                ));
+            }
+            if self.attaches.requested.contains(&from) {
+                // Tie-break: the smaller Node-ID gives way.
+                if self.me > from {
+                    return Err(ErrorResponse::new(
+                        ErrorCode::InProgress,
+                        "attach in progress; larger Node-ID wins",
+                    ));
+                }
+                self.attaches.requested.remove(&from);
+            }
+        }
+        let candidate = req
+            .candidates
+            .iter()
+            .find(|c| c.overlay_link == link_type::TLS_TCP_FH_NO_ICE && c.socket_addr().is_some());
+        if connected {
+            if req.send_update {
+                self.send_update_to(from, true, now);
+            }
+        } else {
+            let Some(addr) = candidate.and_then(|c| c.socket_addr()) else {
+                return Err(ErrorResponse::new(
+                    ErrorCode::IncompatibleWithOverlay,
+                    "no TLS-TCP-FH-NO-ICE candidate: this overlay is No-ICE",
+                ));
+            };
+            let id = ConnectId(self.fresh_id());
+            self.attaches.connecting.insert(
+                id,
+                Connecting::Answer {
+                    peer: from,
+                    send_update: req.send_update,
+                },
+            );
+            self.events.push_back(Event::Connect {
+                id,
+                addr,
+                expect: Some(from),
+            });
+        }
+        // "active" for the answerer.
+        Ok(Body::AttachAns(self.attach_body(b"active", false)))
+    }
+
+    /// Our AttachReq was answered by `answer.from`.
+    pub(crate) fn attach_answered(&mut self, purpose: Purpose, answer: Answer, now: Instant) {
+        let peer = answer.from;
+        self.attaches.requested.remove(&peer);
+        if peer == self.me {
+            return;
+        }
+        if self.link_of.contains_key(&peer) {
+            // Already connected: the existing link serves; an Update follows if asked.
+            return self.attach_complete(peer, purpose, now);
+        }
+        self.attaches.awaiting.insert(peer, purpose);
+        self.timers.set(Timer::AwaitLink(peer), now + AWAIT_LINK);
+    }
+
+    /// The answerer never connected.
+    pub(crate) fn attach_expired(&mut self, peer: NodeId, now: Instant) {
+        if let Some(purpose) = self.attaches.awaiting.remove(&peer) {
+            tracing::debug!(node = %self.me, %peer, "attach answered but the peer never connected");
+            self.attach_failed(peer, purpose, now);
+        }
+    }
+
+    /// Our AttachReq to `peer` got an error or no answer.
+    pub(crate) fn attach_request_failed(&mut self, peer: NodeId, now: Instant) {
+        self.attaches.requested.remove(&peer);
+        if self.join_waiting.remove(&peer) {
+            self.maybe_send_join(now);
+        }
+    }
+
+    fn attach_failed(&mut self, peer: NodeId, purpose: Purpose, now: Instant) {
+        if self.join_waiting.remove(&peer) {
+            self.maybe_send_join(now);
+        }
+        if purpose == Purpose::BootstrapAttach {
+            self.bootstrap_failed(now);
+        }
+    }
+
+    fn attach_complete(&mut self, peer: NodeId, purpose: Purpose, now: Instant) {
+        if purpose == Purpose::BootstrapAttach && self.state == JoinState::Bootstrapping {
+            // The admitting peer answers with an Update (send_update), which carries on
+            // the join (§10.5 steps 2–3).
+            self.state = JoinState::Attaching { admitting: peer };
+            self.timers.set(
+                Timer::JoinAttachDeadline,
+                now + AWAIT_LINK + Duration::from_secs(15),
+            );
+        }
+        self.join_waiting.remove(&peer);
+        self.maybe_send_join(now);
+    }
+
+    /// A link is up: match it to an attach or bootstrap in progress.
+    pub(crate) fn link_ready_for_attach(
+        &mut self,
+        peer: NodeId,
+        connect: Option<ConnectId>,
+        now: Instant,
+    ) {
+        if let Some(id) = connect {
+            self.connect_done(id, Some(peer), now);
+        }
+        if let Some(purpose) = self.attaches.awaiting.remove(&peer) {
+            self.timers.cancel(&Timer::AwaitLink(peer));
+            self.attach_complete(peer, purpose, now);
+        }
+    }
+
+    /// A connection asked of the driver is up (`Some(peer)`) or failed (`None`).
+    pub(crate) fn connect_done(&mut self, id: ConnectId, peer: Option<NodeId>, now: Instant) {
+        match (self.attaches.connecting.remove(&id), peer) {
+            (Some(Connecting::Bootstrap), Some(peer)) => {
+                if self.state == JoinState::Bootstrapping {
+                    // §11.4: Attach to our own Node-ID plus one over the bootstrap link.
+                    self.timers.cancel(&Timer::Bootstrap);
+                    let target = Destination::Resource(self.me.wrapping_add(1).as_resource());
+                    let _ = peer;
+                    self.attach(vec![target], Purpose::BootstrapAttach, now);
+                }
+            }
+            (Some(Connecting::Bootstrap), None) => {
+                if self.state == JoinState::Bootstrapping
+                    && !self
+                        .attaches
+                        .connecting
+                        .values()
+                        .any(|c| *c == Connecting::Bootstrap)
+                {
+                    self.bootstrap_failed(now);
+                }
+            }
+            (
+                Some(Connecting::Answer {
+                    peer: p,
+                    send_update,
+                }),
+                Some(_),
+            ) => {
+                if send_update {
+                    self.send_update_to(p, true, now);
+                }
+            }
+            (Some(Connecting::Answer { .. }), None) | (None, _) => {}
+        }
+    }
+
+    /// Tries the bootstrap nodes (§11.4).
+    pub(crate) fn bootstrap(&mut self, now: Instant) {
+        if self.state != JoinState::Bootstrapping {
+            return;
+        }
+        // Already linked to a peer (e.g. re-joining after losing all successors): use it.
+        if !self.links.is_empty() {
+            let target = Destination::Resource(self.me.wrapping_add(1).as_resource());
+            self.attach(vec![target], Purpose::BootstrapAttach, now);
+            return;
+        }
+        for addr in self.cfg.bootstrap.clone() {
+            if Some(addr) == self.cfg.listen_addr {
+                continue;
+            }
+            let id = ConnectId(self.fresh_id());
+            self.attaches.connecting.insert(id, Connecting::Bootstrap);
+            self.events.push_back(Event::Connect {
+                id,
+                addr,
+                expect: None,
+            });
+        }
+        if self.attaches.connecting.is_empty() {
+            self.bootstrap_failed(now);
+        }
+    }
+
+    /// No bootstrap path worked: start the overlay if allowed, else try again later.
+    pub(crate) fn bootstrap_failed(&mut self, now: Instant) {
+        if self.state != JoinState::Bootstrapping {
+            return;
+        }
+        if self.cfg.may_start_overlay && self.links.is_empty() {
+            return self.become_joined(now);
+        }
+        self.events.push_back(Event::JoinFailed(
+            "no bootstrap node reachable; retrying".into(),
+        ));
+        self.timers
+            .set(Timer::Bootstrap, now + self.cfg.bootstrap_retry);
+    }
+}

@@ -1,0 +1,104 @@
+//! Node configuration: the overlay's parameters (§11.1) and this node's own settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::identity::{Credentials, TrustStore};
+use crate::storage::KindTable;
+
+/// Everything a [`super::Node`] needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The overlay name (`instance-name`).
+    pub overlay: String,
+    /// This node's key and certificate.
+    pub credentials: Credentials,
+    /// Roots, self-signed mode and bad nodes.
+    pub trust: TrustStore,
+    /// The configuration document's `sequence` (§6.3.2.1).
+    pub configuration_sequence: u16,
+    /// The signed configuration document, sent in ConfigUpdate to peers with an older
+    /// one (§6.5.4).
+    pub config_document: Option<Bytes>,
+    /// `initial-ttl` (default 100).
+    pub initial_ttl: u8,
+    /// `max-message-size`.
+    pub max_message_size: usize,
+    /// `overlay-reliability-timer` (default 3 s, §6.2.1).
+    pub reliability_timer: Duration,
+    /// Retransmissions after the first transmission (the RFC allows up to 4).
+    pub max_retransmits: u32,
+    /// Maximum request lifetime: duplicate detection and fragment reassembly (15 s).
+    pub request_lifetime: Duration,
+    /// `chord-update-interval` (§10.7.4.1; the RFC suggests ten minutes).
+    pub chord_update_interval: Duration,
+    /// `chord-ping-interval` (§10.7.4.2; default one hour).
+    pub chord_ping_interval: Duration,
+    /// `chord-reactive` (§10.7.1): send Updates as soon as the neighbour table changes.
+    pub chord_reactive: bool,
+    /// Predecessors and successors to keep (at least 3, §10.7).
+    pub neighbors: usize,
+    /// Where this node accepts links; offered as the host candidate in Attach.
+    pub listen_addr: Option<SocketAddr>,
+    /// Bootstrap nodes (§11.4).
+    pub bootstrap: Vec<SocketAddr>,
+    /// Whether this node may start the overlay if no bootstrap node answers (§6.4.2.1:
+    /// "a configuration flag or setting").
+    pub may_start_overlay: bool,
+    /// How long to wait between attempts to reach a bootstrap node.
+    pub bootstrap_retry: Duration,
+    /// Fragment messages larger than this on the way out (§6.7); `None` for stream
+    /// links, which carry whole messages.
+    pub fragment_mtu: Option<usize>,
+    /// Most links this node keeps.
+    pub max_connections: usize,
+    /// Most bytes held for reassembly at once.
+    pub max_reassembly_bytes: usize,
+    /// Seed of the node's RNG (transaction ids, finger choices, jitter).
+    pub seed: u64,
+    /// Wall-clock milliseconds since the Unix epoch at `Instant::ZERO`.
+    pub epoch_unix_ms: u64,
+    /// The Kinds this overlay stores, with their limits (§7.4.5, §11.1).
+    pub kinds: KindTable,
+    /// Application-IDs this node accepts in AppAttach (§6.5.2), e.g. 5222.
+    pub applications: Vec<u16>,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but identity and overlay name.
+    pub fn new(
+        overlay: impl Into<String>,
+        credentials: Credentials,
+        trust: TrustStore,
+    ) -> NodeConfig {
+        NodeConfig {
+            overlay: overlay.into(),
+            credentials,
+            trust,
+            configuration_sequence: 1,
+            config_document: None,
+            initial_ttl: 100,
+            max_message_size: 64 * 1024,
+            reliability_timer: Duration::from_secs(3),
+            max_retransmits: 4,
+            request_lifetime: Duration::from_secs(15),
+            chord_update_interval: Duration::from_secs(600),
+            chord_ping_interval: Duration::from_secs(3600),
+            chord_reactive: true,
+            neighbors: 3,
+            listen_addr: None,
+            bootstrap: Vec::new(),
+            may_start_overlay: false,
+            bootstrap_retry: Duration::from_secs(5),
+            fragment_mtu: None,
+            max_connections: 512,
+            max_reassembly_bytes: 1 << 20,
+            seed: 0,
+            epoch_unix_ms: 0,
+            kinds: KindTable::default(),
+            applications: Vec::new(),
+        }
+    }
+}

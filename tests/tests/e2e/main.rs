@@ -1,0 +1,3 @@
+//! End-to-end tests over real sockets, one module per behaviour.
+
+mod rfc6940_overlay;
