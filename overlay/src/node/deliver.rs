@@ -89,7 +89,7 @@ impl Node {
         let h = &message.header;
         let tid = h.transaction_id;
         // Duplicate of a request answered within the request lifetime: same answer.
-        if let Some(r) = self.dedup.get(tid, now).cloned() {
+        if let Some(r) = self.dedup.get((tid, signer.node_id), now).cloned() {
             let header = response_header(h, prev, self.cfg.initial_ttl);
             return self.send_response(header, r.code, r.body, now);
         }
@@ -119,8 +119,7 @@ impl Node {
             .to_bytes()
             .unwrap_or_default();
         }
-        self.dedup
-            .insert(tid, code, body.clone(), now + self.cfg.request_lifetime);
+        self.dedup.insert((tid, signer.node_id), code, body.clone(), now + self.cfg.request_lifetime);
         self.schedule_housekeeping();
         let header = response_header(&message.header, prev, self.cfg.initial_ttl);
         self.send_response(header, code, body, now);

@@ -217,7 +217,9 @@ impl Node {
         Node {
             me,
             overlay: overlay_field(&cfg.overlay),
-            rng: ChaCha12Rng::seed_from_u64(cfg.seed),
+            // Seed and Node-ID together: nodes sharing a seed still draw different
+            // transaction ids.
+            rng: ChaCha12Rng::seed_from_u64(cfg.seed ^ (me.0 as u64) ^ ((me.0 >> 64) as u64).rotate_left(17)),
             started: now,
             state: JoinState::Idle,
             table: RoutingTable::new(me, cfg.neighbors.max(3)),

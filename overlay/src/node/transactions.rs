@@ -91,16 +91,17 @@ const DEDUP_CAPACITY: usize = 4096;
 /// Answers given within the request lifetime, by transaction id.
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    answers: HashMap<u64, Remembered>,
-    order: VecDeque<(Instant, u64)>,
+    answers: HashMap<(u64, NodeId), Remembered>,
+    order: VecDeque<(Instant, (u64, NodeId))>,
 }
 
 impl Dedup {
-    pub(crate) fn get(&self, id: u64, now: Instant) -> Option<&Remembered> {
+    /// The answer given to `requester`'s transaction `id`, if still remembered.
+    pub(crate) fn get(&self, id: (u64, NodeId), now: Instant) -> Option<&Remembered> {
         self.answers.get(&id).filter(|r| r.expires > now)
     }
 
-    pub(crate) fn insert(&mut self, id: u64, code: MessageCode, body: Bytes, expires: Instant) {
+    pub(crate) fn insert(&mut self, id: (u64, NodeId), code: MessageCode, body: Bytes, expires: Instant) {
         if self.answers.len() >= DEDUP_CAPACITY
             && let Some((_, old)) = self.order.pop_front()
         {

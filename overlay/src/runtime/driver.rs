@@ -108,6 +108,9 @@ impl Overlay {
         let local_addr = listener.local_addr();
         config.listen_addr = Some(local_addr);
         let clock = Clock::start();
+        if config.seed == 0 {
+            config.seed = os_seed();
+        }
         if config.epoch_unix_ms == 0 {
             config.epoch_unix_ms = clock.start_unix_ms();
         }
@@ -477,6 +480,14 @@ impl Driver {
             let _ = tx.send((id, result)).await;
         }));
     }
+}
+
+/// A seed from the operating system's RNG, for nodes not given one.
+fn os_seed() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
