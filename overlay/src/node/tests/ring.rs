@@ -176,7 +176,7 @@ fn stress(seeds: std::ops::Range<u64>) {
 fn nodes_sharing_a_seed_still_draw_distinct_transaction_ids() {
     let mut r = Ring::new(31);
     for _ in 0..5 {
-        let id = NodeId(r.ids.len() as u128 + 1 << 124);
+        let id = NodeId((r.ids.len() as u128 + 1) << 124);
         let mut cfg = r.config(id);
         cfg.seed = 0;
         let id = r.net.add(cfg);
