@@ -23,7 +23,11 @@ use xor_overlay::wire::{Body, Destination};
 const IN_FLIGHT: usize = 32;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let nodes = rt.block_on(async {
         let mut ca = TestCa::new("bench.example", 3);
         let mut nodes: Vec<Overlay> = Vec::new();
@@ -36,14 +40,21 @@ fn bench(c: &mut Criterion) {
             cfg.may_start_overlay = bootstrap.is_none();
             cfg.chord_update_interval = Duration::from_secs(60);
             let node = Overlay::start(cfg, LinkConfig::default()).await.unwrap();
-            assert!(node.joined(Duration::from_secs(20)).await, "node {i} did not join: {:?}", node.neighbors().await);
+            assert!(
+                node.joined(Duration::from_secs(20)).await,
+                "node {i} did not join: {:?}",
+                node.neighbors().await
+            );
             bootstrap.get_or_insert(node.local_addr());
             nodes.push(node);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         nodes
     });
-    let route: Vec<Destination> = nodes[1..].iter().map(|n| Destination::Node(n.node_id())).collect();
+    let route: Vec<Destination> = nodes[1..]
+        .iter()
+        .map(|n| Destination::Node(n.node_id()))
+        .collect();
     let a = nodes[0].clone();
     let mut g = c.benchmark_group("routing");
     g.throughput(Throughput::Elements(IN_FLIGHT as u64));
@@ -53,7 +64,8 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let pings = (0..IN_FLIGHT).map(|_| a.request(route.clone(), Body::PingReq(Default::default())));
+                    let pings = (0..IN_FLIGHT)
+                        .map(|_| a.request(route.clone(), Body::PingReq(Default::default())));
                     for r in join_all(pings).await {
                         assert_eq!(r.unwrap().from, nodes[3].node_id());
                     }

@@ -32,6 +32,29 @@ pub fn loopback_config(
     cfg
 }
 
+/// Kinds the storage tests use: 300 single, 301 array, 302 dictionary, each writable
+/// by a node at `H(Node-ID || i)` for `1 <= i <= 64` (NODE-MULTIPLE, RFC 6940 §7.3.4).
+pub fn storage_kinds() -> xor_overlay::storage::KindTable {
+    use xor_overlay::storage::{KindDef, KindTable, Policy};
+    use xor_overlay::wire::DataModel;
+    let mut kinds = KindTable::default();
+    for (id, model) in [
+        (300, DataModel::Single),
+        (301, DataModel::Array),
+        (302, DataModel::Dictionary),
+    ] {
+        kinds.insert(KindDef {
+            id,
+            name: format!("TEST-{id}"),
+            model,
+            policy: Policy::NodeMultiple(64),
+            max_count: 16,
+            max_size: 1024,
+        });
+    }
+    kinds
+}
+
 /// Starts a node on loopback.
 pub async fn start(cfg: NodeConfig) -> Result<Overlay, StartError> {
     Overlay::start(cfg, LinkConfig::default()).await

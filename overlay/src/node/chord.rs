@@ -19,7 +19,7 @@ impl Node {
         signer: &VerifiedSigner,
         prev: NodeId,
         now: Instant,
-    ) -> Result<Option<Body>, ErrorResponse> {
+    ) -> Result<Option<super::storage::Reply>, ErrorResponse> {
         let from = signer.node_id;
         let direct = message.header.via_list.is_empty() && prev == from;
         let answer = match body {
@@ -43,11 +43,9 @@ impl Node {
                     "application not supported",
                 ));
             }
-            Body::StoreReq(_) | Body::FetchReq(_) | Body::StatReq(_) | Body::FindReq(_) => {
-                return Err(ErrorResponse::new(
-                    ErrorCode::Forbidden,
-                    "this node does not store data",
-                ));
+            Body::StoreReq(req) => return self.on_store(message, req, signer, now).map(Some),
+            body @ (Body::FetchReq(_) | Body::StatReq(_) | Body::FindReq(_)) => {
+                return self.on_read(body, now).map(Some);
             }
             Body::ConfigUpdateReq(_) => {
                 return Err(ErrorResponse::new(
@@ -62,7 +60,7 @@ impl Node {
                 ));
             }
         };
-        Ok(Some(answer))
+        Ok(Some(answer.into()))
     }
 
     fn probe(&self, req: &ProbeReq, now: Instant) -> ProbeAns {
@@ -86,7 +84,7 @@ impl Node {
 
     /// Number of distinct Resource-IDs stored here.
     pub(crate) fn stored_resources(&self) -> u32 {
-        0
+        self.storage.resources().len() as u32
     }
 
     fn route_query(&mut self, from: NodeId, req: &RouteQueryReq, now: Instant) -> RouteQueryAns {
@@ -305,6 +303,7 @@ impl Node {
         self.events.push_back(Event::Joined);
         self.update_neighbors(now);
         self.attach_fingers(now);
+        self.store_own_certificate(now);
         let jitter = |rng: &mut rand_chacha::ChaCha12Rng, d: std::time::Duration| {
             d.mul_f64(0.5 + (rng.next_u32() as f64 / u32::MAX as f64) * 0.5)
         };
@@ -452,6 +451,8 @@ impl Node {
             return;
         }
         self.update_neighbors(now);
+        self.drop_foreign_data();
+        self.sync_replicas(now);
         self.timers
             .set(Timer::Stabilize, now + self.cfg.chord_update_interval);
     }
@@ -511,10 +512,22 @@ impl Node {
             self.events.push_back(Event::Left);
             return;
         }
+        self.hand_over_on_leave(now);
         self.state = JoinState::Leaving;
         let preds = self.table.predecessors().to_vec();
         let succs = self.table.successors().to_vec();
-        for peer in self.table.neighbors() {
+        // LeaveReq goes over the direct link (the receiver checks it, §6.4.2.2); a
+        // neighbour without one is already gone. Answers are awaited for one
+        // reliability interval at most.
+        let linked: Vec<NodeId> = self
+            .table
+            .neighbors()
+            .into_iter()
+            .filter(|p| self.link_of.contains_key(p))
+            .collect();
+        self.timers
+            .set(Timer::LeaveDeadline, now + self.cfg.reliability_timer);
+        for peer in linked {
             // To a predecessor we are a successor, and the other way round.
             let data = if preds.contains(&peer) {
                 ChordLeaveData::FromSucc(succs.clone())
@@ -538,12 +551,17 @@ impl Node {
 
     /// Finishes leaving once no LeaveReq is outstanding.
     pub(crate) fn leave_progress(&mut self, now: Instant) {
-        if self.state == JoinState::Leaving
-            && self
-                .txns
-                .ids_with(|p| p.purpose == Purpose::Leave)
-                .is_empty()
-        {
+        self.finish_leave(false, now);
+    }
+
+    /// Finishes leaving when no LeaveReq is outstanding, or at once if `force`d.
+    pub(crate) fn finish_leave(&mut self, force: bool, now: Instant) {
+        let waiting = !self
+            .txns
+            .ids_with(|p| p.purpose == Purpose::Leave)
+            .is_empty();
+        if self.state == JoinState::Leaving && (force || !waiting) {
+            self.timers.cancel(&Timer::LeaveDeadline);
             self.state = JoinState::Left;
             self.abandon_all(now);
             for link in self.links.keys().copied().collect::<Vec<_>>() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::identity::{Credentials, TrustStore};
-use crate::storage::KindTable;
+use crate::storage::{KindTable, StorageLimits};
 
 /// Everything a [`super::Node`] needs to run.
 #[derive(Debug, Clone)]
@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub kinds: KindTable,
     /// Application-IDs this node accepts in AppAttach (§6.5.2), e.g. 5222.
     pub applications: Vec<u16>,
+    /// How much this node stores for others at most.
+    pub storage_limits: StorageLimits,
 }
 
 impl NodeConfig {
@@ -99,6 +101,7 @@ impl NodeConfig {
             epoch_unix_ms: 0,
             kinds: KindTable::default(),
             applications: Vec::new(),
+            storage_limits: StorageLimits::default(),
         }
     }
 }

@@ -71,6 +71,25 @@ impl Node {
         }
     }
 
+    /// Signs and routes a response whose security block also carries `certs`.
+    pub(crate) fn send_response_with(
+        &mut self,
+        header: ForwardingHeader,
+        code: MessageCode,
+        body: Bytes,
+        certs: &[Bytes],
+        now: Instant,
+    ) {
+        let signed = signed_message(header, code, body, &self.cfg.credentials).map(|mut m| {
+            super::transactions::add_certificates(&mut m.security.certificates, certs);
+            m
+        });
+        match signed.and_then(|m| m.to_raw()) {
+            Ok(raw) => self.route(raw, None, now),
+            Err(e) => tracing::warn!(error = %e, "response could not be encoded"),
+        }
+    }
+
     /// Signs and routes a response under `header`.
     pub(crate) fn send_response(
         &mut self,
@@ -79,10 +98,7 @@ impl Node {
         body: Bytes,
         now: Instant,
     ) {
-        match signed_message(header, code, body, &self.cfg.credentials).and_then(|m| m.to_raw()) {
-            Ok(raw) => self.route(raw, None, now),
-            Err(e) => tracing::warn!(error = %e, "response could not be encoded"),
-        }
+        self.send_response_with(header, code, body, &[], now);
     }
 
     fn on_request(&mut self, message: Message, signer: VerifiedSigner, prev: NodeId, now: Instant) {
@@ -91,7 +107,7 @@ impl Node {
         // Duplicate of a request answered within the request lifetime: same answer.
         if let Some(r) = self.dedup.get((tid, signer.node_id), now).cloned() {
             let header = response_header(h, prev, self.cfg.initial_ttl);
-            return self.send_response(header, r.code, r.body, now);
+            return self.send_response_with(header, r.code, r.body, &r.certs, now);
         }
         let result = self.check_request(&message, prev, now).and_then(|()| {
             let body = Body::parse(
@@ -102,10 +118,10 @@ impl Node {
             .map_err(|e| ErrorResponse::new(ErrorCode::InvalidMessage, e.to_string()))?;
             self.handle_request(&message, body, &signer, prev, now)
         });
-        let (code, body) = match result {
+        let (code, body, certs) = match result {
             Ok(None) => return, // answered later (or not at all)
-            Ok(Some(body)) => (body.code(), body.to_bytes()),
-            Err(e) => (MessageCode::ERROR, e.to_bytes()),
+            Ok(Some(reply)) => (reply.body.code(), reply.body.to_bytes(), reply.certs),
+            Err(e) => (MessageCode::ERROR, e.to_bytes(), Vec::new()),
         };
         let Ok(mut body) = body else { return };
         let mut code = code;
@@ -119,10 +135,17 @@ impl Node {
             .to_bytes()
             .unwrap_or_default();
         }
-        self.dedup.insert((tid, signer.node_id), code, body.clone(), now + self.cfg.request_lifetime);
+        let expires = now + self.cfg.request_lifetime;
+        self.dedup.insert(
+            (tid, signer.node_id),
+            code,
+            body.clone(),
+            certs.clone(),
+            expires,
+        );
         self.schedule_housekeeping();
         let header = response_header(&message.header, prev, self.cfg.initial_ttl);
-        self.send_response(header, code, body, now);
+        self.send_response_with(header, code, body, &certs, now);
     }
 
     /// Checks every request must pass before its method is looked at.
@@ -199,10 +222,19 @@ impl Node {
         );
         let result = match body {
             Ok(Body::Error(e)) => Err(RequestError::Error(e)),
-            Ok(body) if body.code() == pending.code.answer() => Ok(Answer {
-                from: signer.node_id,
-                body,
-            }),
+            Ok(mut body) if body.code() == pending.code.answer() => {
+                let mut dropped = 0;
+                if let (Body::FetchAns(ans), Some(Destination::Resource(r))) =
+                    (&mut body, pending.target.as_ref())
+                {
+                    dropped = self.verify_fetched(*r, ans, &message.security.certificates, now);
+                }
+                Ok(Answer {
+                    from: signer.node_id,
+                    body,
+                    dropped,
+                })
+            }
             Ok(other) => Err(RequestError::Invalid(format!(
                 "answer {:?} does not match request {:?}",
                 other.code(),
@@ -244,6 +276,11 @@ impl Node {
             Purpose::Join => self.join_answered(now),
             Purpose::FingerPing(i) => self.finger_found(i, answer.from, now),
             Purpose::Leave => self.leave_progress(now),
+            Purpose::Replica {
+                resource,
+                peer,
+                version,
+            } => self.replica_stored(resource, peer, version),
             Purpose::Update(_) | Purpose::Fire => {}
         }
     }
@@ -256,7 +293,12 @@ impl Node {
             Purpose::Attach {
                 target: Some(peer), ..
             } => self.attach_request_failed(*peer, now),
-            Purpose::Attach { .. } | Purpose::FingerPing(_) | Purpose::Fire => {}
+            Purpose::Attach { .. } | Purpose::FingerPing(_) => {}
+            Purpose::Replica { resource, peer, .. } => {
+                tracing::debug!(node = %self.me, %peer, %resource, %error, "replica store failed; retried at the next stabilisation");
+                self.replica_failed(*resource, *peer);
+            }
+            Purpose::Fire => tracing::debug!(node = %self.me, %error, "background request failed"),
             Purpose::Join => self.join_failed(error, now),
             Purpose::Update(peer) => {
                 if matches!(error, RequestError::Timeout(_)) {

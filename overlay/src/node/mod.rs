@@ -24,6 +24,7 @@ pub mod config;
 mod deliver;
 pub mod fragments;
 mod routing;
+mod storage;
 pub(crate) mod timers;
 mod transactions;
 
@@ -77,6 +78,9 @@ pub struct Answer {
     pub from: NodeId,
     /// The response body.
     pub body: Body,
+    /// Stored values dropped from a FetchAns because their signatures did not verify
+    /// (§7.4.2.2: a partial answer).
+    pub dropped: usize,
 }
 
 /// Why a request failed.
@@ -173,6 +177,10 @@ pub(crate) enum Timer {
     JoinAttachDeadline,
     /// Expire duplicate-detection entries and fragment buffers.
     Housekeeping,
+    /// Expire stored values.
+    Expire,
+    /// Stop waiting for LeaveAns.
+    LeaveDeadline,
 }
 
 /// A connected peer.
@@ -208,6 +216,14 @@ pub struct Node {
     pub(crate) neighbors_dirty: bool,
     /// Peers whose neighbour lists this node has asked Attaches for during its join.
     pub(crate) join_waiting: HashSet<NodeId>,
+    /// Stored data.
+    pub(crate) storage: crate::storage::Storage,
+    /// The last storage time this node signed (storage times never go backwards).
+    pub(crate) last_storage_time: u64,
+    /// Versions of each resource known to be stored at each peer (replicas confirmed).
+    pub(crate) replicated: HashMap<crate::id::ResourceId, HashMap<NodeId, u64>>,
+    /// Replica stores in flight.
+    pub(crate) replicating: HashSet<(crate::id::ResourceId, NodeId)>,
 }
 
 impl Node {
@@ -219,7 +235,9 @@ impl Node {
             overlay: overlay_field(&cfg.overlay),
             // Seed and Node-ID together: nodes sharing a seed still draw different
             // transaction ids.
-            rng: ChaCha12Rng::seed_from_u64(cfg.seed ^ (me.0 as u64) ^ ((me.0 >> 64) as u64).rotate_left(17)),
+            rng: ChaCha12Rng::seed_from_u64(
+                cfg.seed ^ (me.0 as u64) ^ ((me.0 >> 64) as u64).rotate_left(17),
+            ),
             started: now,
             state: JoinState::Idle,
             table: RoutingTable::new(me, cfg.neighbors.max(3)),
@@ -236,6 +254,13 @@ impl Node {
             next_id: 1,
             neighbors_dirty: false,
             join_waiting: HashSet::new(),
+            storage: crate::storage::Storage::new(
+                Box::<crate::storage::MemoryBackend>::default(),
+                cfg.storage_limits,
+            ),
+            last_storage_time: 0,
+            replicated: HashMap::new(),
+            replicating: HashSet::new(),
             cfg,
         }
     }
@@ -258,6 +283,11 @@ impl Node {
     /// The routing table.
     pub fn table(&self) -> &RoutingTable {
         &self.table
+    }
+
+    /// The data this node stores.
+    pub fn storage(&self) -> &crate::storage::Storage {
+        &self.storage
     }
 
     /// The peer on a link.
@@ -337,6 +367,8 @@ impl Node {
                 Timer::Bootstrap => self.bootstrap(now),
                 Timer::JoinAttachDeadline => self.send_join(now),
                 Timer::Housekeeping => self.housekeeping(now),
+                Timer::Expire => self.expire_values(now),
+                Timer::LeaveDeadline => self.finish_leave(true, now),
             }
         }
         self.flush(now);
@@ -366,6 +398,7 @@ impl Node {
             if self.cfg.chord_reactive && self.state == JoinState::Joined {
                 self.update_neighbors(now);
             }
+            self.sync_replicas(now);
         }
     }
 

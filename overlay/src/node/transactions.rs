@@ -33,6 +33,15 @@ pub(crate) enum Purpose {
     FingerPing(u8),
     /// A LeaveReq.
     Leave,
+    /// A replica (or hand-over) store of `resource` at version `version` to `peer`.
+    Replica {
+        /// The resource.
+        resource: crate::id::ResourceId,
+        /// The peer.
+        peer: NodeId,
+        /// The data version sent (sum of the Kinds' generation counters).
+        version: u64,
+    },
     /// Anything else whose answer is not needed.
     Fire,
 }
@@ -82,6 +91,7 @@ impl Transactions {
 pub(crate) struct Remembered {
     pub(crate) code: MessageCode,
     pub(crate) body: Bytes,
+    pub(crate) certs: Vec<Bytes>,
     expires: Instant,
 }
 
@@ -101,7 +111,14 @@ impl Dedup {
         self.answers.get(&id).filter(|r| r.expires > now)
     }
 
-    pub(crate) fn insert(&mut self, id: (u64, NodeId), code: MessageCode, body: Bytes, expires: Instant) {
+    pub(crate) fn insert(
+        &mut self,
+        id: (u64, NodeId),
+        code: MessageCode,
+        body: Bytes,
+        certs: Vec<Bytes>,
+        expires: Instant,
+    ) {
         if self.answers.len() >= DEDUP_CAPACITY
             && let Some((_, old)) = self.order.pop_front()
         {
@@ -112,6 +129,7 @@ impl Dedup {
             Remembered {
                 code,
                 body,
+                certs,
                 expires,
             },
         );
@@ -135,6 +153,15 @@ impl Dedup {
     }
 }
 
+/// Appends certificates to a security block's bucket, each once.
+pub(crate) fn add_certificates(bucket: &mut Vec<crate::wire::GenericCertificate>, extra: &[Bytes]) {
+    for c in extra {
+        if !bucket.iter().any(|b| b.certificate == *c) {
+            bucket.push(crate::wire::GenericCertificate::x509(c.clone()));
+        }
+    }
+}
+
 impl Node {
     /// Builds, signs and routes a request; it is retransmitted until answered.
     pub(crate) fn originate(
@@ -142,6 +169,19 @@ impl Node {
         destination: Vec<Destination>,
         body: Body,
         purpose: Purpose,
+        now: Instant,
+    ) -> Option<u64> {
+        self.originate_with_certs(destination, body, purpose, &[], now)
+    }
+
+    /// [`Node::originate`] with more certificates in the security block (those of the
+    /// stored values a Store carries, §6.3.4).
+    pub(crate) fn originate_with_certs(
+        &mut self,
+        destination: Vec<Destination>,
+        body: Body,
+        purpose: Purpose,
+        extra_certs: &[Bytes],
         now: Instant,
     ) -> Option<u64> {
         let code = body.code();
@@ -170,9 +210,11 @@ impl Node {
             destination_list: destination.clone(),
             options: Vec::new(),
         };
-        let raw = match signed_message(header, code, encoded, &self.cfg.credentials)
-            .and_then(|m| m.to_raw())
-        {
+        let signed = signed_message(header, code, encoded, &self.cfg.credentials).map(|mut m| {
+            add_certificates(&mut m.security.certificates, extra_certs);
+            m
+        });
+        let raw = match signed.and_then(|m| m.to_raw()) {
             Ok(raw) => raw,
             Err(e) => {
                 self.fail_purpose(&purpose, RequestError::Invalid(e.to_string()), now);

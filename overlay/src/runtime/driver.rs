@@ -16,18 +16,26 @@ use super::clock::Clock;
 use super::link::{Accepted, Link, LinkEvent, LinkOptions, Listener, OversizeResponder};
 use super::tls::{ConnectError, Expect, PeerInfo, TlsContext};
 use crate::id::NodeId;
+use crate::id::ResourceId;
 use crate::link::{LinkConfig, LinkHealth};
 use crate::node::{
     Answer, ConnectId, Event, JoinState, LinkId, Node, NodeConfig, RequestError, RequestId,
 };
 use crate::respond::error_response;
-use crate::wire::{Body, Destination, ErrorResponse, RouteQueryReq};
+use crate::time::Instant;
+use crate::wire::{
+    Body, Destination, ErrorResponse, FetchAns, KindId, RouteQueryReq, StoreAns,
+    StoredDataSpecifier, StoredDataValue,
+};
 
 /// The outcome of an outgoing connection.
 type Connected = (
     ConnectId,
     Result<(tokio_rustls::TlsStream<tokio::net::TcpStream>, PeerInfo), ConnectError>,
 );
+
+/// Starts a request on the node.
+type StartRequest = Box<dyn FnOnce(&mut Node, Instant) -> RequestId + Send>;
 
 /// Commands the API sends to the driver task.
 enum Command {
@@ -39,6 +47,10 @@ enum Command {
     Neighbors(oneshot::Sender<Neighbors>),
     Leave(oneshot::Sender<()>),
     With(Box<dyn FnOnce(&mut Node) + Send>),
+    Call {
+        start: StartRequest,
+        reply: oneshot::Sender<Result<Answer, RequestError>>,
+    },
 }
 
 /// Queue sizes.
@@ -206,15 +218,76 @@ impl Overlay {
         rx.await.map_err(|_| RequestError::Shutdown)
     }
 
-    /// Runs `f` on the node inside the driver (for usages built on the core).
-    pub async fn with_node(
+    /// Runs `f` on the node inside the driver and returns its result (for usages built
+    /// on the core, and for tests that inspect a node).
+    pub async fn with_node<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Node) + Send + 'static,
-    ) -> Result<(), RequestError> {
+        f: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        let run = Box::new(move |node: &mut Node| {
+            let _ = tx.send(f(node));
+        });
         self.commands
-            .send(Command::With(Box::new(f)))
+            .send(Command::With(run))
             .await
-            .map_err(|_| RequestError::Shutdown)
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.map_err(|_| RequestError::Shutdown)
+    }
+
+    /// Starts a request with `start` (e.g. [`Node::store`]) and waits for its answer.
+    pub async fn call(
+        &self,
+        start: impl FnOnce(&mut Node, Instant) -> RequestId + Send + 'static,
+    ) -> Result<Answer, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Call {
+                start: Box::new(start),
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Shutdown)?;
+        rx.await.unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// Stores signed values at `resource` (§7.4.1).
+    pub async fn store(
+        &self,
+        resource: ResourceId,
+        kinds: Vec<(KindId, Vec<StoredDataValue>)>,
+        lifetime: Duration,
+    ) -> Result<StoreAns, RequestError> {
+        match self
+            .call(move |n, now| n.store(resource, kinds, lifetime, now))
+            .await?
+            .body
+        {
+            Body::StoreAns(a) => Ok(a),
+            other => Err(RequestError::Invalid(format!(
+                "unexpected answer {:?}",
+                other.code()
+            ))),
+        }
+    }
+
+    /// Fetches values at `resource` (§7.4.2); values whose signatures fail are dropped.
+    pub async fn fetch(
+        &self,
+        resource: ResourceId,
+        specifiers: Vec<StoredDataSpecifier>,
+    ) -> Result<FetchAns, RequestError> {
+        match self
+            .call(move |n, now| n.fetch(resource, specifiers, now))
+            .await?
+            .body
+        {
+            Body::FetchAns(a) => Ok(a),
+            other => Err(RequestError::Invalid(format!(
+                "unexpected answer {:?}",
+                other.code()
+            ))),
+        }
     }
 
     /// Leaves the overlay gracefully (§10.9) and stops.
@@ -383,6 +456,10 @@ impl Driver {
                 return Some(tokio::time::Instant::now() + LEAVE_TIMEOUT);
             }
             Command::With(f) => f(&mut self.node),
+            Command::Call { start, reply } => {
+                let id = start(&mut self.node, now);
+                self.pending.insert(id, reply);
+            }
         }
         None
     }

@@ -63,7 +63,7 @@ const HIGH_WATER: usize = 1 << 20;
 /// Events queued for the owner above which reading pauses.
 const MAX_PENDING_EVENTS: usize = 64;
 /// Commands queued per link.
-const COMMAND_QUEUE: usize = 256;
+const COMMAND_QUEUE: usize = 4096;
 
 /// A running link. Dropping it does not close the link; call [`Link::close`].
 #[derive(Debug, Clone)]
@@ -191,7 +191,11 @@ impl LinkTask {
                 biased;
                 permit = events.reserve(), if !pending.is_empty() => match permit {
                     Ok(permit) => permit.send((id, pending.pop_front().expect("non-empty"))),
-                    Err(_) => closing = Some(None), // the owner is gone
+                    Err(_) => {
+                        // The owner is gone: nobody will read what is pending.
+                        pending.clear();
+                        closing = Some(None);
+                    }
                 },
                 written = wr.write(&out), if !out.is_empty() => match written {
                     Ok(0) | Err(_) => {

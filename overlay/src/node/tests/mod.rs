@@ -5,6 +5,7 @@
 mod bad_input;
 mod ring;
 mod routing;
+mod storage;
 
 use std::time::Duration;
 
@@ -50,6 +51,7 @@ impl Ring {
         cfg.chord_ping_interval = Duration::from_secs(120);
         cfg.epoch_unix_ms = 1_800_000_000_000;
         cfg.seed = self.rng.next_u64();
+        cfg.kinds = test_kinds();
         cfg
     }
 
@@ -127,6 +129,29 @@ impl Ring {
             .filter(|(_, n, e)| *n == id && *e == Event::Joined)
             .count()
     }
+}
+
+/// Kinds for storage tests: 200 single, 201 array, 202 dictionary, all USER-MATCH
+/// (the dictionary USER-NODE-MATCH).
+pub(crate) fn test_kinds() -> crate::storage::KindTable {
+    use crate::storage::{KindDef, KindTable, Policy};
+    use crate::wire::DataModel;
+    let mut kinds = KindTable::default();
+    for (id, model, policy) in [
+        (200, DataModel::Single, Policy::UserMatch),
+        (201, DataModel::Array, Policy::UserMatch),
+        (202, DataModel::Dictionary, Policy::UserNodeMatch),
+    ] {
+        kinds.insert(KindDef {
+            id,
+            name: format!("TEST-{id}"),
+            model,
+            policy,
+            max_count: 100,
+            max_size: 1000,
+        });
+    }
+    kinds
 }
 
 pub(crate) fn secs(s: u64) -> Duration {

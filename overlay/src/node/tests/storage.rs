@@ -1,0 +1,223 @@
+//! Storage on the ring (§7, §10.4, §10.5, §10.7.3) in virtual time.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::id::ResourceId;
+use crate::node::{Answer, RequestError, RequestId};
+use crate::wire::{Body, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
+
+fn answer(r: &Ring, node: NodeId, req: RequestId) -> Option<Result<Answer, RequestError>> {
+    r.net.events.iter().find_map(|(_, n, e)| match e {
+        Event::Response { request, result } if *request == req && *n == node => {
+            Some(result.clone())
+        }
+        _ => None,
+    })
+}
+
+fn ring_of(n: usize, seed: u64) -> Ring {
+    let mut r = Ring::new(seed);
+    for _ in 0..n {
+        r.add();
+        r.settle(secs(60));
+    }
+    r.assert_stable();
+    r
+}
+
+/// Node `i`'s user name resource.
+fn user_resource(i: usize) -> ResourceId {
+    ResourceId::of_name(format!("node{i}@{OVERLAY}").as_bytes())
+}
+
+fn store(r: &mut Ring, i: usize, value: &'static [u8]) -> ResourceId {
+    let node = r.ids[i];
+    let res = user_resource(i);
+    let now = r.net.now();
+    let mut req = None;
+    r.net.with(node, |n| {
+        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(value)));
+        req = Some(n.store(res, vec![(200, vec![v])], secs(3600), now));
+    });
+    r.run_checked(secs(3));
+    let a = answer(r, node, req.unwrap())
+        .expect("store answered")
+        .expect("store succeeded");
+    let Body::StoreAns(ans) = a.body else {
+        panic!("not a StoreAns")
+    };
+    assert_eq!(
+        ans.kind_responses[0].replicas.len(),
+        2,
+        "replicated to two successors"
+    );
+    res
+}
+
+fn fetch(r: &mut Ring, from: NodeId, res: ResourceId) -> Option<Vec<u8>> {
+    let now = r.net.now();
+    let mut req = None;
+    r.net.with(from, |n| {
+        let spec = StoredDataSpecifier {
+            kind: 200,
+            generation: 0,
+            model_specifier: ModelSpecifier::Single,
+        };
+        req = Some(n.fetch(res, vec![spec], now));
+    });
+    r.run_checked(secs(3));
+    let a = answer(r, from, req.unwrap())?.ok()?;
+    assert_eq!(a.dropped, 0, "every value verifies");
+    let Body::FetchAns(ans) = a.body else {
+        return None;
+    };
+    let v = ans.kind_responses[0]
+        .values
+        .parsed()
+        .first()?
+        .value
+        .data()
+        .clone();
+    v.exists.then(|| v.value.to_vec())
+}
+
+fn holders(r: &Ring, res: ResourceId) -> Vec<NodeId> {
+    r.live()
+        .into_iter()
+        .filter(|id| r.net.node(*id).unwrap().storage().get(res, 200).is_some())
+        .collect()
+}
+
+fn responsible_and_next_two(r: &Ring, res: ResourceId) -> Vec<NodeId> {
+    let mut ids = r.live();
+    ids.sort();
+    let first = ids.iter().position(|n| n.0 >= res.0).unwrap_or(0);
+    let mut want: Vec<NodeId> = (0..3).map(|d| ids[(first + d) % ids.len()]).collect();
+    want.sort();
+    want
+}
+
+#[test]
+fn a_value_lives_at_the_responsible_node_and_its_two_successors_rfc6940_10_4() {
+    let mut r = ring_of(8, 40);
+    let res = store(&mut r, 2, b"hello");
+    assert_eq!(holders(&r, res), responsible_and_next_two(&r, res));
+    for from in r.live() {
+        assert_eq!(fetch(&mut r, from, res).as_deref(), Some(&b"hello"[..]));
+    }
+}
+
+#[test]
+fn a_value_survives_its_responsible_node_failing_rfc6940_10_7_3() {
+    let mut r = ring_of(8, 41);
+    let res = store(&mut r, 1, b"durable");
+    let owner = responsible_and_next_two(&r, res)[0];
+    let mut ids = r.live();
+    ids.sort();
+    let owner = *ids.iter().find(|n| n.0 >= res.0).unwrap_or(&owner);
+    r.net.kill(owner);
+    r.settle(secs(120));
+    r.run_checked(secs(5));
+    let reader = r.live().into_iter().find(|n| *n != owner).unwrap();
+    assert_eq!(fetch(&mut r, reader, res).as_deref(), Some(&b"durable"[..]));
+    assert_eq!(
+        holders(&r, res),
+        responsible_and_next_two(&r, res),
+        "re-replicated to three holders"
+    );
+}
+
+#[test]
+fn a_joining_node_receives_the_data_it_takes_over_rfc6940_10_5() {
+    let mut r = ring_of(6, 42);
+    let res = store(&mut r, 3, b"moving");
+    // A node right before the resource becomes responsible for it.
+    let joiner = r.add_with(NodeId(res.0.wrapping_add(1)));
+    r.settle(secs(60));
+    r.run_checked(secs(5));
+    assert!(
+        r.net
+            .node(joiner)
+            .unwrap()
+            .storage()
+            .get(res, 200)
+            .is_some(),
+        "the admitting peer stored it to the joiner"
+    );
+    assert_eq!(holders(&r, res), responsible_and_next_two(&r, res));
+    let reader = r.ids[0];
+    assert_eq!(fetch(&mut r, reader, res).as_deref(), Some(&b"moving"[..]));
+}
+
+#[test]
+fn a_leaving_node_hands_its_data_to_its_successor_rfc6940_10_9() {
+    let mut r = ring_of(6, 43);
+    let res = store(&mut r, 4, b"handed over");
+    let mut ids = r.live();
+    ids.sort();
+    let owner = *ids.iter().find(|n| n.0 >= res.0).unwrap_or(&ids[0]);
+    r.net.leave(owner);
+    r.run_checked(secs(2));
+    r.net.kill(owner);
+    r.settle(secs(30));
+    r.run_checked(secs(5));
+    assert_eq!(holders(&r, res), responsible_and_next_two(&r, res));
+    let reader = r.live()[0];
+    assert_eq!(
+        fetch(&mut r, reader, res).as_deref(),
+        Some(&b"handed over"[..])
+    );
+}
+
+#[test]
+fn another_users_store_is_refused_over_the_ring_rfc6940_7_3_1() {
+    let mut r = ring_of(5, 44);
+    let (node, res) = (r.ids[0], user_resource(1)); // node 0 writes at node 1's name
+    let now = r.net.now();
+    let mut req = None;
+    r.net.with(node, |n| {
+        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(b"squat")));
+        req = Some(n.store(res, vec![(200, vec![v])], secs(60), now));
+    });
+    r.run_checked(secs(3));
+    match answer(&r, node, req.unwrap()) {
+        Some(Err(RequestError::Error(e))) => assert_eq!(e.code, crate::wire::ErrorCode::Forbidden),
+        other => panic!("expected Error_Forbidden, got {other:?}"),
+    }
+    assert!(holders(&r, res).is_empty());
+}
+
+#[test]
+fn nodes_store_their_certificates_rfc6940_8() {
+    let mut r = ring_of(5, 45);
+    r.run_checked(secs(3));
+    let target = r.ids[2];
+    let res = crate::storage::node_resource(target);
+    let now = r.net.now();
+    let reader = r.ids[0];
+    let mut req = None;
+    r.net.with(reader, |n| {
+        let spec = StoredDataSpecifier {
+            kind: crate::storage::CERTIFICATE_BY_NODE,
+            generation: 0,
+            model_specifier: ModelSpecifier::Array(vec![crate::wire::ArrayRange {
+                first: 0,
+                last: 0,
+            }]),
+        };
+        req = Some(n.fetch(res, vec![spec], now));
+    });
+    r.run_checked(secs(3));
+    let a = answer(&r, reader, req.unwrap()).unwrap().unwrap();
+    let Body::FetchAns(ans) = a.body else {
+        panic!()
+    };
+    let cert = ans.kind_responses[0].values.parsed()[0]
+        .value
+        .data()
+        .value
+        .clone();
+    let id = crate::identity::CertIdentity::parse(&cert, OVERLAY).unwrap();
+    assert_eq!(id.node_ids, vec![target]);
+}
