@@ -211,6 +211,8 @@ impl Node {
             // the request will be retransmitted.
             return tracing::debug!(node = %self.me, from = %signer.node_id, "response from an unexpected node dropped");
         }
+        let _span = tracing::debug_span!("transaction", tid = %format_args!("{tid:016x}"), code = ?message.contents.code).entered();
+        tracing::debug!(node = %self.me, from = %signer.node_id, "answer received");
         let Some(pending) = self.txns.remove(tid) else {
             return;
         };
