@@ -22,6 +22,12 @@ pub fn loopback_config(
 ) -> NodeConfig {
     let creds = ca.node(jid, id);
     let mut cfg = NodeConfig::new(ca.overlay.clone(), creds, ca.trust_store());
+    tune(&mut cfg, bootstrap, seed);
+    cfg
+}
+
+/// Loopback addresses and short timers for a test node.
+pub fn tune(cfg: &mut NodeConfig, bootstrap: Option<SocketAddr>, seed: u64) {
     cfg.listen_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.bootstrap = bootstrap.into_iter().collect();
     cfg.may_start_overlay = bootstrap.is_none();
@@ -29,7 +35,6 @@ pub fn loopback_config(
     cfg.chord_ping_interval = Duration::from_secs(30);
     cfg.bootstrap_retry = Duration::from_secs(1);
     cfg.seed = seed;
-    cfg
 }
 
 /// Kinds the storage tests use: 300 single, 301 array, 302 dictionary, each writable
@@ -87,4 +92,28 @@ pub async fn wait_stable(nodes: &[Overlay], timeout: Duration) -> Result<(), Str
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// An XMPP device config for a loopback test overlay.
+pub fn xmpp_config(
+    ca: &mut TestCa,
+    jid: &str,
+    resource: &str,
+    id: NodeId,
+    bootstrap: Option<SocketAddr>,
+    seed: u64,
+) -> xor_xmpp::runtime::XmppConfig {
+    let creds = ca.node(jid, id);
+    let jid = xor_xmpp::Jid::parse(jid).expect("test JID");
+    let mut cfg = xor_xmpp::runtime::XmppConfig::new(
+        &ca.overlay.clone(),
+        creds,
+        ca.trust_store(),
+        jid,
+        resource,
+    );
+    tune(&mut cfg.node, bootstrap, seed);
+    cfg.stream_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.own_devices_refresh = Duration::from_secs(2);
+    cfg
 }

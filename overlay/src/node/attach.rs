@@ -316,3 +316,75 @@ impl Node {
             .set(Timer::Bootstrap, now + self.cfg.bootstrap_retry);
     }
 }
+
+impl Node {
+    /// Asks the node at the end of `destination` for an application connection
+    /// (§6.5.2). The answer names the peer; it then connects to this node's listener
+    /// for `application` (this node is the TLS server, as with Attach, §6.5.1.13).
+    pub fn app_attach(
+        &mut self,
+        destination: Vec<Destination>,
+        application: u16,
+        now: Instant,
+    ) -> super::RequestId {
+        let body = self.app_attach_body(application, b"passive");
+        self.request(destination, Body::AppAttachReq(body), now)
+    }
+
+    fn app_attach_body(&mut self, application: u16, role: &'static [u8]) -> crate::wire::AppAttach {
+        let base = self.attach_body(role, false);
+        let candidates = self
+            .cfg
+            .applications
+            .iter()
+            .filter(|(id, _)| *id == application)
+            .map(|(_, addr)| IceCandidate::tls_host(*addr))
+            .collect();
+        crate::wire::AppAttach {
+            ufrag: base.ufrag,
+            password: base.password,
+            application,
+            role: base.role,
+            candidates,
+        }
+    }
+
+    /// An AppAttachReq (§6.5.2.2): an unsupported Application-ID is Error_Not_Found; a
+    /// supported one is answered and the application told to connect.
+    pub(crate) fn on_app_attach(
+        &mut self,
+        from: NodeId,
+        req: crate::wire::AppAttach,
+    ) -> Result<Body, ErrorResponse> {
+        if !self
+            .cfg
+            .applications
+            .iter()
+            .any(|(id, _)| *id == req.application)
+        {
+            return Err(ErrorResponse::new(
+                ErrorCode::NotFound,
+                format!("application {} not supported", req.application),
+            ));
+        }
+        let addr = req
+            .candidates
+            .iter()
+            .find(|c| c.overlay_link == link_type::TLS_TCP_FH_NO_ICE)
+            .and_then(|c| c.socket_addr())
+            .ok_or_else(|| {
+                ErrorResponse::new(
+                    ErrorCode::IncompatibleWithOverlay,
+                    "no TLS candidate: this overlay is No-ICE",
+                )
+            })?;
+        self.events.push_back(Event::AppAttach {
+            from,
+            application: req.application,
+            addr,
+        });
+        Ok(Body::AppAttachAns(
+            self.app_attach_body(req.application, b"active"),
+        ))
+    }
+}

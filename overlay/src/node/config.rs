@@ -62,8 +62,9 @@ pub struct NodeConfig {
     pub epoch_unix_ms: u64,
     /// The Kinds this overlay stores, with their limits (§7.4.5, §11.1).
     pub kinds: KindTable,
-    /// Application-IDs this node accepts in AppAttach (§6.5.2), e.g. 5222.
-    pub applications: Vec<u16>,
+    /// Applications this node accepts in AppAttach (§6.5.2) and where each listens,
+    /// e.g. (5222, the XMPP stream listener).
+    pub applications: Vec<(u16, SocketAddr)>,
     /// How much this node stores for others at most.
     pub storage_limits: StorageLimits,
 }

@@ -133,6 +133,16 @@ pub enum Event {
     NeighborsChanged,
     /// The Leave procedure finished; close all links.
     Left,
+    /// A peer asked for an application connection (AppAttach, §6.5.2) and was answered:
+    /// connect to `addr` over TLS as the client and check the peer is `from`.
+    AppAttach {
+        /// The verified requester.
+        from: NodeId,
+        /// The Application-ID (e.g. 5222).
+        application: u16,
+        /// The requester's candidate.
+        addr: SocketAddr,
+    },
 }
 
 /// Where the node is in its life.
@@ -233,10 +243,14 @@ impl Node {
         Node {
             me,
             overlay: overlay_field(&cfg.overlay),
-            // Seed and Node-ID together: nodes sharing a seed still draw different
-            // transaction ids.
+            // Seed, Node-ID and start time together: nodes sharing a seed, and a node
+            // restarting with the same seed, still draw different transaction ids
+            // (peers remember answers by transaction id for 15 s).
             rng: ChaCha12Rng::seed_from_u64(
-                cfg.seed ^ (me.0 as u64) ^ ((me.0 >> 64) as u64).rotate_left(17),
+                cfg.seed
+                    ^ (me.0 as u64)
+                    ^ ((me.0 >> 64) as u64).rotate_left(17)
+                    ^ cfg.epoch_unix_ms.rotate_left(31),
             ),
             started: now,
             state: JoinState::Idle,

@@ -229,7 +229,8 @@ impl Node {
             );
             return None;
         }
-        let _span = tracing::debug_span!("transaction", tid = %format_args!("{tid:016x}"), ?code).entered();
+        let _span =
+            tracing::debug_span!("transaction", tid = %format_args!("{tid:016x}"), ?code).entered();
         tracing::debug!(node = %self.me, ?destination, "request sent");
         let target = destination.last().cloned();
         self.txns.pending.insert(

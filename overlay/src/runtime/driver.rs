@@ -57,8 +57,21 @@ enum Command {
 const COMMANDS: usize = 256;
 const LINK_EVENTS: usize = 1024;
 const CONNECTS: usize = 64;
+const APP_REQUESTS: usize = 256;
 /// How long a graceful leave may take.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A peer that asked for an application connection and was answered (§6.5.2): the
+/// application connects to `addr` as TLS client and checks the peer is `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRequest {
+    /// The verified requester.
+    pub from: NodeId,
+    /// The Application-ID.
+    pub application: u16,
+    /// Where the requester listens for the application.
+    pub addr: SocketAddr,
+}
 
 /// A snapshot of the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +114,7 @@ pub struct Overlay {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<JoinState>,
     task: Arc<JoinHandle<()>>,
+    apps: Arc<std::sync::Mutex<Option<mpsc::Receiver<AppRequest>>>>,
 }
 
 impl Overlay {
@@ -130,16 +144,38 @@ impl Overlay {
         let node_id = node.node_id();
         let (commands, command_rx) = mpsc::channel(COMMANDS);
         let (state_tx, state) = watch::channel(JoinState::Idle);
-        let driver = Driver::new(node, tls, listener, clock, link, state_tx);
+        let (apps_tx, apps_rx) = mpsc::channel(APP_REQUESTS);
+        let driver = Driver::new(node, tls, listener, clock, link, state_tx, apps_tx);
         let span = tracing::info_span!("node", id = %node_id);
         let task = tokio::spawn(driver.run(command_rx).instrument(span));
+        let apps = Arc::new(std::sync::Mutex::new(Some(apps_rx)));
         Ok(Overlay {
             node_id,
             local_addr,
             commands,
             state,
             task: Arc::new(task),
+            apps,
         })
+    }
+
+    /// The AppAttach requests this node answered (once: the first caller takes them).
+    pub fn take_app_requests(&self) -> Option<mpsc::Receiver<AppRequest>> {
+        self.apps.lock().ok().and_then(|mut a| a.take())
+    }
+
+    /// Asks the node at the end of `destination` for an application connection
+    /// (§6.5.2); returns who answered. The peer then connects to this node's
+    /// application listener.
+    pub async fn app_attach(
+        &self,
+        destination: Vec<Destination>,
+        application: u16,
+    ) -> Result<NodeId, RequestError> {
+        Ok(self
+            .call(move |n, now| n.app_attach(destination, application, now))
+            .await?
+            .from)
     }
 
     /// This node's Node-ID.
@@ -321,6 +357,7 @@ struct Driver {
     pending: HashMap<RequestId, oneshot::Sender<Result<Answer, RequestError>>>,
     state: watch::Sender<JoinState>,
     leaving: Option<oneshot::Sender<()>>,
+    apps: mpsc::Sender<AppRequest>,
     link_tx: mpsc::Sender<(LinkId, LinkEvent)>,
     link_rx: mpsc::Receiver<(LinkId, LinkEvent)>,
     connect_tx: mpsc::Sender<Connected>,
@@ -335,6 +372,7 @@ impl Driver {
         clock: Clock,
         config: LinkConfig,
         state: watch::Sender<JoinState>,
+        apps: mpsc::Sender<AppRequest>,
     ) -> Driver {
         let creds = node.config().credentials.clone();
         let ttl = node.config().initial_ttl;
@@ -363,6 +401,7 @@ impl Driver {
             pending: HashMap::new(),
             state,
             leaving: None,
+            apps,
             link_tx,
             link_rx,
             connect_tx,
@@ -539,6 +578,20 @@ impl Driver {
                 Event::JoinFailed(why) => tracing::warn!(%why, "join attempt failed"),
                 Event::NeighborsChanged => {}
                 Event::Left => left = true,
+                Event::AppAttach {
+                    from,
+                    application,
+                    addr,
+                } => {
+                    let request = AppRequest {
+                        from,
+                        application,
+                        addr,
+                    };
+                    if self.apps.try_send(request).is_err() {
+                        tracing::warn!(%from, application, "application queue full; AppAttach dropped");
+                    }
+                }
             }
         }
         let state = self.node.state();

@@ -11,7 +11,7 @@ pub mod tls;
 mod tests;
 
 pub use clock::Clock;
-pub use driver::{Neighbors, Overlay, StartError};
+pub use driver::{AppRequest, Neighbors, Overlay, StartError};
 pub use link::{
     Accepted, Link, LinkClosed, LinkEvent, LinkId, LinkOptions, Listener, OversizeResponder,
 };

@@ -160,11 +160,7 @@ fn to_decode_error(base: &[u8], e: nom::Err<WireError>) -> DecodeError {
 }
 
 /// A failure of kind `kind` at the start of `input`.
-pub(crate) fn fail<'a, T>(
-    input: &'a [u8],
-    field: &'static str,
-    kind: DecodeErrorKind,
-) -> Res<'a, T> {
+pub fn fail<'a, T>(input: &'a [u8], field: &'static str, kind: DecodeErrorKind) -> Res<'a, T> {
     Err(nom::Err::Error(WireError {
         field,
         at: input.as_ptr() as usize,
@@ -173,11 +169,7 @@ pub(crate) fn fail<'a, T>(
 }
 
 /// A value the RFC does not allow, reported at the start of `input`.
-pub(crate) fn invalid<'a, T>(
-    input: &'a [u8],
-    field: &'static str,
-    why: &'static str,
-) -> Res<'a, T> {
+pub fn invalid<'a, T>(input: &'a [u8], field: &'static str, why: &'static str) -> Res<'a, T> {
     fail(input, field, DecodeErrorKind::Invalid(why))
 }
 
@@ -194,7 +186,7 @@ fn named(e: nom::Err<WireError>, field: &'static str) -> nom::Err<WireError> {
 macro_rules! int_parser {
     ($name:ident, $ty:ty, $nom:path) => {
         #[doc = concat!("A big-endian `", stringify!($ty), "` named `field`.")]
-        pub(crate) fn $name<'a>(i: &'a [u8], field: &'static str) -> Res<'a, $ty> {
+        pub fn $name<'a>(i: &'a [u8], field: &'static str) -> Res<'a, $ty> {
             $nom(i).map_err(|e| named(e, field))
         }
     };
@@ -207,7 +199,7 @@ int_parser!(u32_, u32, nom::number::complete::be_u32);
 int_parser!(u64_, u64, nom::number::complete::be_u64);
 
 /// `Boolean` (§6.3.1.1): one byte, 0 or 1.
-pub(crate) fn boolean<'a>(i: &'a [u8], field: &'static str) -> Res<'a, bool> {
+pub fn boolean<'a>(i: &'a [u8], field: &'static str) -> Res<'a, bool> {
     let (rest, b) = u8_(i, field)?;
     match b {
         0 => Ok((rest, false)),
@@ -217,7 +209,7 @@ pub(crate) fn boolean<'a>(i: &'a [u8], field: &'static str) -> Res<'a, bool> {
 }
 
 /// Exactly `N` bytes.
-pub(crate) fn array<'a, const N: usize>(i: &'a [u8], field: &'static str) -> Res<'a, [u8; N]> {
+pub fn array<'a, const N: usize>(i: &'a [u8], field: &'static str) -> Res<'a, [u8; N]> {
     let (rest, bytes) = take(i, N, field)?;
     let mut out = [0u8; N];
     out.copy_from_slice(bytes);
@@ -225,7 +217,7 @@ pub(crate) fn array<'a, const N: usize>(i: &'a [u8], field: &'static str) -> Res
 }
 
 /// Exactly `n` bytes.
-pub(crate) fn take<'a>(i: &'a [u8], n: usize, field: &'static str) -> Res<'a, &'a [u8]> {
+pub fn take<'a>(i: &'a [u8], n: usize, field: &'static str) -> Res<'a, &'a [u8]> {
     nom::bytes::complete::take(n)
         .parse(i)
         .map_err(|e| named(e, field))
@@ -233,7 +225,7 @@ pub(crate) fn take<'a>(i: &'a [u8], n: usize, field: &'static str) -> Res<'a, &'
 
 /// The width of a length prefix, from the range in `<0..2^k-1>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Width {
+pub enum Width {
     U8,
     U16,
     U24,
@@ -271,7 +263,7 @@ fn length<'a>(i: &'a [u8], width: Width, field: &'static str) -> Res<'a, usize> 
 }
 
 /// `opaque field<0..2^k-1>`: a length prefix, checked against what remains, then bytes.
-pub(crate) fn opaque<'a>(i: &'a [u8], width: Width, field: &'static str) -> Res<'a, &'a [u8]> {
+pub fn opaque<'a>(i: &'a [u8], width: Width, field: &'static str) -> Res<'a, &'a [u8]> {
     let (rest, n) = length(i, width, field)?;
     if n > rest.len() {
         return fail(
@@ -287,13 +279,13 @@ pub(crate) fn opaque<'a>(i: &'a [u8], width: Width, field: &'static str) -> Res<
 }
 
 /// [`opaque`] copied into [`Bytes`].
-pub(crate) fn opaque_bytes<'a>(i: &'a [u8], width: Width, field: &'static str) -> Res<'a, Bytes> {
+pub fn opaque_bytes<'a>(i: &'a [u8], width: Width, field: &'static str) -> Res<'a, Bytes> {
     let (rest, b) = opaque(i, width, field)?;
     Ok((rest, Bytes::copy_from_slice(b)))
 }
 
 /// `T field<0..2^k-1>`: a byte-length prefix, then elements until those bytes are used.
-pub(crate) fn list<'a, T>(
+pub fn list<'a, T>(
     i: &'a [u8],
     width: Width,
     field: &'static str,
@@ -305,7 +297,7 @@ pub(crate) fn list<'a, T>(
 }
 
 /// Parses elements until `body` (a length-delimited region) is used up.
-pub(crate) fn elements<'a, T>(
+pub fn elements<'a, T>(
     mut body: &'a [u8],
     field: &'static str,
     mut element: impl FnMut(&'a [u8]) -> Res<'a, T>,
@@ -323,7 +315,7 @@ pub(crate) fn elements<'a, T>(
 }
 
 /// Requires `parser` to consume all of `i` (a length-delimited region).
-pub(crate) fn exact<'a, T>(
+pub fn exact<'a, T>(
     i: &'a [u8],
     field: &'static str,
     parser: impl FnOnce(&'a [u8]) -> Res<'a, T>,
@@ -341,7 +333,7 @@ pub(crate) fn exact<'a, T>(
 }
 
 /// Writes a length prefix of `width`, runs `body`, then patches the prefix.
-pub(crate) fn put_prefixed(
+pub fn put_prefixed(
     out: &mut BytesMut,
     width: Width,
     field: &'static str,
@@ -365,7 +357,7 @@ pub(crate) fn put_prefixed(
 }
 
 /// `opaque field<0..2^k-1>` from a slice.
-pub(crate) fn put_opaque(
+pub fn put_opaque(
     out: &mut BytesMut,
     width: Width,
     field: &'static str,
@@ -385,7 +377,7 @@ pub(crate) fn put_opaque(
 }
 
 /// `T field<0..2^k-1>` from a slice of encodable elements.
-pub(crate) fn put_list<T: Encode>(
+pub fn put_list<T: Encode>(
     out: &mut BytesMut,
     width: Width,
     field: &'static str,

@@ -1,4 +1,7 @@
 //! End-to-end tests over real sockets, one module per behaviour.
 
+#![allow(clippy::unwrap_used)] // helpers in a test binary fail the test on any error
+
 mod rfc6940_overlay;
 mod rfc6940_storage;
+mod xor_fanout;

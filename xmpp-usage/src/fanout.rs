@@ -1,0 +1,253 @@
+//! Who gets a stanza (XEP-0415 "Sending a stanza"; forwards marked with XEP-0280
+//! carbons in XEP-0297 wrappers; duplicates suppressed with XEP-0359 ids).
+//!
+//! - A stanza to a bare JID goes to every connected device of that user; to a full JID,
+//!   only to the device with that resource.
+//! - The sender's other devices get a `sent` carbon of every message.
+//! - A device that receives a message from another user forwards it to its user's
+//!   other devices as a `received` carbon. Carbons are never forwarded again, so there
+//!   are no loops.
+//! - Every message carries an `<origin-id/>`; each device delivers a given
+//!   (sender, origin-id) to its application once, whether it came directly or as a
+//!   carbon.
+
+use std::collections::{HashSet, VecDeque};
+
+use minidom::Element;
+use xor_overlay::id::NodeId;
+
+use crate::jid::Jid;
+use crate::stanza::{self, Carbon};
+
+/// One device of a user: its node and full JID (known once its stream is open).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Device {
+    /// The device's Node-ID.
+    pub node: NodeId,
+    /// Its full JID.
+    pub jid: Jid,
+}
+
+/// A stanza handed to the application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The stanza (unwrapped if it came as a carbon).
+    pub stanza: Element,
+    /// `Some(Sent)` for a copy of what one of the user's other devices sent,
+    /// `Some(Received)` for a message another device received and forwarded.
+    pub carbon: Option<Carbon>,
+}
+
+/// What to do with a stanza.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Give this to the application.
+    pub deliver: Option<Delivery>,
+    /// Send these on the streams to these devices.
+    pub send: Vec<(NodeId, Element)>,
+}
+
+/// How many (sender, id) pairs are remembered for duplicate suppression.
+const SEEN: usize = 16_384;
+
+/// The fan-out decisions of one device.
+#[derive(Debug)]
+pub struct Router {
+    me: Jid,
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+impl Router {
+    /// The router of the device `me` (a full JID).
+    pub fn new(me: Jid) -> Router {
+        Router {
+            me,
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// This device's full JID.
+    pub fn me(&self) -> &Jid {
+        &self.me
+    }
+
+    /// Whether (sender, id) was seen before; remembers it.
+    fn duplicate(&mut self, sender: &Jid, stanza: &Element) -> bool {
+        let id = stanza::origin_id(stanza).or_else(|| stanza.attr("id").map(str::to_owned));
+        let Some(id) = id else { return false };
+        let key = (sender.bare_str(), id);
+        if !self.seen.insert(key.clone()) {
+            return true;
+        }
+        if self.order.len() >= SEEN
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.order.push_back(key);
+        false
+    }
+
+    /// An application stanza to send. `recipients` are the connected devices of the
+    /// addressee, `own` this user's other connected devices. `fresh_id` makes an
+    /// origin-id if the stanza has none.
+    pub fn outgoing(
+        &mut self,
+        mut stanza: Element,
+        recipients: &[Device],
+        own: &[Device],
+        fresh_id: impl FnOnce() -> String,
+    ) -> Plan {
+        stanza::set_attr(&mut stanza, "from", &self.me.to_string());
+        let is_message = stanza.name() == "message";
+        if is_message {
+            stanza::ensure_origin_id(&mut stanza, fresh_id);
+        }
+        let me = self.me.clone();
+        self.duplicate(&me, &stanza); // our own copy: a carbon of it coming back is a duplicate
+        let to = stanza::to(&stanza);
+        let mut plan = Plan::default();
+        for d in recipients {
+            let addressed = match &to {
+                Some(t) if !t.is_bare() => *t == d.jid,
+                _ => true,
+            };
+            if addressed && d.jid != self.me {
+                plan.send.push((d.node, stanza.clone()));
+            }
+        }
+        if is_message {
+            for d in own
+                .iter()
+                .filter(|d| d.jid != self.me && !recipients.contains(d))
+            {
+                plan.send.push((
+                    d.node,
+                    stanza::wrap_carbon(Carbon::Sent, stanza.clone(), &self.me, &d.jid),
+                ));
+            }
+        }
+        plan
+    }
+
+    /// A stanza that arrived on the stream from `from` (already checked to speak for
+    /// its `from`). `own` are this user's other connected devices.
+    pub fn incoming(&mut self, stanza: Element, from: &Device, own: &[Device]) -> Plan {
+        let own_device = from.jid.bare() == self.me.bare();
+        if own_device && let Some((kind, inner)) = stanza::unwrap_carbon(&stanza) {
+            let sender = stanza::from(&inner).unwrap_or_else(|| from.jid.clone());
+            if self.duplicate(&sender, &inner) {
+                return Plan::default();
+            }
+            return Plan {
+                deliver: Some(Delivery {
+                    stanza: inner,
+                    carbon: Some(kind),
+                }),
+                send: vec![],
+            };
+        }
+        if self.duplicate(&from.jid, &stanza) {
+            return Plan::default();
+        }
+        let mut plan = Plan {
+            deliver: Some(Delivery {
+                stanza: stanza.clone(),
+                carbon: None,
+            }),
+            send: vec![],
+        };
+        let addressed_to_device = stanza::to(&stanza).is_some_and(|t| !t.is_bare());
+        if stanza.name() == "message" && !own_device && !addressed_to_device {
+            for d in own
+                .iter()
+                .filter(|d| d.jid != self.me && d.node != from.node)
+            {
+                plan.send.push((
+                    d.node,
+                    stanza::wrap_carbon(Carbon::Received, stanza.clone(), &self.me, &d.jid),
+                ));
+            }
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(n: u128, jid: &str) -> Device {
+        Device {
+            node: NodeId(n),
+            jid: Jid::parse(jid).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_message_to_a_bare_jid_reaches_every_device_and_sent_carbons_go_home() {
+        let mut r = Router::new(Jid::parse("romeo@m.lit/phone").unwrap());
+        let juliet = [dev(1, "juliet@c.lit/a"), dev(2, "juliet@c.lit/b")];
+        let own = [dev(9, "romeo@m.lit/laptop")];
+        let plan = r.outgoing(
+            stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "hi"),
+            &juliet,
+            &own,
+            || "o1".into(),
+        );
+        let nodes: Vec<NodeId> = plan.send.iter().map(|(n, _)| *n).collect();
+        assert_eq!(nodes, vec![NodeId(1), NodeId(2), NodeId(9)]);
+        assert_eq!(stanza::origin_id(&plan.send[0].1).as_deref(), Some("o1"));
+        assert_eq!(plan.send[0].1.attr("from"), Some("romeo@m.lit/phone"));
+        assert_eq!(
+            stanza::unwrap_carbon(&plan.send[2].1).map(|(k, _)| k),
+            Some(Carbon::Sent)
+        );
+    }
+
+    #[test]
+    fn a_full_jid_reaches_only_that_device() {
+        let mut r = Router::new(Jid::parse("romeo@m.lit/phone").unwrap());
+        let juliet = [dev(1, "juliet@c.lit/a"), dev(2, "juliet@c.lit/b")];
+        let plan = r.outgoing(
+            stanza::chat(&Jid::parse("juliet@c.lit/b").unwrap(), "hi"),
+            &juliet,
+            &[],
+            || "o".into(),
+        );
+        assert_eq!(
+            plan.send.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![NodeId(2)]
+        );
+    }
+
+    #[test]
+    fn received_messages_are_carbon_copied_once_and_never_forwarded_again() {
+        let romeo = dev(7, "romeo@m.lit/phone");
+        let mut a = Router::new(Jid::parse("juliet@c.lit/a").unwrap());
+        let mut b = Router::new(Jid::parse("juliet@c.lit/b").unwrap());
+        let (da, db) = (dev(1, "juliet@c.lit/a"), dev(2, "juliet@c.lit/b"));
+        let mut m = stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "hi");
+        stanza::set_attr(&mut m, "from", "romeo@m.lit/phone");
+        stanza::ensure_origin_id(&mut m, || "x".into());
+        // a gets it first and forwards a received carbon to b.
+        let pa = a.incoming(m.clone(), &romeo, std::slice::from_ref(&db));
+        assert!(pa.deliver.is_some());
+        assert_eq!(pa.send.len(), 1);
+        // b gets the carbon, then the direct copy: delivered once.
+        let pb1 = b.incoming(pa.send[0].1.clone(), &da, std::slice::from_ref(&da));
+        assert_eq!(
+            pb1.deliver.as_ref().map(|d| d.carbon),
+            Some(Some(Carbon::Received))
+        );
+        assert!(pb1.send.is_empty(), "carbons are not forwarded");
+        let pb2 = b.incoming(m, &romeo, std::slice::from_ref(&da));
+        assert_eq!(
+            pb2,
+            Plan::default(),
+            "duplicate suppressed, not forwarded again"
+        );
+    }
+}

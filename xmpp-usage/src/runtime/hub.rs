@@ -1,0 +1,384 @@
+//! The hub: one task that owns the direct streams, the expected incoming connections
+//! and the fan-out router, and hands stanzas to the application.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::sync::{mpsc, oneshot};
+use xor_overlay::id::NodeId;
+use xor_overlay::runtime::{Accepted, AppRequest, Expect, Overlay, PeerInfo, TlsContext};
+
+use super::stream::{self, Role, StreamReport, StreamSettings};
+use super::{SendReport, XmppEvent};
+use crate::XMPP_APPLICATION;
+use crate::fanout::{Device, Router};
+use crate::jid::Jid;
+use crate::resolve::Route;
+
+/// How long an AppAttach plus the connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Requests to the hub.
+pub(crate) enum HubMsg {
+    /// Make sure there is a stream to the device of `route`.
+    Ensure {
+        route: Route,
+        reply: oneshot::Sender<Result<Device, String>>,
+    },
+    /// Fan `stanza` out to the connected devices of `recipient` (a bare JID).
+    Dispatch {
+        stanza: Element,
+        recipient: Jid,
+        reply: oneshot::Sender<SendReport>,
+    },
+    /// Connected devices.
+    Devices(oneshot::Sender<Vec<Device>>),
+    /// A TLS connection on the application listener.
+    Accepted(Accepted),
+    /// A peer's AppAttach was answered: connect to it.
+    AppRequest(AppRequest),
+    /// An AppAttach of ours failed.
+    AttachFailed { node: NodeId, why: String },
+    /// Close every stream and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct StreamEntry {
+    id: u64,
+    device: Device,
+    tx: mpsc::Sender<Element>,
+}
+
+struct Expected {
+    jid: Jid,
+    waiters: Vec<oneshot::Sender<Result<Device, String>>>,
+    deadline: tokio::time::Instant,
+}
+
+pub(crate) struct Hub {
+    me: Jid,
+    overlay: Overlay,
+    tls: TlsContext,
+    settings: StreamSettings,
+    router: Router,
+    streams: HashMap<NodeId, Vec<StreamEntry>>,
+    expected: HashMap<NodeId, Expected>,
+    next_id: u64,
+    events: mpsc::Sender<XmppEvent>,
+    reports_tx: mpsc::Sender<StreamReport>,
+    self_tx: mpsc::Sender<HubMsg>,
+    origin: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl Hub {
+    #[allow(clippy::too_many_arguments)] // wiring of channels done once at start-up
+    pub(crate) fn new(
+        me: Jid,
+        overlay: Overlay,
+        tls: TlsContext,
+        settings: StreamSettings,
+        events: mpsc::Sender<XmppEvent>,
+        reports_tx: mpsc::Sender<StreamReport>,
+        self_tx: mpsc::Sender<HubMsg>,
+        origin: Arc<dyn Fn() -> String + Send + Sync>,
+    ) -> Hub {
+        Hub {
+            router: Router::new(me.clone()),
+            me,
+            overlay,
+            tls,
+            settings,
+            streams: HashMap::new(),
+            expected: HashMap::new(),
+            next_id: 1,
+            events,
+            reports_tx,
+            self_tx,
+            origin,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut msgs: mpsc::Receiver<HubMsg>,
+        mut reports: mpsc::Receiver<StreamReport>,
+    ) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                msg = msgs.recv() => match msg {
+                    Some(HubMsg::Shutdown(done)) => {
+                        self.streams.clear(); // dropping the senders closes every stream
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(msg) => self.message(msg),
+                    None => return,
+                },
+                Some(report) = reports.recv() => self.report(report).await,
+                _ = sweep.tick() => self.expire(),
+            }
+        }
+    }
+
+    fn own(&self) -> Vec<Device> {
+        self.devices()
+            .into_iter()
+            .filter(|d| d.jid.bare() == self.me.bare() && d.jid != self.me)
+            .collect()
+    }
+
+    fn devices(&self) -> Vec<Device> {
+        self.streams
+            .values()
+            .filter_map(|v| v.first())
+            .map(|e| e.device.clone())
+            .collect()
+    }
+
+    fn message(&mut self, msg: HubMsg) {
+        match msg {
+            HubMsg::Ensure { route, reply } => self.ensure(route, reply),
+            HubMsg::Dispatch {
+                stanza,
+                recipient,
+                reply,
+            } => {
+                let recipients: Vec<Device> = self
+                    .devices()
+                    .into_iter()
+                    .filter(|d| d.jid.bare() == recipient)
+                    .collect();
+                let own = self.own();
+                let origin = self.origin.clone();
+                let plan = self
+                    .router
+                    .outgoing(stanza, &recipients, &own, move || origin());
+                let mut report = SendReport::default();
+                for (node, el) in plan.send {
+                    let sent = self.send_to(node, el);
+                    match recipients.iter().find(|d| d.node == node) {
+                        Some(d) if sent => report.delivered_to.push(d.clone()),
+                        Some(d) => report
+                            .failed
+                            .push((d.clone(), "the stream is congested or closed".into())),
+                        None => report.carbons += sent as usize,
+                    }
+                }
+                let _ = reply.send(report);
+            }
+            HubMsg::Devices(reply) => {
+                let _ = reply.send(self.devices());
+            }
+            HubMsg::Accepted(acc) => self.accepted(acc),
+            HubMsg::AppRequest(req) => self.app_request(req),
+            HubMsg::AttachFailed { node, why } => {
+                if let Some(exp) = self.expected.remove(&node) {
+                    for w in exp.waiters {
+                        let _ = w.send(Err(why.clone()));
+                    }
+                }
+            }
+            HubMsg::Shutdown(_) => {}
+        }
+    }
+
+    /// Sends on the first open stream to `node`.
+    fn send_to(&mut self, node: NodeId, el: Element) -> bool {
+        self.streams
+            .get(&node)
+            .and_then(|v| v.first())
+            .is_some_and(|e| e.tx.try_send(el).is_ok())
+    }
+
+    /// AppAttach (application 5222) through the route; the device connects back to us
+    /// (XEP-0415 "Establishing a direct connection").
+    fn ensure(&mut self, route: Route, reply: oneshot::Sender<Result<Device, String>>) {
+        if let Some(d) = self.streams.get(&route.node).and_then(|v| v.first()) {
+            // A route names a device of the user it was resolved for, or it is refused.
+            let result = if d.device.jid.bare() == route.jid.bare() {
+                Ok(d.device.clone())
+            } else {
+                Err(format!(
+                    "device {} is {}, not {}",
+                    route.node, d.device.jid, route.jid
+                ))
+            };
+            let _ = reply.send(result);
+            return;
+        }
+        if let Some(exp) = self.expected.get_mut(&route.node) {
+            exp.waiters.push(reply);
+            return;
+        }
+        self.expected.insert(
+            route.node,
+            Expected {
+                jid: route.jid.clone(),
+                waiters: vec![reply],
+                deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
+            },
+        );
+        let overlay = self.overlay.clone();
+        let hub = self.self_tx.clone();
+        tokio::spawn(async move {
+            match overlay
+                .app_attach(route.destinations.clone(), XMPP_APPLICATION)
+                .await
+            {
+                Ok(answered) if answered == route.node => {}
+                Ok(other) => {
+                    let why = format!(
+                        "AppAttach answered by {other}, not the device {}",
+                        route.node
+                    );
+                    let _ = hub
+                        .send(HubMsg::AttachFailed {
+                            node: route.node,
+                            why,
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    let _ = hub
+                        .send(HubMsg::AttachFailed {
+                            node: route.node,
+                            why: format!("AppAttach failed: {e}"),
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    /// A TLS connection on our application listener: only a device we AppAttached to
+    /// may connect, and it must carry the JID we resolved it under.
+    fn accepted(&mut self, acc: Accepted) {
+        let node = acc.peer.node_id();
+        let Some(exp) = self.expected.get(&node) else {
+            tracing::warn!(%node, "unexpected application connection closed");
+            return; // dropping the stream closes it
+        };
+        let expect = exp.jid.clone();
+        self.spawn_stream(acc.stream, acc.peer, Role::Initiator { expect });
+    }
+
+    /// A peer AppAttached to us and was answered: connect to it as TLS client, checking
+    /// its certificate names the requester (RFC 6940 §6.5.1.13).
+    fn app_request(&mut self, req: AppRequest) {
+        if req.application != XMPP_APPLICATION {
+            return;
+        }
+        let tls = self.tls.clone();
+        let hub = self.self_tx.clone();
+        let settings = self.settings.clone();
+        let reports = self.reports_tx.clone();
+        let id = self.fresh_id();
+        tokio::spawn(async move {
+            match tls.connect(req.addr, Expect::Node(req.from)).await {
+                Ok((io, peer)) => {
+                    stream::run(id, io, peer, Role::Responder, settings, reports).await
+                }
+                Err(e) => {
+                    tracing::debug!(from = %req.from, error = %e, "could not connect to an AppAttach requester");
+                    let _ = hub
+                        .send(HubMsg::AttachFailed {
+                            node: req.from,
+                            why: e.to_string(),
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn spawn_stream(
+        &mut self,
+        io: tokio_rustls::TlsStream<tokio::net::TcpStream>,
+        peer: PeerInfo,
+        role: Role,
+    ) {
+        let id = self.fresh_id();
+        tokio::spawn(stream::run(
+            id,
+            io,
+            peer,
+            role,
+            self.settings.clone(),
+            self.reports_tx.clone(),
+        ));
+    }
+
+    async fn report(&mut self, report: StreamReport) {
+        match report {
+            StreamReport::Up { id, device, tx } => {
+                if let Some(exp) = self.expected.remove(&device.node) {
+                    for w in exp.waiters {
+                        let _ = w.send(Ok(device.clone()));
+                    }
+                }
+                let first = !self.streams.contains_key(&device.node);
+                self.streams
+                    .entry(device.node)
+                    .or_default()
+                    .push(StreamEntry {
+                        id,
+                        device: device.clone(),
+                        tx,
+                    });
+                if first {
+                    let _ = self.events.send(XmppEvent::DeviceConnected(device)).await;
+                }
+            }
+            StreamReport::Stanza { device, stanza } => {
+                let own = self.own();
+                let plan = self.router.incoming(stanza, &device, &own);
+                for (node, el) in plan.send {
+                    self.send_to(node, el);
+                }
+                if let Some(d) = plan.deliver {
+                    let _ = self.events.send(XmppEvent::Stanza(d)).await;
+                }
+            }
+            StreamReport::Down { id, device, reason } => {
+                tracing::debug!(?device, %reason, "stream ended");
+                let Some(device) = device else { return };
+                if let Some(v) = self.streams.get_mut(&device.node) {
+                    v.retain(|e| e.id != id);
+                    if v.is_empty() {
+                        self.streams.remove(&device.node);
+                        let _ = self
+                            .events
+                            .send(XmppEvent::DeviceDisconnected(device))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives up on connections that did not come.
+    fn expire(&mut self) {
+        let now = tokio::time::Instant::now();
+        let late: Vec<NodeId> = self
+            .expected
+            .iter()
+            .filter(|(_, e)| e.deadline <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in late {
+            if let Some(exp) = self.expected.remove(&node) {
+                for w in exp.waiters {
+                    let _ = w.send(Err("the device did not connect in time".into()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The XMPP node a game client links, or the daemon runs: it joins the overlay,
+//! registers the device's location, keeps streams to the user's other devices,
+//! resolves recipients, opens direct streams and fans stanzas out.
+//!
+//! ```no_run
+//! # async fn demo(creds: xor_overlay::identity::Credentials, trust: xor_overlay::identity::TrustStore) -> Result<(), Box<dyn std::error::Error>> {
+//! use xor_xmpp::runtime::{XmppConfig, XmppEvent, XmppNode};
+//! use xor_xmpp::{Jid, stanza};
+//!
+//! let jid = Jid::parse("romeo@montague.lit")?;
+//! let mut config = XmppConfig::new("chat.example", creds, trust, jid, "phone");
+//! config.node.bootstrap = vec!["192.0.2.1:6084".parse()?];
+//! let node = XmppNode::start(config).await?;
+//! let mut events = node.events().expect("taken once");
+//! node.send(stanza::chat(&Jid::parse("juliet@capulet.lit")?, "wherefore art thou?")).await?;
+//! while let Some(XmppEvent::Stanza(d)) = events.recv().await {
+//!     println!("{:?}", stanza::body(&d.stanza));
+//! }
+//! # Ok(()) }
+//! ```
+
+mod hub;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use minidom::Element;
+use rand::Rng;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use xor_overlay::identity::{Credentials, TrustStore};
+use xor_overlay::link::LinkConfig;
+use xor_overlay::node::{NodeConfig, RequestError};
+use xor_overlay::runtime::{Listener, Overlay, StartError, TlsContext};
+use xor_overlay::wire::{
+    DataValue, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
+};
+
+use self::hub::{Hub, HubMsg};
+use self::stream::StreamSettings;
+use crate::XMPP_APPLICATION;
+use crate::fanout::{Delivery, Device};
+use crate::jid::Jid;
+use crate::kind::{XMPP_LOCATION, resource_of, xmpp_location_kind};
+use crate::location::XmppLocation;
+use crate::resolve::{ResolveError, Resolver, Route, Step};
+use crate::stanza;
+
+/// Everything an XMPP node needs.
+#[derive(Debug, Clone)]
+pub struct XmppConfig {
+    /// The overlay node (credentials, trust, bootstrap, timers, Kinds).
+    pub node: NodeConfig,
+    /// Overlay link parameters.
+    pub link: LinkConfig,
+    /// The user's bare JID; the certificate's `id-on-xmppAddr` must carry it.
+    pub jid: Jid,
+    /// This device's resource.
+    pub resource: String,
+    /// This device's route priority (XEP-0415: lower is tried first).
+    pub priority: u8,
+    /// Where the direct-stream listener binds (port 0 picks one).
+    pub stream_listen: SocketAddr,
+    /// The XMPP-LOCATION Kind-ID (the XEP's 0x5 unless the overlay says otherwise).
+    pub location_kind: KindId,
+    /// Lifetime of the location record; it is refreshed at 80 % of it.
+    pub registration_lifetime: Duration,
+    /// How often the user's other devices are looked up and connected.
+    pub own_devices_refresh: Duration,
+    /// Largest stanza accepted on a stream.
+    pub max_stanza: usize,
+    /// Whitespace keep-alive interval; a stream silent for three is closed.
+    pub keepalive: Duration,
+    /// Forwards followed when resolving.
+    pub max_forwards: usize,
+    /// How long `start` waits to join the overlay.
+    pub join_timeout: Duration,
+    /// How long a resolved recipient's devices are reused before looking up again.
+    pub resolve_cache: Duration,
+}
+
+impl XmppConfig {
+    /// Defaults for a device of `jid` with `resource`.
+    pub fn new(
+        overlay: &str,
+        credentials: Credentials,
+        trust: TrustStore,
+        jid: Jid,
+        resource: impl Into<String>,
+    ) -> XmppConfig {
+        let mut node = NodeConfig::new(overlay, credentials, trust);
+        node.listen_addr = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
+        XmppConfig {
+            node,
+            link: LinkConfig::default(),
+            jid: jid.bare(),
+            resource: resource.into(),
+            priority: 10,
+            stream_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            location_kind: XMPP_LOCATION,
+            registration_lifetime: Duration::from_secs(3600),
+            own_devices_refresh: Duration::from_secs(30),
+            max_stanza: 256 * 1024,
+            keepalive: Duration::from_secs(30),
+            max_forwards: 4,
+            join_timeout: Duration::from_secs(30),
+            resolve_cache: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the node tells the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum XmppEvent {
+    /// A stanza for the application (once per stanza).
+    Stanza(Delivery),
+    /// A direct stream to a device is up.
+    DeviceConnected(Device),
+    /// The last stream to a device is gone.
+    DeviceDisconnected(Device),
+}
+
+/// Where a stanza went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendReport {
+    /// The recipient's devices it was written to.
+    pub delivered_to: Vec<Device>,
+    /// Devices it could not be written to.
+    pub failed: Vec<(Device, String)>,
+    /// `sent` carbons to this user's other devices.
+    pub carbons: usize,
+}
+
+/// Why the node could not start or a stanza could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum XmppError {
+    /// The overlay node did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The certificate does not carry the configured JID.
+    #[error("the certificate does not carry {0} as id-on-xmppAddr")]
+    WrongIdentity(String),
+    /// The node could not join the overlay.
+    #[error("could not join the overlay within {0:?} (no bootstrap node reachable?)")]
+    NotJoined(Duration),
+    /// Binding the stream listener failed.
+    #[error("cannot listen for direct streams on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The stanza has no (valid) `to`.
+    #[error("the stanza has no valid 'to'")]
+    NoRecipient,
+    /// The recipient is not registered.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// None of the recipient's devices could be reached.
+    #[error("none of {jid}'s devices could be reached: {why}")]
+    Unreachable {
+        /// The recipient.
+        jid: String,
+        /// What went wrong with each.
+        why: String,
+    },
+    /// Storing the location failed.
+    #[error("registration failed: {0}")]
+    Register(RequestError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Recipients' routes and when they were looked up.
+type RouteCache = std::collections::HashMap<Jid, (Vec<Route>, tokio::time::Instant)>;
+
+/// A running XMPP device.
+#[derive(Debug, Clone)]
+pub struct XmppNode {
+    me: Jid,
+    overlay: Overlay,
+    hub: mpsc::Sender<HubMsg>,
+    events: Arc<Mutex<Option<mpsc::Receiver<XmppEvent>>>>,
+    cfg: Arc<XmppConfig>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    resolved: Arc<Mutex<RouteCache>>,
+}
+
+impl std::fmt::Debug for HubMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubMsg")
+    }
+}
+
+impl XmppNode {
+    /// Starts the device: joins the overlay, registers its location, connects to the
+    /// user's other devices.
+    pub async fn start(cfg: XmppConfig) -> Result<XmppNode, XmppError> {
+        Self::start_inner(cfg).await
+    }
+
+    async fn start_inner(mut cfg: XmppConfig) -> Result<XmppNode, XmppError> {
+        let identity = cfg.node.credentials.identity().clone();
+        let vouched = identity
+            .xmpp_addrs
+            .iter()
+            .filter_map(|a| Jid::parse(a).ok())
+            .any(|j| j.bare() == cfg.jid);
+        if !vouched {
+            return Err(XmppError::WrongIdentity(cfg.jid.to_string()));
+        }
+        let tls = TlsContext::new(cfg.node.credentials.clone(), cfg.node.trust.clone())
+            .map_err(StartError::Tls)?;
+        let listener = Listener::bind(cfg.stream_listen, tls.clone())
+            .await
+            .map_err(|source| XmppError::Listen {
+                addr: cfg.stream_listen,
+                source,
+            })?;
+        let stream_addr = advertised(listener.local_addr(), cfg.node.listen_addr);
+        cfg.node.applications = vec![(XMPP_APPLICATION, stream_addr)];
+        if cfg.node.kinds.get(cfg.location_kind).is_none() {
+            cfg.node
+                .kinds
+                .insert(xmpp_location_kind(cfg.location_kind, 64, 1024));
+        }
+        let overlay = Overlay::start(cfg.node.clone(), cfg.link.clone()).await?;
+        if !overlay.joined(cfg.join_timeout).await {
+            overlay.kill();
+            return Err(XmppError::NotJoined(cfg.join_timeout));
+        }
+        let me = cfg.jid.with_resource(cfg.resource.clone());
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let (hub_tx, hub_rx) = mpsc::channel(1024);
+        let (reports_tx, reports_rx) = mpsc::channel(1024);
+        let settings = StreamSettings {
+            me: me.clone(),
+            max_stanza: cfg.max_stanza,
+            keepalive: cfg.keepalive,
+            handshake_timeout: Duration::from_secs(10),
+        };
+        // XEP-0359 ids: the device's Node-ID (unique in the overlay) and a random part,
+        // so two devices never mint the same id.
+        let node_id = overlay.node_id();
+        let seed = (node_id.0 as u64) ^ ((node_id.0 >> 64) as u64) ^ cfg.node.seed;
+        let origin = Arc::new(std::sync::Mutex::new(
+            <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(seed),
+        ));
+        let fresh: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
+            let mut rng = origin.lock().expect("origin-id rng");
+            format!("{node_id}-{:016x}", rng.next_u64())
+        });
+        let hub = Hub::new(
+            me.clone(),
+            overlay.clone(),
+            tls,
+            settings,
+            events_tx,
+            reports_tx,
+            hub_tx.clone(),
+            fresh,
+        );
+        cfg.node.listen_addr = Some(overlay.local_addr());
+        let cfg = Arc::new(cfg);
+        let node = XmppNode {
+            me,
+            overlay: overlay.clone(),
+            hub: hub_tx.clone(),
+            events: Arc::new(Mutex::new(Some(events_rx))),
+            cfg: cfg.clone(),
+            tasks: Arc::new(std::sync::Mutex::new(Vec::new())),
+            resolved: Arc::new(Mutex::new(std::collections::HashMap::new())),
+        };
+        let mut tasks = vec![tokio::spawn(hub.run(hub_rx, reports_rx))];
+        tasks.push(tokio::spawn(accept_loop(listener, hub_tx.clone())));
+        if let Some(mut requests) = overlay.take_app_requests() {
+            let hub = hub_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(r) = requests.recv().await {
+                    if hub.send(HubMsg::AppRequest(r)).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        node.register(XmppLocation::device(overlay.node_id(), cfg.priority))
+            .await?;
+        tasks.push(tokio::spawn(maintain(node.clone())));
+        if let Ok(mut t) = node.tasks.lock() {
+            t.extend(tasks);
+        }
+        Ok(node)
+    }
+
+    /// This device's full JID.
+    pub fn jid(&self) -> &Jid {
+        &self.me
+    }
+
+    /// The overlay node underneath.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// The incoming stanzas and device events (the first caller takes them).
+    pub async fn events(&self) -> Option<mpsc::Receiver<XmppEvent>> {
+        self.events.lock().await.take()
+    }
+
+    /// Stores this device's location record (XMPP-LOCATION, keyed by its Node-ID).
+    async fn register(&self, location: XmppLocation) -> Result<(), XmppError> {
+        let value = location
+            .to_bytes()
+            .map_err(|e| XmppError::Register(RequestError::Invalid(e.to_string())))?;
+        self.store_location(DataValue::new(value)).await
+    }
+
+    async fn store_location(&self, value: DataValue) -> Result<(), XmppError> {
+        let key = Bytes::copy_from_slice(&self.overlay.node_id().to_be_bytes());
+        let entry = StoredDataValue::Dictionary { key, value };
+        let resource = resource_of(&self.me);
+        self.overlay
+            .store(
+                resource,
+                vec![(self.cfg.location_kind, vec![entry])],
+                self.cfg.registration_lifetime,
+            )
+            .await
+            .map(|_| ())
+            .map_err(XmppError::Register)
+    }
+
+    /// Forwards this user to another address from this device (XEP-0415: "in order to
+    /// contact me, dereference this XMPP address"), replacing the device's route.
+    pub async fn register_forward(&self, to: &Jid) -> Result<(), XmppError> {
+        self.register(XmppLocation::Address(to.bare_str())).await
+    }
+
+    /// The devices of `jid`, by priority (lowest first).
+    pub async fn resolve(&self, jid: &Jid) -> Result<Vec<Route>, ResolveError> {
+        let mut r = Resolver::new(jid, self.cfg.max_forwards);
+        loop {
+            match r.step() {
+                Step::Fetch(j, res) => {
+                    let spec = StoredDataSpecifier {
+                        kind: self.cfg.location_kind,
+                        generation: 0,
+                        model_specifier: ModelSpecifier::Dictionary(vec![]),
+                    };
+                    match self.overlay.fetch(res, vec![spec]).await {
+                        Ok(ans) => {
+                            let values = ans
+                                .kind_responses
+                                .first()
+                                .map(|k| k.values.parsed().to_vec())
+                                .unwrap_or_default();
+                            r.on_values(&j, &values);
+                        }
+                        Err(e) => r.on_error(&j, e.to_string()),
+                    }
+                }
+                Step::Wait => tokio::task::yield_now().await,
+                Step::Done(result) => return result,
+            }
+        }
+    }
+
+    /// The routes to `jid`, resolved at most `resolve_cache` ago.
+    async fn routes_to(&self, jid: &Jid) -> Result<Vec<Route>, ResolveError> {
+        let now = tokio::time::Instant::now();
+        if let Some((routes, at)) = self.resolved.lock().await.get(jid)
+            && now - *at < self.cfg.resolve_cache
+        {
+            return Ok(routes.clone());
+        }
+        let routes = self.resolve(jid).await?;
+        self.resolved
+            .lock()
+            .await
+            .insert(jid.clone(), (routes.clone(), now));
+        Ok(routes)
+    }
+
+    /// Opens (or finds) a direct stream to the device of `route`.
+    pub async fn connect(&self, route: Route) -> Result<Device, String> {
+        self.connect_all(vec![route])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err("stopped".into()))
+    }
+
+    /// The address of the direct-stream listener (what AppAttach offers).
+    pub fn stream_addr(&self) -> Option<SocketAddr> {
+        self.cfg.node.applications.first().map(|(_, a)| *a)
+    }
+
+    /// Connects to every route in parallel (XEP-0415: "It is RECOMMENDED to perform
+    /// connection attempts in parallel").
+    async fn connect_all(&self, routes: Vec<Route>) -> Vec<Result<Device, String>> {
+        let mut waits = Vec::new();
+        for route in routes {
+            let (reply, rx) = oneshot::channel();
+            if self
+                .hub
+                .send(HubMsg::Ensure { route, reply })
+                .await
+                .is_err()
+            {
+                return vec![Err("stopped".into())];
+            }
+            waits.push(rx);
+        }
+        let mut out = Vec::new();
+        for w in waits {
+            out.push(w.await.unwrap_or_else(|_| Err("stopped".into())));
+        }
+        out
+    }
+
+    /// Sends a stanza: to every device of a bare JID, or to one device of a full JID,
+    /// with `sent` carbons to this user's other devices. Recipients' devices are looked
+    /// up at most every `resolve_cache`; if none of the remembered ones answers, they
+    /// are looked up again at once.
+    pub async fn send(&self, stanza: Element) -> Result<SendReport, XmppError> {
+        match self.send_once(stanza.clone()).await {
+            Err(XmppError::Unreachable { .. }) if self.forget(&stanza).await => {
+                self.send_once(stanza).await
+            }
+            other => other,
+        }
+    }
+
+    /// Drops the remembered routes of the stanza's recipient; whether there were any.
+    async fn forget(&self, stanza: &Element) -> bool {
+        let Some(to) = stanza::to(stanza) else {
+            return false;
+        };
+        self.resolved.lock().await.remove(&to.bare()).is_some()
+    }
+
+    async fn send_once(&self, stanza: Element) -> Result<SendReport, XmppError> {
+        let to = stanza::to(&stanza).ok_or(XmppError::NoRecipient)?;
+        let recipient = to.bare();
+        let mut why = String::new();
+        if recipient != self.me.bare() {
+            let routes = self.routes_to(&recipient).await?;
+            for r in self.connect_all(routes).await {
+                if let Err(e) = r {
+                    why.push_str(&e);
+                    why.push_str("; ");
+                }
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.hub
+            .send(HubMsg::Dispatch {
+                stanza,
+                recipient: recipient.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| XmppError::Stopped)?;
+        let report = rx.await.map_err(|_| XmppError::Stopped)?;
+        if report.delivered_to.is_empty() && recipient != self.me.bare() {
+            return Err(XmppError::Unreachable {
+                jid: recipient.to_string(),
+                why,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Devices with an open stream.
+    pub async fn devices(&self) -> Vec<Device> {
+        let (tx, rx) = oneshot::channel();
+        if self.hub.send(HubMsg::Devices(tx)).await.is_err() {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Connects to this user's other devices now.
+    pub async fn connect_own_devices(&self) {
+        if let Ok(routes) = self.resolve(&self.me.bare()).await {
+            let me = self.overlay.node_id();
+            let others: Vec<Route> = routes.into_iter().filter(|r| r.node != me).collect();
+            self.connect_all(others).await;
+        }
+    }
+
+    /// Removes this device's location (stores a nonexistent value for the record's
+    /// lifetime, RFC 6940 §7.4.1.3), closes the streams and leaves the overlay.
+    pub async fn shutdown(&self) {
+        let _ = self.store_location(DataValue::absent()).await;
+        let (tx, rx) = oneshot::channel();
+        if self.hub.send(HubMsg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.overlay.leave().await;
+        if let Ok(mut t) = self.tasks.lock() {
+            for task in t.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// Stops at once, as if the process died (for tests).
+    pub fn kill(&self) {
+        self.overlay.kill();
+        if let Ok(mut t) = self.tasks.lock() {
+            for task in t.drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// The address peers should connect to: the listener's port on the overlay address
+/// when the listener bound to all interfaces.
+fn advertised(bound: SocketAddr, overlay: Option<SocketAddr>) -> SocketAddr {
+    match overlay {
+        Some(o) if bound.ip().is_unspecified() && !o.ip().is_unspecified() => {
+            SocketAddr::new(o.ip(), bound.port())
+        }
+        _ if bound.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), bound.port()),
+        _ => bound,
+    }
+}
+
+async fn accept_loop(mut listener: Listener, hub: mpsc::Sender<HubMsg>) {
+    while let Some(accepted) = listener.accept().await {
+        match accepted {
+            Ok(acc) => {
+                if hub.send(HubMsg::Accepted(acc)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "direct stream refused"),
+        }
+    }
+}
+
+/// Keeps the location record fresh and the streams to the user's other devices up
+/// (XEP-0415: "The Peer MUST strive to maintain connections to all its user's peers").
+async fn maintain(node: XmppNode) {
+    node.connect_own_devices().await;
+    let refresh = node.cfg.registration_lifetime.mul_f64(0.8);
+    let mut next_registration = tokio::time::Instant::now() + refresh;
+    let mut tick = tokio::time::interval(node.cfg.own_devices_refresh);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if tokio::time::Instant::now() >= next_registration {
+            let location = XmppLocation::device(node.overlay.node_id(), node.cfg.priority);
+            if let Err(e) = node.register(location).await {
+                tracing::warn!(error = %e, "location refresh failed; retrying");
+                continue;
+            }
+            next_registration = tokio::time::Instant::now() + refresh;
+        }
+        node.connect_own_devices().await;
+    }
+}

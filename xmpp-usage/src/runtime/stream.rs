@@ -1,0 +1,374 @@
+//! One direct XMPP stream over TLS (XEP-0415 "Direct XMPP streams"): the RFC 6120
+//! stream negotiation, stanza checks, keep-alives and the clean close.
+//!
+//! The AppAttach requester is the TLS server (RFC 6940 §6.5.1.13) and opens the XMPP
+//! stream (the *initiator*); the answerer connected as TLS client and *responds*. Both
+//! sides were authenticated by TLS: the peer's certificate carries the Node-ID at the
+//! end of the destination list and the JID it claims. Its stream header must name that
+//! JID and every stanza's `from` must be that JID (else `invalid-from`).
+
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsStream;
+use xor_overlay::id::NodeId;
+
+use crate::fanout::Device;
+use crate::jid::Jid;
+use crate::stanza;
+use crate::stream::{NS_STREAMS, StreamCondition, StreamError, StreamEvent, StreamParser, writer};
+
+/// Which end of the XMPP stream this is.
+#[derive(Debug, Clone)]
+pub(crate) enum Role {
+    /// We asked for the connection: we send the first header. `expect` is the user we
+    /// resolved the device from.
+    Initiator { expect: Jid },
+    /// The peer asked (AppAttach): we answer its header.
+    Responder,
+}
+
+/// What a stream reports to the hub.
+#[derive(Debug)]
+pub(crate) enum StreamReport {
+    Up {
+        id: u64,
+        device: Device,
+        tx: mpsc::Sender<Element>,
+    },
+    Stanza {
+        device: Device,
+        stanza: Element,
+    },
+    Down {
+        id: u64,
+        device: Option<Device>,
+        reason: String,
+    },
+}
+
+/// Stream settings.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSettings {
+    pub(crate) me: Jid,
+    pub(crate) max_stanza: usize,
+    pub(crate) keepalive: Duration,
+    pub(crate) handshake_timeout: Duration,
+}
+
+struct Conn {
+    io: TlsStream<TcpStream>,
+    parser: StreamParser,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Reads until the parser has an event.
+    async fn next(&mut self) -> Result<StreamEvent, String> {
+        loop {
+            if let Some(ev) = self.parser.poll() {
+                return Ok(ev);
+            }
+            let n = self
+                .io
+                .read(&mut self.buf)
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
+            if n == 0 {
+                return Err("the peer closed the connection".into());
+            }
+            if let Err(e) = self.parser.feed(&self.buf[..n]) {
+                let _ = self.write(&writer::error(&e)).await;
+                return Err(format!("stream error sent: {e}"));
+            }
+        }
+    }
+
+    async fn fail(&mut self, e: StreamError) -> String {
+        let _ = self.write(&writer::error(&e)).await;
+        let _ = self.io.shutdown().await;
+        format!("stream error sent: {e}")
+    }
+}
+
+/// The JIDs the peer's certificate vouches for.
+fn cert_jids(peer: &xor_overlay::runtime::PeerInfo) -> Vec<Jid> {
+    peer.identity
+        .xmpp_addrs
+        .iter()
+        .filter_map(|a| Jid::parse(a).ok())
+        .map(|j| j.bare())
+        .collect()
+}
+
+/// Negotiates the stream; returns the peer device.
+async fn negotiate(
+    conn: &mut Conn,
+    role: &Role,
+    s: &StreamSettings,
+    node: NodeId,
+    vouched: &[Jid],
+) -> Result<Device, String> {
+    let me = s.me.to_string();
+    match role {
+        Role::Initiator { expect } => {
+            if !vouched.contains(&expect.bare()) {
+                return Err(conn
+                    .fail(StreamError::new(
+                        StreamCondition::NotAuthorized,
+                        format!("certificate is not {expect}"),
+                    ))
+                    .await);
+            }
+            conn.write(&writer::header(Some(&me), Some(&expect.bare_str()), None))
+                .await
+                .map_err(|e| e.to_string())?;
+            let StreamEvent::Header(h) = conn.next().await? else {
+                return Err("expected a stream header".into());
+            };
+            let Some(device) = peer_device(h.from.as_deref(), vouched, node) else {
+                return Err(conn
+                    .fail(StreamError::new(
+                        StreamCondition::InvalidFrom,
+                        "the stream header names a JID the certificate does not carry",
+                    ))
+                    .await);
+            };
+            if device.jid.bare() != expect.bare() {
+                return Err(conn
+                    .fail(StreamError::new(
+                        StreamCondition::InvalidFrom,
+                        "stream from another JID than resolved",
+                    ))
+                    .await);
+            }
+            match conn.next().await? {
+                StreamEvent::Element(f) if f.is("features", NS_STREAMS) => Ok(device),
+                _ => Err("expected stream features".into()),
+            }
+        }
+        Role::Responder => {
+            let StreamEvent::Header(h) = conn.next().await? else {
+                return Err("expected a stream header".into());
+            };
+            let Some(device) = peer_device(h.from.as_deref(), vouched, node) else {
+                return Err(conn
+                    .fail(StreamError::new(
+                        StreamCondition::InvalidFrom,
+                        "the stream header names a JID the certificate does not carry",
+                    ))
+                    .await);
+            };
+            let to_me =
+                h.to.as_deref()
+                    .and_then(|t| Jid::parse(t).ok())
+                    .is_some_and(|t| t.bare() == s.me.bare());
+            if !to_me {
+                return Err(conn
+                    .fail(StreamError::new(
+                        StreamCondition::HostUnknown,
+                        "this device is not the stream's addressee",
+                    ))
+                    .await);
+            }
+            let mut reply = writer::header(Some(&me), Some(&device.jid.to_string()), None);
+            reply.extend(writer::features(&[]));
+            conn.write(&reply).await.map_err(|e| e.to_string())?;
+            Ok(device)
+        }
+    }
+}
+
+/// The device named by a stream header's `from`, if the certificate vouches for it and
+/// it carries a resource.
+fn peer_device(from: Option<&str>, vouched: &[Jid], node: NodeId) -> Option<Device> {
+    let jid = Jid::parse(from?).ok()?;
+    (!jid.is_bare() && vouched.contains(&jid.bare())).then_some(Device { node, jid })
+}
+
+/// Checks a received top-level element: a stanza whose `from` is the peer (filled in
+/// when absent).
+fn check(mut el: Element, device: &Device) -> Result<Element, StreamError> {
+    if !stanza::is_stanza(&el) {
+        return Err(StreamError::new(
+            StreamCondition::UnsupportedStanzaType,
+            format!("<{}/> in {} is not a stanza", el.name(), el.ns()),
+        ));
+    }
+    match stanza::from(&el) {
+        None if el.attr("from").is_some() => Err(StreamError::new(
+            StreamCondition::InvalidFrom,
+            "malformed from",
+        )),
+        None => {
+            stanza::set_attr(&mut el, "from", &device.jid.to_string());
+            Ok(el)
+        }
+        Some(f) if f == device.jid || f == device.jid.bare() => Ok(el),
+        Some(f) => Err(StreamError::new(
+            StreamCondition::InvalidFrom,
+            format!("{f} is not {}", device.jid),
+        )),
+    }
+}
+
+/// Runs a stream until it ends; reports to the hub.
+pub(crate) async fn run(
+    id: u64,
+    io: TlsStream<TcpStream>,
+    peer: xor_overlay::runtime::PeerInfo,
+    role: Role,
+    settings: StreamSettings,
+    hub: mpsc::Sender<StreamReport>,
+) {
+    let node = peer.node_id();
+    let vouched = cert_jids(&peer);
+    let mut conn = Conn {
+        io,
+        parser: StreamParser::new(settings.max_stanza),
+        buf: vec![0u8; 16 * 1024],
+    };
+    let negotiated = tokio::time::timeout(
+        settings.handshake_timeout,
+        negotiate(&mut conn, &role, &settings, node, &vouched),
+    )
+    .await;
+    let device = match negotiated {
+        Ok(Ok(d)) => d,
+        Ok(Err(reason)) => {
+            let _ = hub
+                .send(StreamReport::Down {
+                    id,
+                    device: None,
+                    reason,
+                })
+                .await;
+            return;
+        }
+        Err(_) => {
+            let e = StreamError::new(
+                StreamCondition::ConnectionTimeout,
+                "stream negotiation took too long",
+            );
+            let reason = conn.fail(e).await;
+            let _ = hub
+                .send(StreamReport::Down {
+                    id,
+                    device: None,
+                    reason,
+                })
+                .await;
+            return;
+        }
+    };
+    let (tx, mut out) = mpsc::channel::<Element>(256);
+    if hub
+        .send(StreamReport::Up {
+            id,
+            device: device.clone(),
+            tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut keepalive = tokio::time::interval(settings.keepalive);
+    keepalive.tick().await;
+    let mut last_read = tokio::time::Instant::now();
+    let reason = loop {
+        // Hand over everything parsed so far.
+        while let Some(ev) = conn.parser.poll() {
+            match ev {
+                StreamEvent::Element(el) => match check(el, &device) {
+                    Ok(stanza) => {
+                        if hub
+                            .send(StreamReport::Stanza {
+                                device: device.clone(),
+                                stanza,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            let _ = conn.write(writer::close()).await;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let reason = conn.fail(e).await;
+                        let _ = hub
+                            .send(StreamReport::Down {
+                                id,
+                                device: Some(device.clone()),
+                                reason,
+                            })
+                            .await;
+                        return;
+                    }
+                },
+                StreamEvent::Close => {
+                    let _ = conn.write(writer::close()).await;
+                    let _ = conn.io.shutdown().await;
+                    let _ = hub
+                        .send(StreamReport::Down {
+                            id,
+                            device: Some(device),
+                            reason: "closed by the peer".into(),
+                        })
+                        .await;
+                    return;
+                }
+                StreamEvent::Header(_) => {}
+            }
+        }
+        tokio::select! {
+            read = conn.io.read(&mut conn.buf) => match read {
+                Ok(0) => break "the peer closed the connection".to_owned(),
+                Err(e) => break format!("read failed: {e}"),
+                Ok(n) => {
+                    last_read = tokio::time::Instant::now();
+                    if let Err(e) = conn.parser.feed(&conn.buf[..n]) {
+                        break conn.fail(e).await;
+                    }
+                }
+            },
+            next = out.recv() => match next {
+                Some(el) => {
+                    if let Err(e) = conn.write(&writer::element(&el)).await {
+                        break format!("write failed: {e}");
+                    }
+                }
+                None => {
+                    // The hub closed this stream (redundant, or shutting down).
+                    let _ = conn.write(writer::close()).await;
+                    let _ = conn.io.shutdown().await;
+                    break "closed".to_owned();
+                }
+            },
+            _ = keepalive.tick() => {
+                if last_read.elapsed() > settings.keepalive * 3 {
+                    break conn.fail(StreamError::new(StreamCondition::ConnectionTimeout, "nothing received for three keep-alive intervals")).await;
+                }
+                // RFC 6120 §4.6.1: whitespace keeps the connection (and NATs) alive.
+                if let Err(e) = conn.write(b" ").await {
+                    break format!("keep-alive failed: {e}");
+                }
+            }
+        }
+    };
+    let _ = hub
+        .send(StreamReport::Down {
+            id,
+            device: Some(device),
+            reason,
+        })
+        .await;
+}

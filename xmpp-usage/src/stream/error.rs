@@ -1,0 +1,103 @@
+//! Stream error conditions (RFC 6120 §4.9.3).
+
+use std::fmt;
+
+/// A defined stream error condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamCondition {
+    /// `bad-format`.
+    BadFormat,
+    /// `connection-timeout`.
+    ConnectionTimeout,
+    /// `host-unknown`.
+    HostUnknown,
+    /// `internal-server-error`.
+    InternalServerError,
+    /// `invalid-from`: a `from` that the stream is not authorised for.
+    InvalidFrom,
+    /// `invalid-namespace`.
+    InvalidNamespace,
+    /// `not-authorized`.
+    NotAuthorized,
+    /// `not-well-formed`.
+    NotWellFormed,
+    /// `policy-violation` (e.g. a stanza over the size limit).
+    PolicyViolation,
+    /// `resource-constraint`.
+    ResourceConstraint,
+    /// `system-shutdown`.
+    SystemShutdown,
+    /// `unsupported-stanza-type`.
+    UnsupportedStanzaType,
+    /// `unsupported-version`.
+    UnsupportedVersion,
+}
+
+impl StreamCondition {
+    /// The element name.
+    pub fn name(self) -> &'static str {
+        use StreamCondition::*;
+        match self {
+            BadFormat => "bad-format",
+            ConnectionTimeout => "connection-timeout",
+            HostUnknown => "host-unknown",
+            InternalServerError => "internal-server-error",
+            InvalidFrom => "invalid-from",
+            InvalidNamespace => "invalid-namespace",
+            NotAuthorized => "not-authorized",
+            NotWellFormed => "not-well-formed",
+            PolicyViolation => "policy-violation",
+            ResourceConstraint => "resource-constraint",
+            SystemShutdown => "system-shutdown",
+            UnsupportedStanzaType => "unsupported-stanza-type",
+            UnsupportedVersion => "unsupported-version",
+        }
+    }
+
+    /// The condition with this element name.
+    pub fn from_name(name: &str) -> Option<StreamCondition> {
+        use StreamCondition::*;
+        [
+            BadFormat,
+            ConnectionTimeout,
+            HostUnknown,
+            InternalServerError,
+            InvalidFrom,
+            InvalidNamespace,
+            NotAuthorized,
+            NotWellFormed,
+            PolicyViolation,
+            ResourceConstraint,
+            SystemShutdown,
+            UnsupportedStanzaType,
+            UnsupportedVersion,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+    }
+}
+
+/// A stream error: the condition and a human-readable text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct StreamError {
+    /// The condition.
+    pub condition: StreamCondition,
+    /// Explanation.
+    pub text: String,
+}
+
+impl StreamError {
+    /// A stream error.
+    pub fn new(condition: StreamCondition, text: impl Into<String>) -> StreamError {
+        StreamError {
+            condition,
+            text: text.into(),
+        }
+    }
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.condition.name(), self.text)
+    }
+}
