@@ -11,7 +11,7 @@
 //! let mut config = XmppConfig::new("chat.example", creds, trust, jid, "phone");
 //! config.node.bootstrap = vec!["192.0.2.1:6084".parse()?];
 //! let node = XmppNode::start(config).await?;
-//! let mut events = node.events().expect("taken once");
+//! let mut events = node.events().await.expect("taken once");
 //! node.send(stanza::chat(&Jid::parse("juliet@capulet.lit")?, "wherefore art thou?")).await?;
 //! while let Some(XmppEvent::Stanza(d)) = events.recv().await {
 //!     println!("{:?}", stanza::body(&d.stanza));
