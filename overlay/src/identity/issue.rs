@@ -71,12 +71,17 @@ pub fn root_params(name: &str, validity: Validity) -> Result<CertificateParams, 
 }
 
 /// Parameters of an intermediate CA for one XMPP domain (it may issue no further CAs).
+/// The domain is its dNSName SAN, which limits the names it may certify (see
+/// [`super::trust`]).
 pub fn domain_ca_params(
     domain: &str,
     validity: Validity,
 ) -> Result<CertificateParams, IdentityError> {
     let mut p = CertificateParams::default();
     p.distinguished_name = named(&format!("XMPP domain CA {domain}"));
+    p.subject_alt_names = vec![SanType::DnsName(
+        domain.to_owned().try_into().map_err(rcgen_err)?,
+    )];
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity.apply(&mut p)?;

@@ -55,6 +55,17 @@ pub enum IdentityError {
     /// Any other reason the chain is not trusted.
     #[error("untrusted certificate: {0}")]
     Untrusted(String),
+    /// A CA on the chain is revoked by the configuration document.
+    #[error("the certificate chain passes through revoked CA {0}")]
+    RevokedCa(String),
+    /// A domain CA certified a name outside its domain.
+    #[error("{name} is outside the issuing CA's domain ({domains:?})")]
+    OutsideDomain {
+        /// The offending user name or JID.
+        name: String,
+        /// The domains the CA may issue for.
+        domains: Vec<String>,
+    },
     /// The peer is not the node that was expected (§6.5.1.13).
     #[error("expected Node-ID {expected}, the peer's certificate has {found:?}")]
     WrongNodeId {

@@ -179,6 +179,14 @@ impl Credentials {
         self.sign_input(&input, identity)
     }
 
+    /// Signs an opaque blob, e.g. a configuration or kind element (§11.1): the input is
+    /// `blob || SignerIdentity`, following the pattern of §6.3.4 and §7.1.
+    pub fn sign_blob(&self, blob: &[u8]) -> Signature {
+        let identity = self.signer_identity();
+        let input = blob_signature_input(blob, &identity);
+        self.sign_input(&input, identity)
+    }
+
     /// The certificate bucket for a security block: this node's certificate and chain.
     pub fn certificates(&self) -> Vec<GenericCertificate> {
         std::iter::once(&self.cert)
@@ -217,6 +225,15 @@ pub fn message_signature_input(
     out.put_u64(transaction_id);
     out.put_slice(contents);
     // A SignerIdentity is at most 3 + 1 + 256 bytes: it always encodes.
+    let _ = identity.encode(&mut out);
+    out.to_vec()
+}
+
+/// `blob || SignerIdentity`: the input of a signature over an opaque blob such as a
+/// configuration document (§11.1).
+pub fn blob_signature_input(blob: &[u8], identity: &SignerIdentity) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(blob.len() + 40);
+    out.put_slice(blob);
     let _ = identity.encode(&mut out);
     out.to_vec()
 }

@@ -2,6 +2,15 @@
 //! document (§11.1 `root-cert`, verified with webpki), or — where the overlay permits it —
 //! a self-signed certificate whose Node-ID derives from its key (§11.3.1). Nodes on the
 //! configuration's `bad-node` list are refused.
+//!
+//! **Domain CAs** (XEP-0415 "Certificate Authority"): an intermediate CA that names an
+//! XMPP domain in a dNSName SAN may only certify user names (rfc822Name and
+//! `id-on-xmppAddr`) in exactly that domain. This is an explicit check made here after
+//! webpki has built the path, not an X.509 name constraint: webpki refuses every
+//! certificate under an rfc822Name constraint and no constraint form exists for
+//! xmppAddr. A CA certificate can be revoked by the SHA-256 fingerprint of its DER
+//! (the configuration document's `xor:revoked-ca` extension); a chain through it is
+//! refused.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,6 +19,7 @@ use std::time::Duration;
 use rustls_pki_types::TrustAnchor;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::IdentityError;
@@ -45,6 +55,7 @@ pub struct TrustStore {
     anchors: Arc<Vec<TrustAnchor<'static>>>,
     self_signed: Option<SelfSignedDigest>,
     bad_nodes: HashSet<NodeId>,
+    revoked_cas: HashSet<[u8; 32]>,
 }
 
 impl std::fmt::Debug for TrustStore {
@@ -54,6 +65,7 @@ impl std::fmt::Debug for TrustStore {
             .field("roots", &self.root_ders.len())
             .field("self_signed", &self.self_signed)
             .field("bad_nodes", &self.bad_nodes.len())
+            .field("revoked_cas", &self.revoked_cas.len())
             .finish()
     }
 }
@@ -81,6 +93,7 @@ impl TrustStore {
             anchors: Arc::new(anchors),
             self_signed: None,
             bad_nodes: HashSet::new(),
+            revoked_cas: HashSet::new(),
         })
     }
 
@@ -93,6 +106,16 @@ impl TrustStore {
     /// Replace the `bad-node` list.
     pub fn set_bad_nodes(&mut self, nodes: impl IntoIterator<Item = NodeId>) {
         self.bad_nodes = nodes.into_iter().collect();
+    }
+
+    /// Replace the list of revoked CA certificates (SHA-256 fingerprints of their DER).
+    pub fn set_revoked_cas(&mut self, fingerprints: impl IntoIterator<Item = [u8; 32]>) {
+        self.revoked_cas = fingerprints.into_iter().collect();
+    }
+
+    /// The `bad-node` list.
+    pub fn bad_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.bad_nodes.iter().copied()
     }
 
     /// Whether `node` is on the `bad-node` list.
@@ -130,7 +153,10 @@ impl TrustStore {
             Some(digest) if id.self_issued && !id.is_ca => {
                 self.verify_self_signed(end_entity, &id, digest, unix_secs)?
             }
-            _ => self.verify_chain(end_entity, intermediates, unix_secs, usage)?,
+            _ => {
+                let path = self.verify_chain(end_entity, intermediates, unix_secs, usage)?;
+                self.check_issuers(&id, &path)?;
+            }
         }
         if id.node_ids.is_empty() {
             return Err(IdentityError::NoNodeId {
@@ -149,7 +175,7 @@ impl TrustStore {
         intermediates: &[&[u8]],
         unix_secs: i64,
         usage: Usage,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<Vec<Vec<u8>>, IdentityError> {
         let der = CertificateDer::from(end_entity);
         let cert = EndEntityCert::try_from(&der)
             .map_err(|e| IdentityError::BadCertificate(format!("unusable certificate: {e}")))?;
@@ -171,8 +197,36 @@ impl TrustStore {
             None,
             None,
         )
-        .map(|_| ())
+        .map(|path| {
+            path.intermediate_certificates()
+                .map(|c| c.der().to_vec())
+                .collect()
+        })
         .map_err(IdentityError::from_webpki)
+    }
+
+    /// The checks webpki does not make: revoked CAs and the domain rule.
+    fn check_issuers(&self, id: &CertIdentity, path: &[Vec<u8>]) -> Result<(), IdentityError> {
+        for ca in path {
+            if self.revoked_cas.contains(&fingerprint(ca)) {
+                return Err(IdentityError::RevokedCa(hex::encode(fingerprint(ca))));
+            }
+            let domains = ca_domains(ca)?;
+            if domains.is_empty() {
+                continue;
+            }
+            let names = id.user.iter().chain(id.xmpp_addrs.iter());
+            for name in names {
+                let domain = name_domain(name);
+                if !domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+                    return Err(IdentityError::OutsideDomain {
+                        name: name.clone(),
+                        domains,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn verify_self_signed(
@@ -203,4 +257,33 @@ impl TrustStore {
         }
         Ok(())
     }
+}
+
+/// SHA-256 of a certificate's DER: how the configuration names a revoked CA.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).into()
+}
+
+/// The XMPP domains a CA certificate is limited to (its dNSName SANs).
+pub fn ca_domains(der: &[u8]) -> Result<Vec<String>, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| IdentityError::BadCertificate(format!("bad CA certificate: {e}")))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::BadCertificate(format!("bad subjectAltName: {e}")))?;
+    Ok(san
+        .iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The domain part of a user name or JID: after the `@`, before any `/`.
+pub fn name_domain(name: &str) -> &str {
+    let bare = name.split_once('/').map_or(name, |(b, _)| b);
+    bare.rsplit_once('@').map_or(bare, |(_, d)| d)
 }

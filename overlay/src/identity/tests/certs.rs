@@ -162,3 +162,69 @@ fn self_signed_certificate_with_a_stolen_node_id_is_refused_rfc6940_11_3_1() {
         Err(IdentityError::Untrusted(_))
     ));
 }
+
+/// A certificate for `name` signed by the intermediate of `issuing_domain`, bypassing
+/// any check a CA tool would make.
+fn cross_domain_cert(ca: &mut TestCa, issuing_domain: &str, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let key = ca.key();
+    let spec = NodeCertSpec {
+        overlay: OVERLAY.into(),
+        node_ids: vec![NodeId(0xabc)],
+        user: Some(name.into()),
+        xmpp_addr: Some(name.into()),
+        validity: Validity::LONG,
+    };
+    let params = node_params(&spec).unwrap();
+    let issuer = ca.domain(issuing_domain);
+    let der = crate::identity::issue::issue(&params, &key, &issuer.params, &issuer.key).unwrap();
+    (der, issuer.der.clone())
+}
+
+#[test]
+fn a_domain_ca_certifies_only_its_own_domain_xep0415_ca() {
+    let mut ca = TestCa::new(OVERLAY, 8);
+    let trust = ca.trust_store();
+    let (own, inter) = cross_domain_cert(&mut ca, "capulet.lit", "juliet@capulet.lit/balcony");
+    trust
+        .verify(&own, &[&inter], NOW, Usage::Client)
+        .expect("a name in the CA's own domain");
+    let (foreign, inter) = cross_domain_cert(&mut ca, "capulet.lit", "romeo@montague.lit");
+    let err = trust
+        .verify(&foreign, &[&inter], NOW, Usage::Client)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        IdentityError::OutsideDomain {
+            name: "romeo@montague.lit".into(),
+            domains: vec!["capulet.lit".into()],
+        }
+    );
+    // A subdomain is another domain.
+    let (sub, inter) = cross_domain_cert(&mut ca, "capulet.lit", "nurse@house.capulet.lit");
+    assert!(matches!(
+        trust.verify(&sub, &[&inter], NOW, Usage::Server),
+        Err(IdentityError::OutsideDomain { .. })
+    ));
+}
+
+#[test]
+fn a_revoked_domain_ca_breaks_every_chain_through_it() {
+    let mut ca = TestCa::new(OVERLAY, 9);
+    let juliet = ca.node("juliet@capulet.lit", NodeId(1));
+    let romeo = ca.node("romeo@montague.lit", NodeId(2));
+    let capulet_ca = ca.domain("capulet.lit").der.clone();
+    let mut trust = ca.trust_store();
+    trust.set_revoked_cas([crate::identity::trust::fingerprint(&capulet_ca)]);
+    let chain = |c: &crate::identity::Credentials| -> Vec<Vec<u8>> {
+        c.chain().iter().map(|b| b.to_vec()).collect()
+    };
+    let j = chain(&juliet);
+    let err = trust
+        .verify(juliet.cert(), &[&j[0]], NOW, Usage::Client)
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::RevokedCa(_)), "{err:?}");
+    let r = chain(&romeo);
+    trust
+        .verify(romeo.cert(), &[&r[0]], NOW, Usage::Client)
+        .expect("other domains are untouched");
+}
