@@ -41,12 +41,7 @@ impl Node {
             body @ (Body::FetchReq(_) | Body::StatReq(_) | Body::FindReq(_)) => {
                 return self.on_read(body, now).map(Some);
             }
-            Body::ConfigUpdateReq(_) => {
-                return Err(ErrorResponse::new(
-                    ErrorCode::Forbidden,
-                    "configuration updates are not accepted here",
-                ));
-            }
+            Body::ConfigUpdateReq(req) => self.on_config_update(req, now)?,
             other => {
                 return Err(ErrorResponse::new(
                     ErrorCode::InvalidMessage,

@@ -22,6 +22,8 @@ pub struct NodeConfig {
     /// The signed configuration document, sent in ConfigUpdate to peers with an older
     /// one (§6.5.4).
     pub config_document: Option<Bytes>,
+    /// Verifies ConfigUpdates (§6.5.4); without one they are refused.
+    pub config_authority: Option<std::sync::Arc<dyn super::ConfigAuthority>>,
     /// `initial-ttl` (default 100).
     pub initial_ttl: u8,
     /// `max-message-size`.
@@ -82,6 +84,7 @@ impl NodeConfig {
             trust,
             configuration_sequence: 1,
             config_document: None,
+            config_authority: None,
             initial_ttl: 100,
             max_message_size: 64 * 1024,
             reliability_timer: Duration::from_secs(3),

@@ -23,6 +23,7 @@ mod chord;
 pub mod config;
 mod deliver;
 pub mod fragments;
+pub mod reconfig;
 mod routing;
 mod storage;
 pub(crate) mod timers;
@@ -39,6 +40,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 pub use config::NodeConfig;
+pub use reconfig::{ConfigAuthority, ConfigChange, ConfigRefusal};
 
 use self::attach::Attaches;
 use self::fragments::Reassembly;
@@ -142,6 +144,14 @@ pub enum Event {
         application: u16,
         /// The requester's candidate.
         addr: SocketAddr,
+    },
+    /// A newer configuration was verified and applied (§6.5.4); persist `document` and
+    /// refresh the TLS trust from [`Node::config`].
+    ConfigChanged {
+        /// Its sequence.
+        sequence: u16,
+        /// The signed document.
+        document: Bytes,
     },
 }
 

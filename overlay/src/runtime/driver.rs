@@ -19,7 +19,8 @@ use crate::id::NodeId;
 use crate::id::ResourceId;
 use crate::link::{LinkConfig, LinkHealth};
 use crate::node::{
-    Answer, ConnectId, Event, JoinState, LinkId, Node, NodeConfig, RequestError, RequestId,
+    Answer, ConfigChange, ConnectId, Event, JoinState, LinkId, Node, NodeConfig, RequestError,
+    RequestId,
 };
 use crate::respond::error_response;
 use crate::time::Instant;
@@ -38,6 +39,9 @@ type Connected = (
 type StartRequest = Box<dyn FnOnce(&mut Node, Instant) -> RequestId + Send>;
 
 /// Commands the API sends to the driver task.
+/// A closure run on the node inside the driver.
+type WithNode = Box<dyn FnOnce(&mut Node, Instant) + Send>;
+
 enum Command {
     Request {
         destination: Vec<Destination>,
@@ -46,7 +50,7 @@ enum Command {
     },
     Neighbors(oneshot::Sender<Neighbors>),
     Leave(oneshot::Sender<()>),
-    With(Box<dyn FnOnce(&mut Node) + Send>),
+    With(WithNode),
     Call {
         start: StartRequest,
         reply: oneshot::Sender<Result<Answer, RequestError>>,
@@ -115,6 +119,14 @@ pub struct Overlay {
     state: watch::Receiver<JoinState>,
     task: Arc<JoinHandle<()>>,
     apps: Arc<std::sync::Mutex<Option<mpsc::Receiver<AppRequest>>>>,
+    config: watch::Receiver<(u16, Option<Bytes>)>,
+}
+
+/// Where the driver reports to the [`Overlay`] handles.
+struct Outputs {
+    state: watch::Sender<JoinState>,
+    apps: mpsc::Sender<AppRequest>,
+    config: watch::Sender<(u16, Option<Bytes>)>,
 }
 
 impl Overlay {
@@ -140,12 +152,21 @@ impl Overlay {
         if config.epoch_unix_ms == 0 {
             config.epoch_unix_ms = clock.start_unix_ms();
         }
+        let (config_tx, config_rx) = watch::channel((
+            config.configuration_sequence,
+            config.config_document.clone(),
+        ));
         let node = Node::new(config, clock.now());
         let node_id = node.node_id();
         let (commands, command_rx) = mpsc::channel(COMMANDS);
         let (state_tx, state) = watch::channel(JoinState::Idle);
         let (apps_tx, apps_rx) = mpsc::channel(APP_REQUESTS);
-        let driver = Driver::new(node, tls, listener, clock, link, state_tx, apps_tx);
+        let outputs = Outputs {
+            state: state_tx,
+            apps: apps_tx,
+            config: config_tx,
+        };
+        let driver = Driver::new(node, tls, listener, clock, link, outputs);
         let span = tracing::info_span!("node", id = %node_id);
         let task = tokio::spawn(driver.run(command_rx).instrument(span));
         let apps = Arc::new(std::sync::Mutex::new(Some(apps_rx)));
@@ -156,6 +177,7 @@ impl Overlay {
             state,
             task: Arc::new(task),
             apps,
+            config: config_rx,
         })
     }
 
@@ -260,15 +282,36 @@ impl Overlay {
         &self,
         f: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, RequestError> {
+        self.with_node_at(move |node, _| f(node)).await
+    }
+
+    /// Like [`Overlay::with_node`], with the node's current time.
+    pub async fn with_node_at<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Instant) -> T + Send + 'static,
+    ) -> Result<T, RequestError> {
         let (tx, rx) = oneshot::channel();
-        let run = Box::new(move |node: &mut Node| {
-            let _ = tx.send(f(node));
+        let run = Box::new(move |node: &mut Node, now: Instant| {
+            let _ = tx.send(f(node, now));
         });
         self.commands
             .send(Command::With(run))
             .await
             .map_err(|_| RequestError::Shutdown)?;
         rx.await.map_err(|_| RequestError::Shutdown)
+    }
+
+    /// Applies a verified configuration (e.g. one fetched from the configuration
+    /// server) and pushes it to the connected peers (§6.5.4).
+    pub async fn apply_config(&self, change: ConfigChange) -> Result<(), RequestError> {
+        self.with_node_at(move |node, now| node.apply_config(change, now))
+            .await
+    }
+
+    /// The configuration in use: its sequence and signed document. It changes when a
+    /// newer one arrives in ConfigUpdate; persist it then.
+    pub fn configuration(&self) -> watch::Receiver<(u16, Option<Bytes>)> {
+        self.config.clone()
     }
 
     /// Starts a request with `start` (e.g. [`Node::store`]) and waits for its answer.
@@ -355,9 +398,8 @@ struct Driver {
     connect_tasks: Vec<JoinHandle<()>>,
     next_link: u64,
     pending: HashMap<RequestId, oneshot::Sender<Result<Answer, RequestError>>>,
-    state: watch::Sender<JoinState>,
+    out: Outputs,
     leaving: Option<oneshot::Sender<()>>,
-    apps: mpsc::Sender<AppRequest>,
     link_tx: mpsc::Sender<(LinkId, LinkEvent)>,
     link_rx: mpsc::Receiver<(LinkId, LinkEvent)>,
     connect_tx: mpsc::Sender<Connected>,
@@ -371,8 +413,7 @@ impl Driver {
         listener: Listener,
         clock: Clock,
         config: LinkConfig,
-        state: watch::Sender<JoinState>,
-        apps: mpsc::Sender<AppRequest>,
+        out: Outputs,
     ) -> Driver {
         let creds = node.config().credentials.clone();
         let ttl = node.config().initial_ttl;
@@ -399,9 +440,8 @@ impl Driver {
             connect_tasks: Vec::new(),
             next_link: 1,
             pending: HashMap::new(),
-            state,
+            out,
             leaving: None,
-            apps,
             link_tx,
             link_rx,
             connect_tx,
@@ -459,7 +499,7 @@ impl Driver {
         for task in self.connect_tasks {
             task.abort();
         }
-        let _ = self.state.send(JoinState::Left);
+        let _ = self.out.state.send(JoinState::Left);
         if let Some(done) = self.leaving.take() {
             let _ = done.send(());
         }
@@ -494,7 +534,7 @@ impl Driver {
                 self.node.leave(now);
                 return Some(tokio::time::Instant::now() + LEAVE_TIMEOUT);
             }
-            Command::With(f) => f(&mut self.node),
+            Command::With(f) => f(&mut self.node, now),
             Command::Call { start, reply } => {
                 let id = start(&mut self.node, now);
                 self.pending.insert(id, reply);
@@ -577,6 +617,13 @@ impl Driver {
                 Event::Joined => tracing::info!("joined the overlay"),
                 Event::JoinFailed(why) => tracing::warn!(%why, "join attempt failed"),
                 Event::NeighborsChanged => {}
+                Event::ConfigChanged { sequence, document } => {
+                    // New roots, bad nodes and revoked CAs apply to the next handshakes.
+                    if let Ok(mut trust) = self.tls.trust().write() {
+                        *trust = self.node.config().trust.clone();
+                    }
+                    let _ = self.out.config.send((sequence, Some(document)));
+                }
                 Event::Left => left = true,
                 Event::AppAttach {
                     from,
@@ -588,14 +635,15 @@ impl Driver {
                         application,
                         addr,
                     };
-                    if self.apps.try_send(request).is_err() {
+                    if self.out.apps.try_send(request).is_err() {
                         tracing::warn!(%from, application, "application queue full; AppAttach dropped");
                     }
                 }
             }
         }
         let state = self.node.state();
-        self.state
+        self.out
+            .state
             .send_if_modified(|s| std::mem::replace(s, state) != state);
         left
     }

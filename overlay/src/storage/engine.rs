@@ -654,6 +654,16 @@ impl Storage {
         (kinds, certs)
     }
 
+    /// Discards every value of `kind`; returns how many.
+    pub fn drop_kind(&mut self, kind: KindId) -> usize {
+        let mut dropped = 0;
+        for r in self.backend.resources_of(kind) {
+            dropped += self.backend.get(r, kind).map_or(0, |d| d.entries.len());
+            self.backend.put(r, kind, KindData::new(DataModel::Single));
+        }
+        dropped
+    }
+
     /// Forgets everything at `resource`.
     pub fn remove(&mut self, resource: ResourceId) {
         for kind in self.backend.kinds_at(resource) {
