@@ -327,6 +327,68 @@ impl CaDir {
             .collect()
     }
 
+    /// A TLS server certificate for the enrollment and configuration server, issued by
+    /// the root for `names` (DNS names or IP addresses; the overlay name first, as
+    /// §11.2 requires the certificate to match it), written to `web/key.pem` and
+    /// `web/cert.pem`. Clients that trust the overlay root for HTTPS accept it; a
+    /// public server can use a Web PKI certificate instead.
+    pub fn issue_web_cert(
+        &self,
+        names: &[String],
+        days: i64,
+        now_unix: i64,
+    ) -> Result<(KeyPair, Vec<Vec<u8>>), CaError> {
+        let key = KeyPair::generate(&mut os_rng());
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("{} enrollment", self.overlay),
+        );
+        for name in names {
+            params
+                .subject_alt_names
+                .push(match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(name.clone().try_into().map_err(cert_err)?),
+                });
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        let validity = Validity::days_from(now_unix, days);
+        params.not_before =
+            time::OffsetDateTime::from_unix_timestamp(validity.not_before).map_err(cert_err)?;
+        params.not_after =
+            time::OffsetDateTime::from_unix_timestamp(validity.not_after).map_err(cert_err)?;
+        let issuer = Issuer::from_ca_cert_der(
+            &CertificateDer::from(self.root_der.as_slice()),
+            &self.root_key,
+        )
+        .map_err(cert_err)?;
+        let der = params
+            .signed_by(&key, &issuer)
+            .map_err(cert_err)?
+            .der()
+            .to_vec();
+        let web = self.dir.join("web");
+        write_atomic(&web.join("key.pem"), key_pem(&key).as_bytes(), true)?;
+        write_atomic(
+            &web.join("cert.pem"),
+            certs_pem([der.as_slice()]).as_bytes(),
+            false,
+        )?;
+        Ok((key, vec![der]))
+    }
+
+    /// The web server key and certificate chain written by [`CaDir::issue_web_cert`].
+    pub fn web_cert(&self) -> Result<(KeyPair, Vec<Vec<u8>>), CaError> {
+        let web = self.dir.join("web");
+        Ok((
+            read_key(&web.join("key.pem"))?,
+            read_certs(&web.join("cert.pem"))?,
+        ))
+    }
+
     /// The last published document, if any.
     pub fn published(&self) -> Option<String> {
         fs::read_to_string(self.dir.join("config.xml")).ok()

@@ -5,10 +5,15 @@
 //! - [`authority`]: from a verified configuration to a node's settings, and the
 //!   verifier of ConfigUpdates (§6.5.4).
 
+pub mod accounts;
 pub mod authority;
 pub mod ca;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod files;
+pub mod ratelimit;
+pub mod server;
 
 #[cfg(test)]
 mod ca_tests;

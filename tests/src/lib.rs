@@ -2,6 +2,9 @@
 //! `tests/e2e/`, one binary with a module per behaviour; this library holds the
 //! helpers they share.
 
+pub mod dns;
+pub mod operator;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

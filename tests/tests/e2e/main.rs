@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // helpers in a test binary fail the test on any error
 
+mod enrollment;
+mod rfc6940_config_update;
 mod rfc6940_overlay;
 mod rfc6940_storage;
 mod xor_fanout;

@@ -314,3 +314,71 @@ fn a_duplicate_request_gets_the_same_answer_rfc6940_6_2_1() {
     let second = Message::decode(&a.poll_transmit().unwrap().bytes).unwrap();
     assert_eq!(first.contents, second.contents, "same response_id and time");
 }
+
+/// A StoreReq from b of a value b signed, at b's NODE-MATCH resource.
+fn store_from_b(b: &crate::identity::Credentials) -> Bytes {
+    let resource = crate::storage::node_resource(NodeId(200));
+    let value = StoredDataValue::Array {
+        index: 0,
+        value: DataValue::new(Bytes::from(b.cert().to_vec())),
+    };
+    let storage_time = 1_800_000_000_000;
+    let signature = b.sign_value(
+        resource,
+        crate::storage::CERTIFICATE_BY_NODE,
+        storage_time,
+        &value,
+    );
+    let req = StoreReq {
+        resource,
+        replica_number: 0,
+        kind_data: vec![StoreKindData {
+            kind: crate::storage::CERTIFICATE_BY_NODE,
+            generation_counter: 0,
+            values: KindValues::Parsed(vec![StoredData {
+                storage_time,
+                lifetime: 600,
+                value,
+                signature,
+            }]),
+        }],
+    };
+    request(
+        b,
+        vec![Destination::Resource(resource)],
+        vec![],
+        50,
+        Body::StoreReq(req),
+    )
+}
+
+/// Whether a answered with a StoreAns.
+fn sent_store_ans(a: &mut Node) -> bool {
+    let mut found = false;
+    while let Some(t) = a.poll_transmit() {
+        let m = Message::decode(&t.bytes).unwrap();
+        found |= m.contents.code == MessageCode::STORE_ANS;
+    }
+    found
+}
+
+#[test]
+fn a_bad_node_cannot_store_rfc6940_11_1() {
+    // The store is accepted from b while it is in good standing...
+    let (mut a, b, link) = pair();
+    let before = a.storage().values();
+    a.handle_message(link, store_from_b(&b), Instant::ZERO);
+    assert_eq!(a.storage().values(), before + 1, "b's store is accepted");
+    assert!(sent_store_ans(&mut a));
+    // ...and refused, storing nothing, once the configuration names b a bad node.
+    let (mut a, b, link) = pair();
+    a.cfg.trust.set_bad_nodes([NodeId(200)]);
+    let before = a.storage().values();
+    a.handle_message(link, store_from_b(&b), Instant::ZERO);
+    assert_eq!(
+        a.storage().values(),
+        before,
+        "a bad node's store is refused"
+    );
+    assert!(!sent_store_ans(&mut a));
+}
