@@ -58,6 +58,14 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// The DER of the first certificate in PEM text.
+pub fn pem_der(text: &[u8]) -> Option<Vec<u8>> {
+    CertificateDer::pem_slice_iter(text)
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
+}
+
 /// Every certificate in a PEM file, in order.
 pub fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, FileError> {
     let text = fs::read(path).map_err(|e| FileError::new(path, e))?;
@@ -137,6 +145,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<(), FileE
 /// directory, if any, is moved aside first and removed after. A crash in between
 /// leaves `dir.old` beside no `dir`, which [`recover_dir`] puts back.
 pub fn replace_dir(dir: &Path, files: &[(&str, &[u8], bool)]) -> Result<(), FileError> {
+    for (name, _, _) in files {
+        if name.is_empty() || name.contains(['/', '\\']) || *name == "." || *name == ".." {
+            return Err(FileError::new(dir, format!("{name:?} is not a file name")));
+        }
+    }
     let parent = dir.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| FileError::new(parent, e))?;
     let staging = tmp_name(dir);
@@ -170,4 +183,51 @@ pub fn recover_dir(dir: &Path) -> Result<(), FileError> {
         fs::rename(&old, dir).map_err(|e| FileError::new(dir, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_dir_swaps_all_files_and_recovers_an_interrupted_swap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("profile");
+        replace_dir(&dir, &[("a", b"1", false), ("key", b"k1", true)]).unwrap();
+        replace_dir(&dir, &[("a", b"2", false), ("key", b"k2", true)]).unwrap();
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"2");
+        assert_eq!(fs::read(dir.join("key")).unwrap(), b"k2");
+        // Nothing is left beside it.
+        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+        // A crash between "move the old aside" and "move the new in" leaves only
+        // profile.old: recovery puts it back.
+        fs::rename(&dir, dir.with_extension("old")).unwrap();
+        recover_dir(&dir).unwrap();
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"2");
+        // A failed replacement (a file name that cannot be written) changes nothing.
+        assert!(replace_dir(&dir, &[("a", b"3", false), ("no/such/dir/x", b"", false)]).is_err());
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"2");
+        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "the staging directory is removed");
+    }
+
+    #[test]
+    fn pem_round_trips_keys_and_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate(&mut os_rng());
+        write_atomic(&tmp.path().join("k.pem"), key_pem(&key).as_bytes(), true).unwrap();
+        assert_eq!(
+            read_key(&tmp.path().join("k.pem")).unwrap().spki_der(),
+            key.spki_der()
+        );
+        let certs = certs_pem([b"abc".as_slice(), b"defg".as_slice()]);
+        write_atomic(&tmp.path().join("c.pem"), certs.as_bytes(), false).unwrap();
+        assert_eq!(
+            read_certs(&tmp.path().join("c.pem")).unwrap(),
+            vec![b"abc".to_vec(), b"defg".to_vec()]
+        );
+        let err = read_key(&tmp.path().join("missing.pem")).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
 }

@@ -3,7 +3,15 @@
 //! - [`config`]: the overlay configuration document — build, serialise, parse, sign
 //!   and verify (§11.1);
 //! - [`authority`]: from a verified configuration to a node's settings, and the
-//!   verifier of ConfigUpdates (§6.5.4).
+//!   verifier of ConfigUpdates (§6.5.4);
+//! - [`ca`]: the overlay root, the configuration signer, per-XMPP-domain intermediate
+//!   CAs (limited to their domain, revocable), certificates from CSRs, publishing;
+//! - [`server`]: the HTTPS configuration and enrollment server (§11.2, §11.3) over
+//!   [`accounts`] with [`ratelimit`]s;
+//! - [`client`]: DNS SRV discovery, fetching and verifying the configuration,
+//!   enrolling, and the profile on disk;
+//! - [`cli`]: what the `xor` command runs for `ca …`, `enroll-server` and `enroll`;
+//! - [`files`]: PEM and atomic file writes.
 
 pub mod accounts;
 pub mod authority;

@@ -1,9 +1,9 @@
 //! The overlay configuration document (RFC 6940 §11.1, `application/p2p-overlay+xml`).
 //!
 //! [`Configuration`] is one `<configuration>` element with every parameter the RFC
-//! defines; [`write`] serialises it, [`parse`] reads a whole document back (keeping the
-//! exact bytes of each configuration and kind element, which is what signatures cover),
-//! and [`sign`] signs and verifies those bytes with a RELOAD `SecurityBlock`.
+//! defines; [`write_configuration`] serialises it, [`Document::parse`] reads a whole
+//! document back (keeping the exact bytes of each configuration and kind element, which
+//! is what signatures cover), and [`sign`] signs and verifies those bytes with a RELOAD `SecurityBlock`.
 //!
 //! Decisions where §11.1 is loose:
 //! - Node-IDs in `kind-signer`, `configuration-signer` and `bad-node` are exactly

@@ -347,3 +347,67 @@ async fn discovery_falls_back_to_the_configured_url_rfc6940_11_2() {
     let fetched = fetch_config(OVERLAY, Some(&url), None, &c).await.unwrap();
     assert_eq!(fetched.document, op.document);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_functions_run_an_operator_and_a_user() {
+    use xor_enrollment::cli::{EnrollServerOptions, ca_domain, ca_init, ca_publish, enroll_server};
+    let ca_dir = tempfile::tempdir().unwrap();
+    // A port for the server, known before the configuration that names it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let report = ca_init(ca_dir.path(), OVERLAY, 30, &["127.0.0.1".into()]).unwrap();
+    assert!(report.contains("configuration signer"), "{report}");
+    ca_domain(ca_dir.path(), "capulet.test", 30).unwrap();
+    assert!(
+        ca_domain(ca_dir.path(), "capulet.test", 30).is_err(),
+        "no silent overwrite"
+    );
+    let url = format!("https://127.0.0.1:{port}/enroll");
+    let report = ca_publish(ca_dir.path(), &xor_tests::operator::template(OVERLAY, &url)).unwrap();
+    assert!(report.contains("sequence 1"), "{report}");
+    let accounts = ca_dir.path().join("accounts");
+    xor_enrollment::accounts::FileAccounts::open_with(&accounts, 1000)
+        .unwrap()
+        .set_password("nurse@capulet.test", "secret")
+        .unwrap();
+    let settings = ServerSettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ..ServerSettings::default()
+    };
+    let server = enroll_server(&EnrollServerOptions {
+        ca_dir: ca_dir.path().to_owned(),
+        accounts,
+        settings,
+    })
+    .await
+    .unwrap();
+    let root = std::fs::read(ca_dir.path().join("root.pem")).unwrap();
+    let root = xor_enrollment::files::pem_der(&root).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let profile = enroll_cli(&EnrollOptions {
+        overlay: OVERLAY.into(),
+        config_url: Some(format!(
+            "https://127.0.0.1:{port}/.well-known/reload-config"
+        )),
+        username: "nurse@capulet.test".into(),
+        password: "secret".into(),
+        node_ids: 1,
+        profile: home.path().join("nurse"),
+        client: xor_enrollment::client::ClientSettings {
+            http_roots: vec![root],
+            // No DNS server answers here: discovery falls back to the URL.
+            dns_server: Some("127.0.0.1:9".parse().unwrap()),
+            timeout: Duration::from_millis(500),
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        profile.credentials.identity().user.as_deref(),
+        Some("nurse@capulet.test")
+    );
+    server.shutdown();
+}
