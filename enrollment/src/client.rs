@@ -135,6 +135,11 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The Web PKI trust anchors (Mozilla's, from `webpki-roots`).
+pub fn web_pki_roots() -> Vec<rustls_pki_types::TrustAnchor<'static>> {
+    webpki_roots::TLS_SERVER_ROOTS.to_vec()
+}
+
 /// An HTTPS client trusting `s.http_roots` (or the Web PKI), ring provider, no
 /// redirects, `resolve` overriding DNS for one name.
 fn http_client(

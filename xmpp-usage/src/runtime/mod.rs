@@ -475,6 +475,19 @@ impl XmppNode {
         Ok(report)
     }
 
+    /// The recipients whose devices were looked up, with how many routes each had.
+    pub async fn resolved_contacts(&self) -> Vec<(Jid, usize)> {
+        let mut out: Vec<(Jid, usize)> = self
+            .resolved
+            .lock()
+            .await
+            .iter()
+            .map(|(j, (routes, _))| (j.clone(), routes.len()))
+            .collect();
+        out.sort_by_key(|(j, _)| j.to_string());
+        out
+    }
+
     /// Devices with an open stream.
     pub async fn devices(&self) -> Vec<Device> {
         let (tx, rx) = oneshot::channel();

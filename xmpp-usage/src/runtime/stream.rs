@@ -19,7 +19,8 @@ use xor_overlay::id::NodeId;
 use crate::fanout::Device;
 use crate::jid::Jid;
 use crate::stanza;
-use crate::stream::{NS_STREAMS, StreamCondition, StreamError, StreamEvent, StreamParser, writer};
+use crate::stream::io::XmlIo;
+use crate::stream::{NS_STREAMS, StreamCondition, StreamError, StreamEvent, writer};
 
 /// Which end of the XMPP stream this is.
 #[derive(Debug, Clone)]
@@ -59,45 +60,7 @@ pub(crate) struct StreamSettings {
     pub(crate) handshake_timeout: Duration,
 }
 
-struct Conn {
-    io: TlsStream<TcpStream>,
-    parser: StreamParser,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.io.write_all(bytes).await?;
-        self.io.flush().await
-    }
-
-    /// Reads until the parser has an event.
-    async fn next(&mut self) -> Result<StreamEvent, String> {
-        loop {
-            if let Some(ev) = self.parser.poll() {
-                return Ok(ev);
-            }
-            let n = self
-                .io
-                .read(&mut self.buf)
-                .await
-                .map_err(|e| format!("read failed: {e}"))?;
-            if n == 0 {
-                return Err("the peer closed the connection".into());
-            }
-            if let Err(e) = self.parser.feed(&self.buf[..n]) {
-                let _ = self.write(&writer::error(&e)).await;
-                return Err(format!("stream error sent: {e}"));
-            }
-        }
-    }
-
-    async fn fail(&mut self, e: StreamError) -> String {
-        let _ = self.write(&writer::error(&e)).await;
-        let _ = self.io.shutdown().await;
-        format!("stream error sent: {e}")
-    }
-}
+type Conn = XmlIo<TlsStream<TcpStream>>;
 
 /// The JIDs the peer's certificate vouches for.
 fn cert_jids(peer: &xor_overlay::runtime::PeerInfo) -> Vec<Jid> {
@@ -231,11 +194,7 @@ pub(crate) async fn run(
 ) {
     let node = peer.node_id();
     let vouched = cert_jids(&peer);
-    let mut conn = Conn {
-        io,
-        parser: StreamParser::new(settings.max_stanza),
-        buf: vec![0u8; 16 * 1024],
-    };
+    let mut conn = Conn::new(io, settings.max_stanza);
     let negotiated = tokio::time::timeout(
         settings.handshake_timeout,
         negotiate(&mut conn, &role, &settings, node, &vouched),

@@ -4,6 +4,8 @@
 //! direct peer streams and the local client port.
 
 mod error;
+#[cfg(feature = "runtime")]
+pub mod io;
 mod parser;
 pub mod writer;
 

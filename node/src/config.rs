@@ -1,0 +1,296 @@
+//! The node's configuration file (TOML). Every option, its meaning and its default are
+//! in [`EXAMPLE`], which `xor-node config-example` prints; `run` needs only `profile`
+//! (what `xor-node enroll` wrote) and, for the local client port, a password.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A commented configuration with every option at its default.
+pub const EXAMPLE: &str = r#"# xor-node configuration. Every option is shown with its default.
+
+# The directory `xor-node enroll` wrote: key.pem, cert.pem and config.xml (required).
+profile = "~/.local/share/xor/profile"
+# This device's resource: contacts see you as you@example.org/<resource>.
+resource = "desktop"
+# This device's route priority (XEP-0415: lower is tried first by others).
+priority = 10
+
+[overlay]
+# Where this node accepts overlay links (TLS). Peers must be able to reach it.
+listen = "0.0.0.0:6084"
+# Bootstrap nodes to try besides those of the configuration document.
+bootstrap = []
+# Start a new overlay when no bootstrap node answers (the first node of a private
+# overlay only).
+may_start = false
+# Where direct XMPP streams from other users' devices arrive (0 picks a port).
+stream_listen = "0.0.0.0:0"
+# How long to wait for the overlay at start-up, in seconds.
+join_timeout = 30
+
+[client]
+# The local port for your ordinary XMPP client (Gajim, Dino, …). Log in with this
+# device's JID and the password below; the certificate is self-signed.
+enabled = true
+listen = "127.0.0.1:5222"
+# The password your XMPP client uses (required when enabled).
+password = ""
+# The roster file (default: roster.toml in the profile directory).
+# roster = "/path/to/roster.toml"
+
+# An ordinary XMPP account used when a recipient cannot be found or reached in the
+# overlay (XEP-0415 "Interaction with XMPP Core"). Leave out to disable.
+# [fallback]
+# jid = "you@example.org"
+# password = "secret"
+# server = "192.0.2.10:5222"   # default: the JID's domain, port 5222
+# ca = "/path/to/ca.pem"       # extra trust anchors (default: the Web PKI)
+
+[log]
+# error, warn, info, debug or trace (RUST_LOG overrides it).
+level = "info"
+"#;
+
+fn default_resource() -> String {
+    "desktop".into()
+}
+fn default_priority() -> u8 {
+    10
+}
+fn default_overlay_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6084))
+}
+fn default_stream_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+fn default_join_timeout() -> u64 {
+    30
+}
+fn default_client_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5222))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_level() -> String {
+    "info".into()
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// Profile directory.
+    pub profile: PathBuf,
+    /// Resource.
+    #[serde(default = "default_resource")]
+    pub resource: String,
+    /// Route priority.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// `[overlay]`.
+    #[serde(default)]
+    pub overlay: OverlaySection,
+    /// `[client]`.
+    #[serde(default)]
+    pub client: ClientSection,
+    /// `[fallback]`.
+    #[serde(default)]
+    pub fallback: Option<FallbackSection>,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[overlay]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySection {
+    /// Overlay link listener.
+    #[serde(default = "default_overlay_listen")]
+    pub listen: SocketAddr,
+    /// Extra bootstrap nodes.
+    #[serde(default)]
+    pub bootstrap: Vec<SocketAddr>,
+    /// May start a new overlay.
+    #[serde(default)]
+    pub may_start: bool,
+    /// Direct stream listener.
+    #[serde(default = "default_stream_listen")]
+    pub stream_listen: SocketAddr,
+    /// Seconds to wait for the join.
+    #[serde(default = "default_join_timeout")]
+    pub join_timeout: u64,
+}
+
+impl Default for OverlaySection {
+    fn default() -> Self {
+        OverlaySection {
+            listen: default_overlay_listen(),
+            bootstrap: Vec::new(),
+            may_start: false,
+            stream_listen: default_stream_listen(),
+            join_timeout: default_join_timeout(),
+        }
+    }
+}
+
+/// `[client]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Whether the local port is on.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where it listens.
+    #[serde(default = "default_client_listen")]
+    pub listen: SocketAddr,
+    /// The client password.
+    #[serde(default)]
+    pub password: String,
+    /// Roster file.
+    #[serde(default)]
+    pub roster: Option<PathBuf>,
+}
+
+impl Default for ClientSection {
+    fn default() -> Self {
+        ClientSection {
+            enabled: true,
+            listen: default_client_listen(),
+            password: String::new(),
+            roster: None,
+        }
+    }
+}
+
+/// `[fallback]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSection {
+    /// The account.
+    pub jid: String,
+    /// Its password.
+    pub password: String,
+    /// `host:port` of its server (default: the JID's domain, port 5222).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Extra trust anchors (PEM).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Level.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: default_level(),
+        }
+    }
+}
+
+/// `~/` expanded with `$HOME`.
+pub fn expand(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+impl NodeFile {
+    /// Parses configuration text; errors name the line and the problem.
+    pub fn parse(text: &str) -> Result<NodeFile, String> {
+        let mut f: NodeFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        f.profile = expand(&f.profile);
+        if let Some(r) = &f.client.roster {
+            f.client.roster = Some(expand(r));
+        }
+        if f.client.enabled && f.client.password.is_empty() {
+            return Err(
+                "[client] is enabled but has no password: set `password`, or `enabled = false`"
+                    .into(),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&f.log.level.as_str()) {
+            return Err(format!(
+                "[log] level {:?} is not one of error, warn, info, debug, trace",
+                f.log.level
+            ));
+        }
+        if f.resource.is_empty() || f.resource.len() > 1023 {
+            return Err("resource must be 1 to 1023 bytes".into());
+        }
+        Ok(f)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<NodeFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        NodeFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The roster file.
+    pub fn roster_path(&self) -> PathBuf {
+        self.client
+            .roster
+            .clone()
+            .unwrap_or_else(|| self.profile.join("roster.toml"))
+    }
+
+    /// The control socket of the running daemon.
+    pub fn control_path(&self) -> PathBuf {
+        self.profile.join("control.sock")
+    }
+}
+
+/// The default configuration file: `$XDG_CONFIG_HOME/xor/node.toml` or
+/// `~/.config/xor/node.toml`.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| expand(Path::new("~/.config")))
+        .join("xor/node.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_once_a_password_is_set() {
+        let err = NodeFile::parse(EXAMPLE).unwrap_err();
+        assert!(err.contains("no password"), "{err}");
+        let text = EXAMPLE.replace("password = \"\"", "password = \"pw\"");
+        let f = NodeFile::parse(&text).unwrap();
+        assert_eq!(f.resource, "desktop");
+        assert_eq!(f.client.listen, default_client_listen());
+        assert_eq!(f.overlay.listen.port(), 6084);
+        assert!(f.fallback.is_none());
+        assert!(!f.profile.starts_with("~"));
+    }
+
+    #[test]
+    fn only_the_profile_is_required_and_typos_are_errors() {
+        let f = NodeFile::parse("profile = \"/p\"\n[client]\nenabled = false\n").unwrap();
+        assert_eq!(f.roster_path(), PathBuf::from("/p/roster.toml"));
+        let err = NodeFile::parse("profile = \"/p\"\nresorce = \"x\"\n").unwrap_err();
+        assert!(err.contains("resorce"), "{err}");
+        let err = NodeFile::parse("resource = \"x\"\n").unwrap_err();
+        assert!(err.contains("profile"), "{err}");
+        let err = NodeFile::parse(
+            "profile = \"/p\"\n[overlay]\nlisten = \"nowhere\"\n[client]\nenabled = false\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

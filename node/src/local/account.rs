@@ -1,0 +1,539 @@
+//! The account behind the local client port: one user, this device's JID. It answers
+//! what a server answers (roster, disco, ping, carbons), keeps subscriptions and the
+//! last presence, routes the client's stanzas into the overlay (or the C2S fallback)
+//! and hands stanzas from the overlay to the client's sessions.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use minidom::Element;
+use tokio::sync::mpsc;
+use xor_xmpp::Jid;
+use xor_xmpp::fanout::Delivery;
+use xor_xmpp::runtime::{XmppError, XmppNode};
+use xor_xmpp::stanza::{self, Carbon};
+use xor_xmpp::stream::NS_CLIENT;
+
+use crate::fallback::Fallback;
+use crate::roster::{NS_ROSTER, Roster};
+
+/// `http://jabber.org/protocol/disco#info`.
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+/// `http://jabber.org/protocol/disco#items`.
+pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+/// `urn:xmpp:ping`.
+pub const NS_PING: &str = "urn:xmpp:ping";
+/// What the local port supports (disco#info).
+pub const FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_ROSTER,
+    NS_PING,
+    stanza::NS_CARBONS,
+    stanza::NS_SID,
+    "urn:ietf:params:xml:ns:xmpp-session",
+];
+
+/// Messages kept for a client that is not connected.
+pub const OFFLINE_LIMIT: usize = 1000;
+/// Stanzas queued for one session before it counts as stuck.
+pub const SESSION_QUEUE: usize = 8192;
+
+struct Session {
+    tx: mpsc::Sender<Element>,
+    carbons: bool,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<u64, Session>,
+    next: u64,
+    presence: Option<Element>,
+    offline: VecDeque<Element>,
+    dropped_offline: u64,
+}
+
+/// The local account.
+pub struct Account {
+    jid: Jid,
+    node: XmppNode,
+    roster: Mutex<Roster>,
+    state: Mutex<State>,
+    fallback: Option<Fallback>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account").field("jid", &self.jid).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn iq_result(iq: &Element, child: Option<Element>) -> Element {
+    let mut r = stanza::element("iq", NS_CLIENT, &[("type", "result")]);
+    if let Some(id) = iq.attr("id") {
+        stanza::set_attr(&mut r, "id", id);
+    }
+    if let Some(from) = iq.attr("to") {
+        stanza::set_attr(&mut r, "from", from);
+    }
+    if let Some(c) = child {
+        r.append_child(c);
+    }
+    r
+}
+
+impl Account {
+    /// The account of `node`'s user, with its roster and optional fallback.
+    pub fn new(node: XmppNode, roster: Roster, fallback: Option<Fallback>) -> Arc<Account> {
+        Arc::new(Account {
+            jid: node.jid().clone(),
+            node,
+            roster: Mutex::new(roster),
+            state: Mutex::new(State::default()),
+            fallback,
+        })
+    }
+
+    /// The full JID every session is bound to.
+    pub fn jid(&self) -> &Jid {
+        &self.jid
+    }
+
+    /// The node underneath.
+    pub fn node(&self) -> &XmppNode {
+        &self.node
+    }
+
+    /// Connected client sessions.
+    pub fn sessions(&self) -> usize {
+        lock(&self.state).sessions.len()
+    }
+
+    /// The roster's contacts (bare JID, subscription).
+    pub fn contacts(&self) -> Vec<(String, &'static str)> {
+        lock(&self.roster)
+            .items()
+            .map(|i| (i.jid.clone(), i.subscription.as_str()))
+            .collect()
+    }
+
+    /// A new client session: its id and the stanzas for it (messages that arrived
+    /// while no client was connected come first).
+    pub fn attach(&self) -> (u64, mpsc::Receiver<Element>) {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let mut st = lock(&self.state);
+        while let Some(m) = st.offline.pop_front() {
+            let _ = tx.try_send(m);
+        }
+        if st.dropped_offline > 0 {
+            tracing::warn!(
+                dropped = st.dropped_offline,
+                "offline messages were dropped (queue full)"
+            );
+            st.dropped_offline = 0;
+        }
+        st.next += 1;
+        let id = st.next;
+        st.sessions.insert(id, Session { tx, carbons: false });
+        (id, rx)
+    }
+
+    /// A session ended. The last one going offline makes the user unavailable.
+    pub fn detach(self: &Arc<Self>, id: u64) {
+        let last_presence = {
+            let mut st = lock(&self.state);
+            st.sessions.remove(&id);
+            if st.sessions.is_empty() {
+                st.presence.take()
+            } else {
+                None
+            }
+        };
+        if last_presence.is_some() {
+            let unavailable = stanza::element("presence", NS_CLIENT, &[("type", "unavailable")]);
+            self.broadcast_presence(unavailable);
+        }
+    }
+
+    /// Gives `el` to every session (or keeps a message for later when none is there).
+    fn deliver(&self, el: Element) {
+        let mut st = lock(&self.state);
+        if st.sessions.is_empty() {
+            if el.name() == "message" {
+                if st.offline.len() >= OFFLINE_LIMIT {
+                    st.offline.pop_front();
+                    st.dropped_offline += 1;
+                }
+                st.offline.push_back(el);
+            }
+            return;
+        }
+        let mut stuck = Vec::new();
+        for (id, s) in &st.sessions {
+            if s.tx.try_send(el.clone()).is_err() {
+                stuck.push(*id);
+            }
+        }
+        for id in stuck {
+            tracing::warn!(session = id, "client session is not reading; dropping it");
+            st.sessions.remove(&id);
+        }
+    }
+
+    /// Sends a stanza into the overlay in the background; failures come back to the
+    /// client as a stanza error (or go through the fallback server).
+    fn send_out(self: &Arc<Self>, el: Element) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.node.send(el.clone()).await;
+            let Err(e) = result else { return };
+            let unreachable = matches!(e, XmppError::Resolve(_) | XmppError::Unreachable { .. });
+            if unreachable && let Some(fb) = &me.fallback {
+                match fb.send(el.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(to = ?el.attr("to"), "sent through the fallback server");
+                        return;
+                    }
+                    Err(why) => tracing::warn!(%why, "fallback failed too"),
+                }
+            }
+            // Errors are not answered with errors (RFC 6120 §8.3.1).
+            if el.attr("type") == Some("error") || el.name() == "presence" {
+                tracing::debug!(error = %e, "stanza not delivered");
+                return;
+            }
+            let mut bounce =
+                stanza::stanza_error(&el, "wait", "recipient-unavailable", &e.to_string());
+            if let Some(to) = el.attr("to") {
+                stanza::set_attr(&mut bounce, "from", to);
+            }
+            stanza::set_attr(&mut bounce, "to", &me.jid.to_string());
+            me.deliver(bounce);
+        });
+    }
+
+    /// Sends our presence to every contact allowed to see it, and to our own other
+    /// sessions and devices.
+    fn broadcast_presence(self: &Arc<Self>, presence: Element) {
+        let contacts: Vec<String> = lock(&self.roster)
+            .items()
+            .filter(|i| i.subscription.they_see_us())
+            .map(|i| i.jid.clone())
+            .collect();
+        for c in contacts {
+            let mut p = presence.clone();
+            stanza::set_attr(&mut p, "to", &c);
+            self.send_out(p);
+        }
+    }
+
+    /// A stanza from client session `id` (its `from` already set to the bound JID).
+    /// Returns what to answer on that session directly.
+    pub fn from_client(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
+        let to = stanza::to(&el);
+        let for_server = match &to {
+            None => true,
+            Some(t) => {
+                t.to_string() == self.jid.domain() || (*t == self.jid.bare() && el.name() == "iq")
+            }
+        };
+        match el.name() {
+            "iq" if for_server => self.server_iq(id, &el),
+            "presence" if to.is_none() => {
+                self.own_presence(id, el);
+                Vec::new()
+            }
+            "presence" => {
+                self.subscription_out(&el);
+                Vec::new()
+            }
+            "message" if to.is_none() => {
+                let mut m = el;
+                stanza::set_attr(&mut m, "to", &self.jid.bare_str());
+                self.send_out(m);
+                Vec::new()
+            }
+            _ => {
+                self.send_out(el);
+                Vec::new()
+            }
+        }
+    }
+
+    fn server_iq(self: &Arc<Self>, id: u64, iq: &Element) -> Vec<Element> {
+        let kind = iq.attr("type").unwrap_or_default();
+        if kind == "result" || kind == "error" {
+            return Vec::new();
+        }
+        let Some(child) = iq.children().next() else {
+            return vec![stanza::stanza_error(
+                iq,
+                "modify",
+                "bad-request",
+                "an iq needs one child",
+            )];
+        };
+        match (kind, child.name(), child.ns().as_str()) {
+            ("get", "query", NS_ROSTER) => vec![iq_result(iq, Some(lock(&self.roster).query()))],
+            ("set", "query", NS_ROSTER) => self.roster_set(iq, child),
+            ("get", "query", NS_DISCO_INFO) => {
+                let mut q = stanza::element("query", NS_DISCO_INFO, &[]);
+                q.append_child(stanza::element(
+                    "identity",
+                    NS_DISCO_INFO,
+                    &[("category", "server"), ("type", "im"), ("name", "xor")],
+                ));
+                for f in FEATURES {
+                    q.append_child(stanza::element("feature", NS_DISCO_INFO, &[("var", f)]));
+                }
+                vec![iq_result(iq, Some(q))]
+            }
+            ("get", "query", NS_DISCO_ITEMS) => {
+                vec![iq_result(
+                    iq,
+                    Some(stanza::element("query", NS_DISCO_ITEMS, &[])),
+                )]
+            }
+            ("get", "ping", NS_PING) | ("set", "session", _) => vec![iq_result(iq, None)],
+            ("set", name @ ("enable" | "disable"), stanza::NS_CARBONS) => {
+                if let Some(s) = lock(&self.state).sessions.get_mut(&id) {
+                    s.carbons = name == "enable";
+                }
+                vec![iq_result(iq, None)]
+            }
+            _ => vec![stanza::stanza_error(
+                iq,
+                "cancel",
+                "service-unavailable",
+                "not supported by this node",
+            )],
+        }
+    }
+
+    fn roster_set(self: &Arc<Self>, iq: &Element, query: &Element) -> Vec<Element> {
+        let items: Vec<&Element> = query.children().filter(|c| c.name() == "item").collect();
+        let [item] = items.as_slice() else {
+            return vec![stanza::stanza_error(
+                iq,
+                "modify",
+                "bad-request",
+                "a roster set holds one item",
+            )];
+        };
+        let Some(jid) = item.attr("jid").and_then(|j| Jid::parse(j).ok()) else {
+            return vec![stanza::stanza_error(
+                iq,
+                "modify",
+                "bad-request",
+                "the item has no valid jid",
+            )];
+        };
+        let pushed = if item.attr("subscription") == Some("remove") {
+            let was = lock(&self.roster).get(&jid).cloned();
+            lock(&self.roster).remove(&jid);
+            if let Some(was) = was {
+                for (cond, kind) in [
+                    (was.subscription.we_see_them(), "unsubscribe"),
+                    (was.subscription.they_see_us(), "unsubscribed"),
+                ] {
+                    if cond {
+                        self.send_out(stanza::element(
+                            "presence",
+                            NS_CLIENT,
+                            &[("to", &jid.bare_str()), ("type", kind)],
+                        ));
+                    }
+                }
+            }
+            let mut gone = stanza::element(
+                "item",
+                NS_ROSTER,
+                &[("jid", &jid.bare_str()), ("subscription", "remove")],
+            );
+            gone.append_text_node(String::new());
+            gone
+        } else {
+            let name = item.attr("name").map(str::to_owned);
+            let groups: Vec<String> = item
+                .children()
+                .filter(|c| c.name() == "group")
+                .map(Element::text)
+                .collect();
+            match lock(&self.roster).update(&jid, |i| {
+                i.name = name;
+                i.groups = groups;
+            }) {
+                Some(i) => i.element(),
+                None => {
+                    return vec![stanza::stanza_error(
+                        iq,
+                        "cancel",
+                        "resource-constraint",
+                        "the roster is full",
+                    )];
+                }
+            }
+        };
+        self.roster_push(pushed);
+        vec![iq_result(iq, None)]
+    }
+
+    fn roster_push(&self, item: Element) {
+        let mut push = stanza::element("iq", NS_CLIENT, &[("type", "set"), ("id", "push")]);
+        stanza::set_attr(&mut push, "to", &self.jid.to_string());
+        let mut q = stanza::element("query", NS_ROSTER, &[]);
+        q.append_child(item);
+        push.append_child(q);
+        self.deliver(push);
+    }
+
+    /// The client's own (undirected) presence: remembered, broadcast; the first one
+    /// also probes the contacts we may see.
+    fn own_presence(self: &Arc<Self>, _id: u64, p: Element) {
+        let initial = {
+            let mut st = lock(&self.state);
+            let initial = st.presence.is_none() && p.attr("type").is_none();
+            st.presence = (p.attr("type") != Some("unavailable")).then(|| p.clone());
+            initial
+        };
+        self.broadcast_presence(p.clone());
+        if initial {
+            let watched: Vec<String> = lock(&self.roster)
+                .items()
+                .filter(|i| i.subscription.we_see_them())
+                .map(|i| i.jid.clone())
+                .collect();
+            for c in watched {
+                self.send_out(stanza::element(
+                    "presence",
+                    NS_CLIENT,
+                    &[("to", &c), ("type", "probe")],
+                ));
+            }
+        }
+    }
+
+    /// Directed presence from the client, including subscription management (RFC
+    /// 6121 §3).
+    fn subscription_out(self: &Arc<Self>, p: &Element) {
+        let Some(to) = stanza::to(p) else { return };
+        let kind = p.attr("type").unwrap_or("available");
+        let bare = to.bare();
+        let mut out = p.clone();
+        if matches!(
+            kind,
+            "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"
+        ) {
+            stanza::set_attr(&mut out, "to", &bare.to_string());
+        }
+        let item = match kind {
+            "subscribe" => lock(&self.roster).update(&bare, |i| i.ask = true),
+            "subscribed" => lock(&self.roster).update(&bare, |i| {
+                i.subscription = i.subscription.set_from(true);
+                i.pending_in = false;
+            }),
+            "unsubscribe" => lock(&self.roster).update(&bare, |i| {
+                i.subscription = i.subscription.set_to(false);
+                i.ask = false;
+            }),
+            "unsubscribed" => lock(&self.roster).update(&bare, |i| {
+                i.subscription = i.subscription.set_from(false);
+                i.pending_in = false;
+            }),
+            _ => None,
+        };
+        if let Some(i) = item {
+            self.roster_push(i.element());
+        }
+        self.send_out(out);
+        if kind == "subscribed" {
+            // The new subscriber gets our current presence (RFC 6121 §3.1.5).
+            let current = lock(&self.state).presence.clone();
+            if let Some(mut cur) = current {
+                stanza::set_attr(&mut cur, "to", &bare.to_string());
+                self.send_out(cur);
+            }
+        }
+    }
+
+    /// A stanza from the overlay (or the fallback server) for this user.
+    pub fn from_overlay(self: &Arc<Self>, d: Delivery) {
+        let el = d.stanza;
+        match d.carbon {
+            Some(Carbon::Sent) => {
+                let st = lock(&self.state);
+                for s in st.sessions.values().filter(|s| s.carbons) {
+                    let wrapped =
+                        stanza::wrap_carbon(Carbon::Sent, el.clone(), &self.jid.bare(), &self.jid);
+                    let _ = s.tx.try_send(wrapped);
+                }
+                return;
+            }
+            Some(Carbon::Received) | None => {}
+        }
+        if el.name() == "presence" {
+            self.subscription_in(el);
+            return;
+        }
+        self.deliver(el);
+    }
+
+    /// Presence from a contact (RFC 6121 §3, §4).
+    fn subscription_in(self: &Arc<Self>, p: Element) {
+        let Some(from) = stanza::from(&p) else { return };
+        let bare = from.bare();
+        let kind = p.attr("type").unwrap_or("available");
+        let known = lock(&self.roster).get(&bare).cloned();
+        match kind {
+            "probe" => {
+                if known.is_some_and(|i| i.subscription.they_see_us()) {
+                    let current = lock(&self.state).presence.clone();
+                    let mut answer = current.unwrap_or_else(|| {
+                        stanza::element("presence", NS_CLIENT, &[("type", "unavailable")])
+                    });
+                    stanza::set_attr(&mut answer, "to", &bare.to_string());
+                    self.send_out(answer);
+                }
+            }
+            "subscribe" => {
+                if known.as_ref().is_some_and(|i| i.subscription.they_see_us()) {
+                    self.send_out(stanza::element(
+                        "presence",
+                        NS_CLIENT,
+                        &[("to", &bare.to_string()), ("type", "subscribed")],
+                    ));
+                } else {
+                    lock(&self.roster).update(&bare, |i| i.pending_in = true);
+                    self.deliver(p);
+                }
+            }
+            "subscribed" => {
+                if let Some(i) = lock(&self.roster).update(&bare, |i| {
+                    i.subscription = i.subscription.set_to(true);
+                    i.ask = false;
+                }) {
+                    self.roster_push(i.element());
+                }
+                self.deliver(p);
+            }
+            "unsubscribed" | "unsubscribe" => {
+                if let Some(i) = lock(&self.roster).update(&bare, |i| {
+                    if kind == "unsubscribed" {
+                        i.subscription = i.subscription.set_to(false);
+                        i.ask = false;
+                    } else {
+                        i.subscription = i.subscription.set_from(false);
+                    }
+                }) {
+                    self.roster_push(i.element());
+                }
+                self.deliver(p);
+            }
+            _ => self.deliver(p),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The user's roster (RFC 6121 §2), kept in a TOML file next to the profile. The node
+//! is the user's "server": it answers roster requests and tracks subscriptions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minidom::Element;
+use serde::{Deserialize, Serialize};
+use xor_xmpp::{Jid, stanza};
+
+/// `jabber:iq:roster`.
+pub const NS_ROSTER: &str = "jabber:iq:roster";
+
+/// The subscription state of a contact (RFC 6121 §2.1.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Subscription {
+    /// Neither sees the other's presence.
+    #[default]
+    None,
+    /// We see theirs.
+    To,
+    /// They see ours.
+    From,
+    /// Both.
+    Both,
+}
+
+impl Subscription {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+
+    /// Whether the contact may see our presence.
+    pub fn they_see_us(self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+
+    /// Whether we see the contact's presence.
+    pub fn we_see_them(self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+
+    fn with(self, to: bool, from: bool) -> Subscription {
+        match (to, from) {
+            (true, true) => Subscription::Both,
+            (true, false) => Subscription::To,
+            (false, true) => Subscription::From,
+            (false, false) => Subscription::None,
+        }
+    }
+
+    /// With "we see them" set to `on`.
+    pub fn set_to(self, on: bool) -> Subscription {
+        Subscription::None.with(on, self.they_see_us())
+    }
+
+    /// With "they see us" set to `on`.
+    pub fn set_from(self, on: bool) -> Subscription {
+        Subscription::None.with(self.we_see_them(), on)
+    }
+}
+
+/// One contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Item {
+    /// The contact's bare JID.
+    pub jid: String,
+    /// A display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Subscription state.
+    #[serde(default)]
+    pub subscription: Subscription,
+    /// We asked to see their presence and wait for an answer.
+    #[serde(default)]
+    pub ask: bool,
+    /// They asked to see ours and wait for the user's answer.
+    #[serde(default)]
+    pub pending_in: bool,
+    /// Groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl Item {
+    /// The `<item/>` of a roster result or push.
+    pub fn element(&self) -> Element {
+        let mut attrs = vec![
+            ("jid", self.jid.as_str()),
+            ("subscription", self.subscription.as_str()),
+        ];
+        if let Some(n) = &self.name {
+            attrs.push(("name", n.as_str()));
+        }
+        if self.ask {
+            attrs.push(("ask", "subscribe"));
+        }
+        let mut el = stanza::element("item", NS_ROSTER, &attrs);
+        for g in &self.groups {
+            let mut group = stanza::element("group", NS_ROSTER, &[]);
+            group.append_text_node(g.clone());
+            el.append_child(group);
+        }
+        el
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    #[serde(default)]
+    item: Vec<Item>,
+}
+
+/// The roster, saved on every change.
+#[derive(Debug)]
+pub struct Roster {
+    path: Option<PathBuf>,
+    items: BTreeMap<String, Item>,
+}
+
+/// Most contacts a roster holds.
+pub const MAX_ITEMS: usize = 10_000;
+
+impl Roster {
+    /// A roster kept only in memory (the demo, tests).
+    pub fn in_memory() -> Roster {
+        Roster {
+            path: None,
+            items: BTreeMap::new(),
+        }
+    }
+
+    /// Loads the roster at `path` (empty if the file does not exist yet).
+    pub fn load(path: &Path) -> Result<Roster, String> {
+        let items = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<File>(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .item
+                .into_iter()
+                .map(|i| (i.jid.clone(), i))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(Roster {
+            path: Some(path.to_owned()),
+            items,
+        })
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.path else { return };
+        let file = File {
+            item: self.items.values().cloned().collect(),
+        };
+        match toml::to_string(&file) {
+            Ok(text) => {
+                if let Err(e) = xor_enrollment::files::write_atomic(path, text.as_bytes(), true) {
+                    tracing::warn!(error = %e, "cannot save the roster");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialise the roster"),
+        }
+    }
+
+    /// Every contact.
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.items.values()
+    }
+
+    /// One contact.
+    pub fn get(&self, jid: &Jid) -> Option<&Item> {
+        self.items.get(&jid.bare_str())
+    }
+
+    /// Changes (or creates) a contact; returns the new item, or `None` when the roster
+    /// is full.
+    pub fn update(&mut self, jid: &Jid, f: impl FnOnce(&mut Item)) -> Option<Item> {
+        let key = jid.bare_str();
+        if !self.items.contains_key(&key) && self.items.len() >= MAX_ITEMS {
+            return None;
+        }
+        let item = self.items.entry(key.clone()).or_insert_with(|| Item {
+            jid: key,
+            ..Item::default()
+        });
+        f(item);
+        let item = item.clone();
+        self.save();
+        Some(item)
+    }
+
+    /// Removes a contact; whether it existed.
+    pub fn remove(&mut self, jid: &Jid) -> bool {
+        let existed = self.items.remove(&jid.bare_str()).is_some();
+        self.save();
+        existed
+    }
+
+    /// The `<query/>` of a roster result.
+    pub fn query(&self) -> Element {
+        let mut q = stanza::element("query", NS_ROSTER, &[]);
+        for i in self.items.values() {
+            q.append_child(i.element());
+        }
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_roster_survives_a_restart_and_subscriptions_compose() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.toml");
+        let mut r = Roster::load(&path).unwrap();
+        let bob = Jid::parse("bob@b.test/phone").unwrap();
+        r.update(&bob, |i| {
+            i.name = Some("Bob".into());
+            i.subscription = i.subscription.set_to(true);
+        });
+        r.update(&bob, |i| i.subscription = i.subscription.set_from(true));
+        let r2 = Roster::load(&path).unwrap();
+        let item = r2.get(&bob).unwrap();
+        assert_eq!(item.jid, "bob@b.test");
+        assert_eq!(item.subscription, Subscription::Both);
+        assert_eq!(item.name.as_deref(), Some("Bob"));
+        assert_eq!(r2.query().children().count(), 1);
+        std::fs::write(&path, "item = 3").unwrap();
+        assert!(Roster::load(&path).is_err());
+    }
+}
