@@ -35,6 +35,9 @@ pub struct ClientSettings {
     pub dns_server: Option<SocketAddr>,
     /// Timeout of each HTTP request and DNS query.
     pub timeout: Duration,
+    /// Whether to look the configuration server up in DNS (§11.2) before trying the
+    /// configured URL; off for overlays that exist only on one machine (the demo).
+    pub discover: bool,
 }
 
 impl Default for ClientSettings {
@@ -43,6 +46,7 @@ impl Default for ClientSettings {
             http_roots: Vec::new(),
             dns_server: None,
             timeout: Duration::from_secs(10),
+            discover: true,
         }
     }
 }
@@ -289,7 +293,15 @@ pub async fn fetch_config(
     s: &ClientSettings,
 ) -> Result<Fetched, ClientError> {
     let mut reasons = Vec::new();
-    match discover(overlay, s).await {
+    let found = if s.discover {
+        discover(overlay, s).await
+    } else {
+        Err(ClientError::Discovery {
+            overlay: overlay.to_owned(),
+            reasons: "DNS discovery is off".into(),
+        })
+    };
+    match found {
         Ok(targets) => {
             let url = format!("https://{overlay}{CONFIG_PATH}");
             for addr in targets {

@@ -419,16 +419,16 @@ async fn issue(
     }
     let csr = csr_der(csr.ok_or_else(|| IssueError::BadCsr("no csr parameter".into()))?)?;
     let _guard = s.assign.lock().await;
-    let mut ids = s.accounts.node_ids(username);
-    let mut fresh = Vec::new();
+    // Every enrollment is a device (XEP-0415: each device of a user is a peer), so it
+    // gets Node-IDs of its own, never one another device of the account already uses.
+    let held = s.accounts.node_ids(username);
+    let mut ids = Vec::new();
     while ids.len() < wanted as usize {
         let id = NodeId::from_bytes(os_random()[..16].try_into().unwrap_or_default());
-        if !s.accounts.node_id_taken(id) && !ids.contains(&id) {
+        if !s.accounts.node_id_taken(id) && !held.contains(&id) && !ids.contains(&id) {
             ids.push(id);
-            fresh.push(id);
         }
     }
-    ids.truncate(wanted as usize);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -438,10 +438,8 @@ async fn issue(
         &ids,
         Validity::days_from(now, s.settings.validity_days),
     )?;
-    if !fresh.is_empty() {
-        s.accounts
-            .add_node_ids(username, &fresh)
-            .map_err(IssueError::NodeIdsNotAvailable)?;
-    }
+    s.accounts
+        .add_node_ids(username, &ids)
+        .map_err(IssueError::NodeIdsNotAvailable)?;
     Ok((cert, domain))
 }

@@ -184,6 +184,8 @@ impl C2sClient {
             .map_err(io_err)?;
         let features = read_features(&mut conn).await?;
         authenticate(&mut conn, &features, o).await?;
+        // Both sides restart the stream after SASL success (RFC 6120 §6.4.6).
+        conn.parser.reset();
         conn.write(&writer::header(None, Some(&domain), None))
             .await
             .map_err(io_err)?;

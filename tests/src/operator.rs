@@ -125,6 +125,7 @@ impl Operator {
             http_roots: vec![self.ca.root_der().to_vec()],
             dns_server: Some(self.dns.addr),
             timeout: std::time::Duration::from_secs(5),
+            discover: true,
         }
     }
 

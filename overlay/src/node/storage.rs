@@ -324,11 +324,23 @@ impl Node {
         self.replicated.retain(|r, _| held.contains(r));
     }
 
-    /// The predecessor responsible for `r`, if it is one we know.
+    /// The predecessor responsible for `r`, if it is one we know. Predecessor `i` covers
+    /// `(preds[i+1], preds[i]]`. While the table holds fewer predecessors than it keeps,
+    /// they are every other node of the ring, so the farthest one covers the arc back
+    /// round to us (in a two-node ring the joiner takes over everything outside our own
+    /// range, §10.5).
     fn owner_among_predecessors(&self, r: ResourceId) -> Option<NodeId> {
         let preds = self.table.predecessors();
-        (0..preds.len().saturating_sub(1))
-            .find(|i| in_interval_open_closed(r.0, preds[i + 1].0, preds[*i].0))
+        let whole_ring = preds.len() < self.cfg.neighbors;
+        (0..preds.len())
+            .find(|&i| {
+                let lower = match preds.get(i + 1) {
+                    Some(p) => *p,
+                    None if whole_ring => self.me,
+                    None => return false,
+                };
+                in_interval_open_closed(r.0, lower.0, preds[i].0)
+            })
             .map(|i| preds[i])
     }
 

@@ -401,6 +401,7 @@ async fn the_cli_functions_run_an_operator_and_a_user() {
             // No DNS server answers here: discovery falls back to the URL.
             dns_server: Some("127.0.0.1:9".parse().unwrap()),
             timeout: Duration::from_millis(500),
+            discover: true,
         },
     })
     .await

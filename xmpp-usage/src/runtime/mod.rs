@@ -447,6 +447,15 @@ impl XmppNode {
         let to = stanza::to(&stanza).ok_or(XmppError::NoRecipient)?;
         let recipient = to.bare();
         let mut why = String::new();
+        // Carbons go to this user's other devices over their streams; a device that
+        // came up since the last look-up is found here (XEP-0280 through XEP-0415).
+        if stanza.name() == "message"
+            && let Ok(own) = self.routes_to(&self.me.bare()).await
+        {
+            let me = self.overlay.node_id();
+            self.connect_all(own.into_iter().filter(|r| r.node != me).collect())
+                .await;
+        }
         if recipient != self.me.bare() {
             let routes = self.routes_to(&recipient).await?;
             for r in self.connect_all(routes).await {
@@ -482,6 +491,7 @@ impl XmppNode {
             .lock()
             .await
             .iter()
+            .filter(|(j, _)| **j != self.me.bare())
             .map(|(j, (routes, _))| (j.clone(), routes.len()))
             .collect();
         out.sort_by_key(|(j, _)| j.to_string());

@@ -32,6 +32,15 @@ fn user_resource(i: usize) -> ResourceId {
 }
 
 fn store(r: &mut Ring, i: usize, value: &'static [u8]) -> ResourceId {
+    store_with_replicas(r, i, value, 2)
+}
+
+fn store_with_replicas(
+    r: &mut Ring,
+    i: usize,
+    value: &'static [u8],
+    replicas: usize,
+) -> ResourceId {
     let node = r.ids[i];
     let res = user_resource(i);
     let now = r.net.now();
@@ -49,8 +58,8 @@ fn store(r: &mut Ring, i: usize, value: &'static [u8]) -> ResourceId {
     };
     assert_eq!(
         ans.kind_responses[0].replicas.len(),
-        2,
-        "replicated to two successors"
+        replicas,
+        "replicated to min(2, N - 1) successors"
     );
     res
 }
@@ -150,6 +159,32 @@ fn a_joining_node_receives_the_data_it_takes_over_rfc6940_10_5() {
     assert_eq!(holders(&r, res), responsible_and_next_two(&r, res));
     let reader = r.ids[0];
     assert_eq!(fetch(&mut r, reader, res).as_deref(), Some(&b"moving"[..]));
+}
+
+#[test]
+fn a_small_ring_hands_data_to_each_joiner_that_takes_it_over_rfc6940_10_5() {
+    // The first node holds everything; each joiner placed right after the resource
+    // must receive it from its admitting peer even while the ring has fewer than
+    // three predecessors to reason with.
+    let mut r = ring_of(1, 44);
+    let res = store_with_replicas(&mut r, 0, b"early", 0);
+    for k in 1..=3u128 {
+        let joiner = r.add_with(NodeId(res.0.wrapping_add(4 - k)));
+        r.settle(secs(60));
+        r.run_checked(secs(25));
+        assert!(
+            r.net
+                .node(joiner)
+                .unwrap()
+                .storage()
+                .get(res, 200)
+                .is_some(),
+            "joiner {k} took the resource over"
+        );
+        let reader = r.ids[0];
+        assert_eq!(fetch(&mut r, reader, res).as_deref(), Some(&b"early"[..]));
+    }
+    assert_eq!(holders(&r, res), responsible_and_next_two(&r, res));
 }
 
 #[test]

@@ -1,0 +1,335 @@
+//! `xor-node demo`: a complete overlay on loopback, no set-up. An operator (root CA,
+//! domain CA for example.org, HTTPS enrollment server with a signed configuration),
+//! three users with one, two and three devices enrolled over HTTPS, one node per
+//! device, and an ordinary XMPP client logged in to each device's local port. It then
+//! chats and shows where every message went: to every device of the recipient
+//! (fan-out) and, as carbons, to the sender's other devices.
+
+// The demo's output is its point.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use xor_enrollment::accounts::FileAccounts;
+use xor_enrollment::ca::CaDir;
+use xor_enrollment::cli::{EnrollOptions, enroll_cli};
+use xor_enrollment::client::ClientSettings;
+use xor_enrollment::config::{Configuration, KindBlock, KindName, KindSpec};
+use xor_enrollment::server::{EnrollmentServer, ServerSettings};
+use xor_xmpp::Jid;
+use xor_xmpp::stanza::{self, Carbon};
+use xor_xmpp::stream::NS_CLIENT;
+
+use crate::c2s_client::{C2sClient, ClientOptions};
+use crate::daemon::{ClientPort, Device, DeviceOptions};
+
+/// The demo overlay's name.
+pub const OVERLAY: &str = "demo.xor";
+/// The demo users' domain.
+pub const DOMAIN: &str = "example.org";
+/// The password of every demo account and client port.
+pub const PASSWORD: &str = "demo";
+/// The users and their devices.
+pub const USERS: &[(&str, &[&str])] = &[
+    ("alice", &["laptop"]),
+    ("bob", &["laptop", "phone"]),
+    ("carol", &["desktop", "laptop", "phone"]),
+];
+
+/// A configuration for an XMPP overlay: the XEP-0415 XMPP-LOCATION Kind (dictionary,
+/// USER-NODE-MATCH, up to 16 devices of 1 KiB), enrollment at `enroll_url`.
+pub fn xmpp_template(overlay: &str, enroll_url: &str, bootstrap: &[SocketAddr]) -> Configuration {
+    let mut c = Configuration::new(overlay);
+    c.enrollment_servers = vec![enroll_url.to_owned()];
+    c.max_message_size = 64 * 1024;
+    c.bootstrap_nodes = bootstrap
+        .iter()
+        .map(|a| xor_enrollment::config::BootstrapNode {
+            address: a.ip(),
+            port: a.port(),
+        })
+        .collect();
+    c.required_kinds = vec![KindBlock {
+        kind: KindSpec {
+            name: KindName::Name("XMPP-LOCATION".into()),
+            data_model: "DICTIONARY".into(),
+            access_control: "USER-NODE-MATCH".into(),
+            max_count: 16,
+            max_size: 1024,
+            max_node_multiple: None,
+        },
+        raw: String::new(),
+        signature: None,
+    }];
+    c
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn step(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The operator side: CA, enrollment server, published configuration.
+struct Operator {
+    server: EnrollmentServer,
+    url: String,
+    config_url: String,
+    client: ClientSettings,
+}
+
+async fn operator(dir: &Path) -> Result<Operator, String> {
+    let ca = CaDir::init(&dir.join("ca"), OVERLAY, 30, now()).map_err(step)?;
+    let domain = ca.create_domain(DOMAIN, 30, now()).map_err(step)?;
+    let (key, chain) = ca
+        .issue_web_cert(&[OVERLAY.to_owned(), "127.0.0.1".into()], 30, now())
+        .map_err(step)?;
+    // Fewer PBKDF2 rounds than a real server: the demo creates accounts on every run.
+    let accounts = Arc::new(FileAccounts::open_with(&dir.join("accounts"), 10_000).map_err(step)?);
+    for (user, _) in USERS {
+        accounts
+            .set_password(&format!("{user}@{DOMAIN}"), PASSWORD)
+            .map_err(step)?;
+    }
+    let settings = ServerSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ServerSettings::default()
+    };
+    let server = EnrollmentServer::start(
+        settings.clone(),
+        &key,
+        &chain,
+        Bytes::new(),
+        vec![domain],
+        accounts,
+    )
+    .await
+    .map_err(step)?;
+    let url = format!(
+        "https://127.0.0.1:{}{}",
+        server.local_addr().port(),
+        settings.enroll_path
+    );
+    let document = ca
+        .publish(&xmpp_template(OVERLAY, &url, &[]))
+        .map_err(step)?;
+    server.set_document(Bytes::from(document));
+    let config_url = format!(
+        "https://127.0.0.1:{}{}",
+        server.local_addr().port(),
+        xor_enrollment::server::CONFIG_PATH
+    );
+    Ok(Operator {
+        server,
+        url,
+        config_url,
+        client: ClientSettings {
+            http_roots: vec![ca.root_der().to_vec()],
+            dns_server: None,
+            timeout: Duration::from_secs(10),
+            discover: false,
+        },
+    })
+}
+
+/// One device of the demo with the XMPP client logged in to it.
+struct Seat {
+    label: String,
+    device: Device,
+    client: C2sClient,
+}
+
+async fn login(device: &Device) -> Result<C2sClient, String> {
+    let addr = device.client_addr().ok_or("no client port")?;
+    let mut c = C2sClient::connect(&ClientOptions {
+        jid: device.jid().bare(),
+        password: PASSWORD.into(),
+        resource: "client".into(),
+        server: addr,
+        tls_roots: Vec::new(),
+        insecure: true,
+        timeout: Duration::from_secs(10),
+    })
+    .await
+    .map_err(step)?;
+    let mut carbons = stanza::element("iq", NS_CLIENT, &[("type", "set"), ("id", "carbons")]);
+    carbons.append_child(stanza::element("enable", stanza::NS_CARBONS, &[]));
+    c.send(&carbons).await.map_err(step)?;
+    c.send(&stanza::element("presence", NS_CLIENT, &[]))
+        .await
+        .map_err(step)?;
+    Ok(c)
+}
+
+/// What a client saw of a message with `body`: received directly or as a carbon.
+async fn wait_for(c: &mut C2sClient, body: &str) -> Option<&'static str> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let el = c.recv_within(left).await?;
+        if el.name() != "message" {
+            continue;
+        }
+        if el.attr("type") == Some("error") {
+            tracing::warn!(stanza = ?el, "error bounced to the demo client");
+            continue;
+        }
+        if let Some((kind, inner)) = stanza::unwrap_carbon(&el) {
+            if stanza::body(&inner).as_deref() == Some(body) {
+                return Some(match kind {
+                    Carbon::Sent => "a carbon of what it sent (XEP-0280)",
+                    Carbon::Received => "a carbon of what another device received",
+                });
+            }
+        } else if stanza::body(&el).as_deref() == Some(body) {
+            return Some("the message");
+        }
+    }
+}
+
+fn bare(user: &str) -> Jid {
+    Jid::parse(&format!("{user}@{DOMAIN}")).expect("demo JIDs are valid")
+}
+
+/// Runs the demo; with `stay`, keeps everything up until Ctrl-C so you can log in
+/// with your own XMPP client.
+pub async fn run(stay: bool) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(step)?;
+    println!("xor demo: a private RELOAD overlay on loopback, with XMPP on top\n");
+    let op = operator(dir.path()).await?;
+    println!("[1/4] operator");
+    println!("      root CA and configuration signer for overlay {OVERLAY}");
+    println!("      domain CA for @{DOMAIN} (may only certify users of {DOMAIN})");
+    println!("      HTTPS enrollment server at {}", op.url);
+
+    println!("[2/4] enrollment (RFC 6940 §11.3, over HTTPS) and one overlay node per device");
+    let mut seats: Vec<Seat> = Vec::new();
+    let mut bootstrap = Vec::new();
+    for (user, resources) in USERS {
+        for resource in *resources {
+            let profile = dir.path().join(format!("{user}-{resource}"));
+            let enrolled = enroll_cli(&EnrollOptions {
+                overlay: OVERLAY.into(),
+                config_url: Some(op.config_url.clone()),
+                username: format!("{user}@{DOMAIN}"),
+                password: PASSWORD.into(),
+                node_ids: 1,
+                profile: profile.clone(),
+                client: op.client.clone(),
+            })
+            .await
+            .map_err(|e| format!("enrolling {user}/{resource}: {e}"))?;
+            let mut opts = DeviceOptions::new(&profile, resource);
+            opts.bootstrap = bootstrap.clone();
+            opts.may_start = bootstrap.is_empty();
+            opts.client = Some(ClientPort {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                password: PASSWORD.into(),
+                roster: None,
+            });
+            let device = Device::start(opts)
+                .await
+                .map_err(|e| format!("starting {user}/{resource}: {e}"))?;
+            if bootstrap.is_empty() {
+                bootstrap = vec![device.node().overlay().local_addr()];
+            }
+            println!(
+                "      {:<28} Node-ID {}  enrolled ({} Node-ID in its certificate)",
+                device.jid().to_string(),
+                device.node().overlay().node_id(),
+                enrolled.credentials.identity().node_ids.len()
+            );
+            let client = login(&device).await?;
+            seats.push(Seat {
+                label: format!("{user}/{resource}"),
+                device,
+                client,
+            });
+        }
+    }
+    println!("      every device registered its location under its user's JID (XMPP-LOCATION)");
+    println!(
+        "[3/4] an XMPP client is logged in to each device's local port (STARTTLS, SCRAM-SHA-1)"
+    );
+    for s in &seats {
+        if let Some(a) = s.device.client_addr() {
+            println!("      {:<16} client port {a}", s.label);
+        }
+    }
+    println!("[4/4] chatting");
+    let script: &[(&str, &str, &str)] = &[
+        ("alice/laptop", "bob", "Hi Bob! Lunch at noon?"),
+        ("bob/phone", "alice", "Sure, see you there."),
+        ("carol/desktop", "bob", "Bob, the slides are ready."),
+        ("bob/laptop", "carol", "Thanks Carol, reviewing now."),
+    ];
+    let mut delivered = 0usize;
+    let mut missed = 0usize;
+    for (from, to, body) in script {
+        let sender = seats
+            .iter()
+            .position(|s| s.label == *from)
+            .ok_or("script names an unknown device")?;
+        let from_user = from.split('/').next().unwrap_or_default();
+        println!("\n      {from} -> {to}@{DOMAIN}: {body:?}");
+        let msg = stanza::chat(&bare(to), body);
+        seats[sender].client.send(&msg).await.map_err(step)?;
+        for (i, seat) in seats.iter_mut().enumerate() {
+            let user = seat.label.split('/').next().unwrap_or_default();
+            let expect = user == *to || (user == from_user && i != sender);
+            if !expect {
+                continue;
+            }
+            match wait_for(&mut seat.client, body).await {
+                Some(what) => {
+                    delivered += 1;
+                    println!("        ok  {:<16} got {what}", seat.label);
+                }
+                None => {
+                    missed += 1;
+                    println!(
+                        "        MISSING  {:<16} got nothing within 10 s",
+                        seat.label
+                    );
+                }
+            }
+        }
+    }
+    println!("\nsummary");
+    println!(
+        "      {} devices of {} users on one overlay; {delivered} deliveries, {missed} missing",
+        seats.len(),
+        USERS.len()
+    );
+    if let Some(s) = seats.iter().find(|s| s.label == "bob/phone") {
+        println!("\n      `xor-node status` of bob/phone:");
+        for line in s.device.reporter().status().await.lines() {
+            println!("        {line}");
+        }
+    }
+    if stay {
+        println!("\nstill running: log in with any XMPP client (self-signed certificate),");
+        println!(
+            "password {PASSWORD:?}, e.g. as alice@{DOMAIN} at the client port above. Ctrl-C stops."
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    println!("\nshutting down: every device removes its location record and leaves");
+    for s in seats {
+        s.client.close().await;
+        s.device.shutdown().await;
+    }
+    op.server.shutdown();
+    if missed > 0 {
+        return Err(format!("{missed} expected deliveries did not arrive"));
+    }
+    Ok(())
+}
