@@ -328,7 +328,7 @@ impl Device {
             tasks.push(tokio::spawn(async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
-                        XmppEvent::Stanza(d) => a.from_overlay(d),
+                        XmppEvent::Stanza(d) => a.from_overlay(d).await,
                         XmppEvent::DeviceConnected(d) => {
                             tracing::info!(device = %d.jid, "stream to device up");
                         }
@@ -345,7 +345,8 @@ impl Device {
                 a.from_overlay(Delivery {
                     stanza,
                     carbon: None,
-                });
+                })
+                .await;
             }
         }));
         tasks.push(tokio::spawn(save_config_updates(

@@ -8,137 +8,23 @@
 // The demo's output is its point.
 #![allow(clippy::print_stdout)]
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use xor_enrollment::accounts::FileAccounts;
-use xor_enrollment::ca::CaDir;
-use xor_enrollment::cli::{EnrollOptions, enroll_cli};
-use xor_enrollment::client::ClientSettings;
-use xor_enrollment::config::{Configuration, KindBlock, KindName, KindSpec};
-use xor_enrollment::server::{EnrollmentServer, ServerSettings};
 use xor_xmpp::Jid;
 use xor_xmpp::stanza::{self, Carbon};
 use xor_xmpp::stream::NS_CLIENT;
 
 use crate::c2s_client::{C2sClient, ClientOptions};
-use crate::daemon::{ClientPort, Device, DeviceOptions};
+use crate::daemon::Device;
+pub use crate::devnet::{DOMAIN, OVERLAY, PASSWORD};
+use crate::devnet::{DevNet, step};
 
-/// The demo overlay's name.
-pub const OVERLAY: &str = "demo.xor";
-/// The demo users' domain.
-pub const DOMAIN: &str = "example.org";
-/// The password of every demo account and client port.
-pub const PASSWORD: &str = "demo";
 /// The users and their devices.
 pub const USERS: &[(&str, &[&str])] = &[
     ("alice", &["laptop"]),
     ("bob", &["laptop", "phone"]),
     ("carol", &["desktop", "laptop", "phone"]),
 ];
-
-/// A configuration for an XMPP overlay: the XEP-0415 XMPP-LOCATION Kind (dictionary,
-/// USER-NODE-MATCH, up to 16 devices of 1 KiB), enrollment at `enroll_url`.
-pub fn xmpp_template(overlay: &str, enroll_url: &str, bootstrap: &[SocketAddr]) -> Configuration {
-    let mut c = Configuration::new(overlay);
-    c.enrollment_servers = vec![enroll_url.to_owned()];
-    c.max_message_size = 64 * 1024;
-    c.bootstrap_nodes = bootstrap
-        .iter()
-        .map(|a| xor_enrollment::config::BootstrapNode {
-            address: a.ip(),
-            port: a.port(),
-        })
-        .collect();
-    c.required_kinds = vec![KindBlock {
-        kind: KindSpec {
-            name: KindName::Name("XMPP-LOCATION".into()),
-            data_model: "DICTIONARY".into(),
-            access_control: "USER-NODE-MATCH".into(),
-            max_count: 16,
-            max_size: 1024,
-            max_node_multiple: None,
-        },
-        raw: String::new(),
-        signature: None,
-    }];
-    c
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn step(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-/// The operator side: CA, enrollment server, published configuration.
-struct Operator {
-    server: EnrollmentServer,
-    url: String,
-    config_url: String,
-    client: ClientSettings,
-}
-
-async fn operator(dir: &Path) -> Result<Operator, String> {
-    let ca = CaDir::init(&dir.join("ca"), OVERLAY, 30, now()).map_err(step)?;
-    let domain = ca.create_domain(DOMAIN, 30, now()).map_err(step)?;
-    let (key, chain) = ca
-        .issue_web_cert(&[OVERLAY.to_owned(), "127.0.0.1".into()], 30, now())
-        .map_err(step)?;
-    // Fewer PBKDF2 rounds than a real server: the demo creates accounts on every run.
-    let accounts = Arc::new(FileAccounts::open_with(&dir.join("accounts"), 10_000).map_err(step)?);
-    for (user, _) in USERS {
-        accounts
-            .set_password(&format!("{user}@{DOMAIN}"), PASSWORD)
-            .map_err(step)?;
-    }
-    let settings = ServerSettings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..ServerSettings::default()
-    };
-    let server = EnrollmentServer::start(
-        settings.clone(),
-        &key,
-        &chain,
-        Bytes::new(),
-        vec![domain],
-        accounts,
-    )
-    .await
-    .map_err(step)?;
-    let url = format!(
-        "https://127.0.0.1:{}{}",
-        server.local_addr().port(),
-        settings.enroll_path
-    );
-    let document = ca
-        .publish(&xmpp_template(OVERLAY, &url, &[]))
-        .map_err(step)?;
-    server.set_document(Bytes::from(document));
-    let config_url = format!(
-        "https://127.0.0.1:{}{}",
-        server.local_addr().port(),
-        xor_enrollment::server::CONFIG_PATH
-    );
-    Ok(Operator {
-        server,
-        url,
-        config_url,
-        client: ClientSettings {
-            http_roots: vec![ca.root_der().to_vec()],
-            dns_server: None,
-            timeout: Duration::from_secs(10),
-            discover: false,
-        },
-    })
-}
 
 /// One device of the demo with the XMPP client logged in to it.
 struct Seat {
@@ -202,50 +88,23 @@ fn bare(user: &str) -> Jid {
 /// Runs the demo; with `stay`, keeps everything up until Ctrl-C so you can log in
 /// with your own XMPP client.
 pub async fn run(stay: bool) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(step)?;
     println!("xor demo: a private RELOAD overlay on loopback, with XMPP on top\n");
-    let op = operator(dir.path()).await?;
+    let users: Vec<&str> = USERS.iter().map(|(u, _)| *u).collect();
+    let mut net = DevNet::start(&users).await?;
     println!("[1/4] operator");
     println!("      root CA and configuration signer for overlay {OVERLAY}");
     println!("      domain CA for @{DOMAIN} (may only certify users of {DOMAIN})");
-    println!("      HTTPS enrollment server at {}", op.url);
+    println!("      HTTPS enrollment server at {}", net.enroll_url());
 
     println!("[2/4] enrollment (RFC 6940 §11.3, over HTTPS) and one overlay node per device");
     let mut seats: Vec<Seat> = Vec::new();
-    let mut bootstrap = Vec::new();
     for (user, resources) in USERS {
         for resource in *resources {
-            let profile = dir.path().join(format!("{user}-{resource}"));
-            let enrolled = enroll_cli(&EnrollOptions {
-                overlay: OVERLAY.into(),
-                config_url: Some(op.config_url.clone()),
-                username: format!("{user}@{DOMAIN}"),
-                password: PASSWORD.into(),
-                node_ids: 1,
-                profile: profile.clone(),
-                client: op.client.clone(),
-            })
-            .await
-            .map_err(|e| format!("enrolling {user}/{resource}: {e}"))?;
-            let mut opts = DeviceOptions::new(&profile, resource);
-            opts.bootstrap = bootstrap.clone();
-            opts.may_start = bootstrap.is_empty();
-            opts.client = Some(ClientPort {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                password: PASSWORD.into(),
-                roster: None,
-            });
-            let device = Device::start(opts)
-                .await
-                .map_err(|e| format!("starting {user}/{resource}: {e}"))?;
-            if bootstrap.is_empty() {
-                bootstrap = vec![device.node().overlay().local_addr()];
-            }
+            let device = net.device(user, resource).await?;
             println!(
-                "      {:<28} Node-ID {}  enrolled ({} Node-ID in its certificate)",
+                "      {:<28} Node-ID {}  enrolled, joined, registered",
                 device.jid().to_string(),
                 device.node().overlay().node_id(),
-                enrolled.credentials.identity().node_ids.len()
             );
             let client = login(&device).await?;
             seats.push(Seat {
@@ -327,7 +186,7 @@ pub async fn run(stay: bool) -> Result<(), String> {
         s.client.close().await;
         s.device.shutdown().await;
     }
-    op.server.shutdown();
+    net.shutdown();
     if missed > 0 {
         return Err(format!("{missed} expected deliveries did not arrive"));
     }

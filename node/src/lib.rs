@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod devnet;
 pub mod fallback;
 pub mod local;
 pub mod roster;

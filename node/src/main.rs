@@ -301,7 +301,8 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                         .map_err(|e| e.to_string())?
                         .overlay()
                         .to_owned();
-                    let template = xor_node::demo::xmpp_template(&overlay, &enroll_url, &bootstrap);
+                    let template =
+                        xor_node::devnet::xmpp_template(&overlay, &enroll_url, &bootstrap);
                     xor_enrollment::cli::ca_publish(&dir, &template)
                 }
             }

@@ -4,7 +4,7 @@
 //! and hands stanzas from the overlay to the client's sessions.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use minidom::Element;
 use tokio::sync::mpsc;
@@ -14,6 +14,7 @@ use xor_xmpp::runtime::{XmppError, XmppNode};
 use xor_xmpp::stanza::{self, Carbon};
 use xor_xmpp::stream::NS_CLIENT;
 
+use super::outbox::{Outbox, Process};
 use crate::fallback::Fallback;
 use crate::roster::{NS_ROSTER, Roster};
 
@@ -60,6 +61,7 @@ pub struct Account {
     roster: Mutex<Roster>,
     state: Mutex<State>,
     fallback: Option<Fallback>,
+    outbox: Outbox,
 }
 
 impl std::fmt::Debug for Account {
@@ -89,12 +91,24 @@ fn iq_result(iq: &Element, child: Option<Element>) -> Element {
 impl Account {
     /// The account of `node`'s user, with its roster and optional fallback.
     pub fn new(node: XmppNode, roster: Roster, fallback: Option<Fallback>) -> Arc<Account> {
-        Arc::new(Account {
-            jid: node.jid().clone(),
-            node,
-            roster: Mutex::new(roster),
-            state: Mutex::new(State::default()),
-            fallback,
+        Arc::new_cyclic(|me: &Weak<Account>| {
+            let me = me.clone();
+            let process: Process = Arc::new(move |el| {
+                let me = me.clone();
+                Box::pin(async move {
+                    if let Some(account) = me.upgrade() {
+                        account.send_now(el).await;
+                    }
+                })
+            });
+            Account {
+                jid: node.jid().clone(),
+                node,
+                roster: Mutex::new(roster),
+                state: Mutex::new(State::default()),
+                fallback,
+                outbox: Outbox::new(process),
+            }
         })
     }
 
@@ -143,7 +157,7 @@ impl Account {
     }
 
     /// A session ended. The last one going offline makes the user unavailable.
-    pub fn detach(self: &Arc<Self>, id: u64) {
+    pub async fn detach(self: &Arc<Self>, id: u64) {
         let last_presence = {
             let mut st = lock(&self.state);
             st.sessions.remove(&id);
@@ -156,6 +170,7 @@ impl Account {
         if last_presence.is_some() {
             let unavailable = stanza::element("presence", NS_CLIENT, &[("type", "unavailable")]);
             self.broadcast_presence(unavailable);
+            self.outbox.flush().await;
         }
     }
 
@@ -184,36 +199,38 @@ impl Account {
         }
     }
 
-    /// Sends a stanza into the overlay in the background; failures come back to the
-    /// client as a stanza error (or go through the fallback server).
-    fn send_out(self: &Arc<Self>, el: Element) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let result = me.node.send(el.clone()).await;
-            let Err(e) = result else { return };
-            let unreachable = matches!(e, XmppError::Resolve(_) | XmppError::Unreachable { .. });
-            if unreachable && let Some(fb) = &me.fallback {
-                match fb.send(el.clone()).await {
-                    Ok(()) => {
-                        tracing::info!(to = ?el.attr("to"), "sent through the fallback server");
-                        return;
-                    }
-                    Err(why) => tracing::warn!(%why, "fallback failed too"),
+    /// Queues a stanza for the overlay (sent, in order, by the recipient's lane once
+    /// the caller flushes).
+    fn send_out(&self, el: Element) {
+        self.outbox.stage(el);
+    }
+
+    /// Sends a stanza into the overlay; failures go through the fallback server or
+    /// come back to the client as a stanza error.
+    async fn send_now(self: Arc<Self>, el: Element) {
+        let result = self.node.send(el.clone()).await;
+        let Err(e) = result else { return };
+        let unreachable = matches!(e, XmppError::Resolve(_) | XmppError::Unreachable { .. });
+        if unreachable && let Some(fb) = &self.fallback {
+            match fb.send(el.clone()).await {
+                Ok(()) => {
+                    tracing::info!(to = ?el.attr("to"), "sent through the fallback server");
+                    return;
                 }
+                Err(why) => tracing::warn!(%why, "fallback failed too"),
             }
-            // Errors are not answered with errors (RFC 6120 §8.3.1).
-            if el.attr("type") == Some("error") || el.name() == "presence" {
-                tracing::debug!(error = %e, "stanza not delivered");
-                return;
-            }
-            let mut bounce =
-                stanza::stanza_error(&el, "wait", "recipient-unavailable", &e.to_string());
-            if let Some(to) = el.attr("to") {
-                stanza::set_attr(&mut bounce, "from", to);
-            }
-            stanza::set_attr(&mut bounce, "to", &me.jid.to_string());
-            me.deliver(bounce);
-        });
+        }
+        // Errors are not answered with errors (RFC 6120 §8.3.1).
+        if el.attr("type") == Some("error") || el.name() == "presence" {
+            tracing::debug!(error = %e, "stanza not delivered");
+            return;
+        }
+        let mut bounce = stanza::stanza_error(&el, "wait", "recipient-unavailable", &e.to_string());
+        if let Some(to) = el.attr("to") {
+            stanza::set_attr(&mut bounce, "from", to);
+        }
+        stanza::set_attr(&mut bounce, "to", &self.jid.to_string());
+        self.deliver(bounce);
     }
 
     /// Sends our presence to every contact allowed to see it, and to our own other
@@ -233,7 +250,15 @@ impl Account {
 
     /// A stanza from client session `id` (its `from` already set to the bound JID).
     /// Returns what to answer on that session directly.
-    pub fn from_client(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
+    /// What it sends on goes out before this returns, waiting while the recipient's
+    /// lane is full.
+    pub async fn from_client(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
+        let replies = self.client_stanza(id, el);
+        self.outbox.flush().await;
+        replies
+    }
+
+    fn client_stanza(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
         let to = stanza::to(&el);
         let for_server = match &to {
             None => true,
@@ -461,7 +486,12 @@ impl Account {
     }
 
     /// A stanza from the overlay (or the fallback server) for this user.
-    pub fn from_overlay(self: &Arc<Self>, d: Delivery) {
+    pub async fn from_overlay(self: &Arc<Self>, d: Delivery) {
+        self.overlay_stanza(d);
+        self.outbox.flush().await;
+    }
+
+    fn overlay_stanza(self: &Arc<Self>, d: Delivery) {
         let el = d.stanza;
         match d.carbon {
             Some(Carbon::Sent) => {

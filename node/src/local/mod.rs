@@ -3,6 +3,7 @@
 //! node: the account is this device's JID; the password is set in the configuration.
 
 pub mod account;
+pub mod outbox;
 mod session;
 
 use std::net::SocketAddr;

@@ -300,7 +300,7 @@ async fn run(mut conn: XmlIo<Tls>, settings: &LocalSettings, account: &Arc<Accou
                     }
                     stanza::set_attr(&mut el, "from", &me.to_string());
                     let mut failed = None;
-                    for reply in account.from_client(id, el) {
+                    for reply in account.from_client(id, el).await {
                         if let Err(e) = conn.send(&reply).await {
                             failed = Some(format!("write failed: {e}"));
                             break;
@@ -322,7 +322,7 @@ async fn run(mut conn: XmlIo<Tls>, settings: &LocalSettings, account: &Arc<Accou
         }
     };
     let _ = settings;
-    account.detach(id);
+    account.detach(id).await;
     tracing::info!(session = id, %reason, "local client session ended");
 }
 
