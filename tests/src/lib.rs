@@ -3,7 +3,9 @@
 //! helpers they share.
 
 pub mod dns;
+pub mod external;
 pub mod operator;
+pub mod prosody;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -306,6 +306,15 @@ impl Storage {
             if same {
                 return Ok(false);
             }
+            // A replica or hand-over store (§10.4, §10.5) carries every value of the
+            // resource; one this node already holds in a newer version is skipped, not
+            // a reason to refuse the others (refusing them all lost the values this
+            // node lacked, at every retry). Nothing older replaces anything newer, so
+            // the anti-rollback rule below still holds; the newest copy wins, which is
+            // where §7.4.1.1's resynchronisation after Error_Data_Too_Old leads.
+            if ctx.replica && old.data.storage_time >= stored.storage_time {
+                return Ok(false);
+            }
             // §7.4.1.1: a store must be newer than what it replaces (anti-rollback).
             if old.data.storage_time >= stored.storage_time {
                 return Err(err(

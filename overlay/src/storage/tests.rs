@@ -115,6 +115,16 @@ impl World {
         req: &StoreReq,
         now: Instant,
     ) -> Result<Vec<StoreKindResponse>, ErrorResponse> {
+        self.store_with(requester, req, now, false)
+    }
+
+    fn store_with(
+        &mut self,
+        requester: &Credentials,
+        req: &StoreReq,
+        now: Instant,
+        replica: bool,
+    ) -> Result<Vec<StoreKindResponse>, ErrorResponse> {
         let signer = self.signer(requester);
         let mut bucket = self.alice.certificates();
         bucket.extend(self.bob.certificates());
@@ -135,7 +145,7 @@ impl World {
             kinds,
             now,
             request_signer: &signer,
-            replica: false,
+            replica,
         };
         storage.store(req, &ctx, &mut verify)
     }
@@ -353,6 +363,59 @@ fn a_replayed_older_value_is_data_too_old_rfc6940_7() {
         a,
         old,
         ErrorCode::DataTooOld,
+    );
+}
+
+#[test]
+fn a_replica_keeps_newer_values_and_adds_the_missing_ones_rfc6940_10_4() {
+    let mut w = world();
+    let a = w.alice.clone();
+    let r = alice_res();
+    let item = |i: u32, t: u64, v: &'static [u8]| {
+        let value = StoredDataValue::Array {
+            index: i,
+            value: DataValue::new(Bytes::from_static(v)),
+        };
+        signed(&a, r, LIST, t, value)
+    };
+    w.store_as(
+        &a,
+        &req(r, vec![(LIST, 0, vec![item(0, 20, b"newer")])]),
+        Instant::ZERO,
+    )
+    .unwrap();
+    // A replica from a peer with an older copy of entry 0 and an entry 1 this node
+    // lacks: entry 1 is added, entry 0 stays the newer one.
+    let mut replica = req(
+        r,
+        vec![(LIST, 3, vec![item(0, 10, b"older"), item(1, 11, b"new")])],
+    );
+    replica.replica_number = 1;
+    w.store_with(&a, &replica, Instant::ZERO, true).unwrap();
+    let data = w.value(r, LIST).unwrap();
+    let times: Vec<(u64, Bytes)> = data
+        .entries
+        .iter()
+        .map(|e| match &e.data.value {
+            StoredDataValue::Array { value, .. } => (e.data.storage_time, value.value.clone()),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        times,
+        vec![
+            (20, Bytes::from_static(b"newer")),
+            (11, Bytes::from_static(b"new"))
+        ]
+    );
+    // An ordinary store of an older value is still refused.
+    assert_eq!(
+        code(w.store_as(
+            &a,
+            &req(r, vec![(LIST, 0, vec![item(0, 15, b"rollback")])]),
+            Instant::ZERO
+        )),
+        ErrorCode::DataTooOld
     );
 }
 

@@ -84,7 +84,8 @@ async fn enrollment_round_trip_with_dns_discovery_rfc6940_11() {
     let jid = juliet.credentials.identity();
     assert_eq!(jid.user.as_deref(), Some("juliet@capulet.test"));
     assert_eq!(jid.xmpp_addrs, vec!["juliet@capulet.test".to_owned()]);
-    // The server remembers the user's Node-ID: enrolling again gives it back.
+    // Enrolling again is another device (XEP-0415: every device is a peer): it gets
+    // a Node-ID of its own, distinct from every Node-ID the server handed out.
     let again = enroll_cli(&enroll_opts(
         &op,
         "juliet@capulet.test",
@@ -93,7 +94,8 @@ async fn enrollment_round_trip_with_dns_discovery_rfc6940_11() {
     ))
     .await
     .unwrap();
-    assert_eq!(again.credentials.node_id(), juliet.credentials.node_id());
+    assert_ne!(again.credentials.node_id(), juliet.credentials.node_id());
+    assert_ne!(again.credentials.node_id(), romeo.credentials.node_id());
     assert_ne!(romeo.credentials.node_id(), juliet.credentials.node_id());
 
     // The certificates work: the nodes' TLS verifiers accept each other and the

@@ -7,3 +7,4 @@ mod rfc6940_config_update;
 mod rfc6940_overlay;
 mod rfc6940_storage;
 mod xor_fanout;
+mod xor_node;

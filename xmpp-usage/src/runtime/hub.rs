@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use xor_overlay::id::NodeId;
 use xor_overlay::runtime::{Accepted, AppRequest, Expect, Overlay, PeerInfo, TlsContext};
 
+use super::XmppEvent;
 use super::stream::{self, Role, StreamReport, StreamSettings};
-use super::{SendReport, XmppEvent};
 use crate::XMPP_APPLICATION;
 use crate::fanout::{Device, Router};
 use crate::jid::Jid;
@@ -31,7 +31,7 @@ pub(crate) enum HubMsg {
     Dispatch {
         stanza: Element,
         recipient: Jid,
-        reply: oneshot::Sender<SendReport>,
+        reply: oneshot::Sender<Vec<Outgoing>>,
     },
     /// Connected devices.
     Devices(oneshot::Sender<Vec<Device>>),
@@ -43,6 +43,19 @@ pub(crate) enum HubMsg {
     AttachFailed { node: NodeId, why: String },
     /// Close every stream and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// One copy of a dispatched stanza and the stream to write it to; the sender writes
+/// it, waiting while that stream's queue is full (back-pressure instead of loss).
+pub(crate) struct Outgoing {
+    /// The device.
+    pub device: Device,
+    /// Whether it is a carbon to one of our own devices.
+    pub carbon: bool,
+    /// The stream's queue.
+    pub tx: mpsc::Sender<Element>,
+    /// What to write.
+    pub stanza: Element,
 }
 
 struct StreamEntry {
@@ -156,18 +169,20 @@ impl Hub {
                 let plan = self
                     .router
                     .outgoing(stanza, &recipients, &own, move || origin());
-                let mut report = SendReport::default();
-                for (node, el) in plan.send {
-                    let sent = self.send_to(node, el);
-                    match recipients.iter().find(|d| d.node == node) {
-                        Some(d) if sent => report.delivered_to.push(d.clone()),
-                        Some(d) => report
-                            .failed
-                            .push((d.clone(), "the stream is congested or closed".into())),
-                        None => report.carbons += sent as usize,
-                    }
-                }
-                let _ = reply.send(report);
+                let out = plan
+                    .send
+                    .into_iter()
+                    .filter_map(|(node, stanza)| {
+                        let entry = self.streams.get(&node).and_then(|v| v.first())?;
+                        Some(Outgoing {
+                            carbon: !recipients.iter().any(|d| d.node == node),
+                            device: entry.device.clone(),
+                            tx: entry.tx.clone(),
+                            stanza,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(out);
             }
             HubMsg::Devices(reply) => {
                 let _ = reply.send(self.devices());

@@ -176,6 +176,9 @@ pub enum XmppError {
     Stopped,
 }
 
+/// How long a send waits for room in a stream's queue before giving that device up.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
+
 /// Recipients' routes and when they were looked up.
 type RouteCache = std::collections::HashMap<Jid, (Vec<Route>, tokio::time::Instant)>;
 
@@ -474,7 +477,19 @@ impl XmppNode {
             })
             .await
             .map_err(|_| XmppError::Stopped)?;
-        let report = rx.await.map_err(|_| XmppError::Stopped)?;
+        let mut report = SendReport::default();
+        for o in rx.await.map_err(|_| XmppError::Stopped)? {
+            let written = tokio::time::timeout(STREAM_WAIT, o.tx.send(o.stanza))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            match (o.carbon, written) {
+                (true, ok) => report.carbons += usize::from(ok),
+                (false, true) => report.delivered_to.push(o.device),
+                (false, false) => report
+                    .failed
+                    .push((o.device, "the stream is closed or stuck".into())),
+            }
+        }
         if report.delivered_to.is_empty() && recipient != self.me.bare() {
             return Err(XmppError::Unreachable {
                 jid: recipient.to_string(),

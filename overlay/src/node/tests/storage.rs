@@ -188,6 +188,33 @@ fn a_small_ring_hands_data_to_each_joiner_that_takes_it_over_rfc6940_10_5() {
 }
 
 #[test]
+fn values_stored_while_the_ring_grows_stay_reachable_rfc6940_10_5() {
+    // Three nodes join one by one, each storing under its user name right after
+    // joining (what every XMPP device does); whichever node ends up responsible,
+    // every value must stay fetchable from every node.
+    for seed in 0..40 {
+        let mut r = Ring::new(seed);
+        let mut stored = Vec::new();
+        for i in 0..3 {
+            r.add();
+            r.settle(secs(60));
+            let replicas = i.min(2);
+            stored.push(store_with_replicas(&mut r, i, b"mine", replicas));
+        }
+        for res in &stored {
+            for reader in r.live() {
+                assert_eq!(
+                    fetch(&mut r, reader, *res).as_deref(),
+                    Some(&b"mine"[..]),
+                    "seed {seed}: {res:?} from {reader:?}; holders {:?}",
+                    holders(&r, *res)
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn a_leaving_node_hands_its_data_to_its_successor_rfc6940_10_9() {
     let mut r = ring_of(6, 43);
     let res = store(&mut r, 4, b"handed over");

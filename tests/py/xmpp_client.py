@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""An ordinary XMPP client (slixmpp) driven by the end-to-end tests.
+
+Usage: xmpp_client.py JID PASSWORD HOST PORT
+
+Reads JSON commands from stdin, one per line:
+  {"message": {"to": "bob@example.org", "body": "hi"}}
+  {"subscribe": "bob@example.org"}
+  {"presence": {}}
+  {"quit": true}
+and prints JSON events on stdout, one per line:
+  {"event": "online", "jid": "..."}
+  {"event": "message", "from": "...", "body": "...", "type": "..."}
+  {"event": "presence", "from": "...", "type": "available"}
+  {"event": "failed", "why": "..."}
+The server certificate is not checked: the node's local port uses a self-signed one.
+"""
+
+import asyncio
+import json
+import ssl
+import sys
+
+import slixmpp
+
+
+def emit(**event):
+    print(json.dumps(event), flush=True)
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        super().__init__(jid, password)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.ssl_context = ctx
+        # The local port offers STARTTLS only (RFC 6120), not direct TLS.
+        self.enable_direct_tls = False
+        self.enable_plaintext = False
+        self.auto_authorize = True
+        self.auto_subscribe = True
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0199")
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("message", self.on_message)
+        self.add_event_handler("presence", self.on_presence)
+        self.add_event_handler("failed_auth", lambda _: emit(event="failed", why="auth"))
+        self.add_event_handler(
+            "connection_failed", lambda e: emit(event="failed", why=str(e))
+        )
+
+    async def on_start(self, _):
+        await self.get_roster()
+        self.send_presence()
+        emit(event="online", jid=str(self.boundjid))
+        asyncio.get_event_loop().create_task(self.commands())
+
+    def on_message(self, msg):
+        emit(
+            event="message",
+            **{"from": str(msg["from"])},
+            body=msg["body"],
+            type=msg["type"],
+        )
+
+    def on_presence(self, p):
+        emit(event="presence", **{"from": str(p["from"])}, type=p["type"])
+
+    async def commands(self):
+        loop = asyncio.get_event_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+        )
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            cmd = json.loads(line)
+            if "message" in cmd:
+                m = cmd["message"]
+                self.send_message(mto=m["to"], mbody=m["body"], mtype="chat")
+            elif "subscribe" in cmd:
+                self.send_presence_subscription(pto=cmd["subscribe"])
+            elif "presence" in cmd:
+                self.send_presence()
+            elif "quit" in cmd:
+                break
+        self.disconnect()
+
+
+def main():
+    jid, password, host, port = sys.argv[1:5]
+    client = Client(jid, password)
+    client.connect(host, int(port))
+    client.add_event_handler("disconnected", lambda _: client.loop.stop())
+    client.loop.run_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+//! Real XMPP software the tests run against: slixmpp clients (PyPI) and a Prosody
+//! server (Debian package). Tests that need one skip, loudly, when it is missing —
+//! unless `XOR_REQUIRE_EXTERNAL` is set (CI sets it after installing both), which
+//! turns a missing program into a failure.
+
+#![allow(clippy::print_stderr)] // the skip notice is for the person running the tests
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+fn available(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var_os("XOR_REQUIRE_EXTERNAL").is_none(),
+        "{what} is required (XOR_REQUIRE_EXTERNAL is set) but not installed"
+    );
+    eprintln!("SKIPPED: {what} is not installed (set XOR_REQUIRE_EXTERNAL=1 to fail instead)");
+    false
+}
+
+/// Whether slixmpp can be imported by `python3`.
+pub fn have_slixmpp() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    available(ok, "slixmpp (pip install slixmpp)")
+}
+
+/// Whether Prosody is installed.
+pub fn have_prosody() -> bool {
+    let ok = std::process::Command::new("prosodyctl")
+        .arg("about")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    available(ok, "Prosody (apt-get install prosody)")
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("py/xmpp_client.py")
+}
+
+/// A slixmpp client process (`py/xmpp_client.py`) driven over its stdin/stdout.
+#[derive(Debug)]
+pub struct Slix {
+    child: Child,
+    stdin: ChildStdin,
+    events: Lines<BufReader<ChildStdout>>,
+    /// Every event seen so far.
+    pub seen: Vec<Value>,
+}
+
+impl Slix {
+    /// Starts a client logging in as `jid` at `port` on loopback and waits until it
+    /// is online.
+    pub async fn login(jid: &str, password: &str, port: u16) -> Slix {
+        let mut child = Command::new("python3")
+            .arg(script())
+            .args([jid, password, "127.0.0.1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let events = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut s = Slix {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        };
+        let online = s
+            .wait(Duration::from_secs(30), |e| e["event"] == "online")
+            .await;
+        assert!(online.is_some(), "{jid} did not come online: {:?}", s.seen);
+        s
+    }
+
+    /// Sends one command (see the script's usage).
+    pub async fn command(&mut self, cmd: Value) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("client stdin");
+    }
+
+    /// Sends a chat message.
+    pub async fn message(&mut self, to: &str, body: &str) {
+        self.command(serde_json::json!({"message": {"to": to, "body": body}}))
+            .await;
+    }
+
+    /// The first event (already seen or new) matching `pred`, within `wait`.
+    pub async fn wait(&mut self, wait: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return Some(e.clone());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.events.next_line())
+                .await
+                .ok()?
+                .ok()??;
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            self.seen.push(event.clone());
+            if pred(&event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// A message with `body` arrived, within `wait`.
+    pub async fn got(&mut self, body: &str, wait: Duration) -> Option<Value> {
+        self.wait(wait, |e| e["event"] == "message" && e["body"] == body)
+            .await
+    }
+
+    /// Quits and waits for the process.
+    pub async fn quit(mut self) {
+        self.command(serde_json::json!({"quit": true})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}

@@ -1,0 +1,302 @@
+//! xor-node end to end: devices enrolled over HTTPS on a loopback overlay, ordinary
+//! XMPP clients on their local ports (slixmpp, and the node's own C2S client), Prosody
+//! as the C2S fallback (XEP-0415 "Interaction with XMPP Core"), hostile input.
+
+use std::time::Duration;
+
+use minidom::Element;
+use xor_node::c2s_client::{C2sClient, ClientError, ClientOptions};
+use xor_node::daemon::Device;
+use xor_node::devnet::{DevNet, PASSWORD};
+use xor_tests::external::{Slix, have_prosody, have_slixmpp};
+use xor_tests::prosody::Prosody;
+use xor_xmpp::Jid;
+use xor_xmpp::stanza;
+use xor_xmpp::stream::NS_CLIENT;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Logs to the test output when `RUST_LOG` is set.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn port(d: &Device) -> u16 {
+    d.client_addr().expect("client port").port()
+}
+
+fn options(jid: &str, password: &str, d: &Device) -> ClientOptions {
+    ClientOptions {
+        jid: Jid::parse(jid).unwrap(),
+        password: password.into(),
+        resource: "test".into(),
+        server: d.client_addr().expect("client port"),
+        tls_roots: Vec::new(),
+        insecure: true,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn login(jid: &str, d: &Device) -> C2sClient {
+    C2sClient::connect(&options(jid, PASSWORD, d))
+        .await
+        .expect("login")
+}
+
+/// The next message with a body from `c`, skipping everything else.
+async fn next_body(c: &mut C2sClient) -> Option<String> {
+    loop {
+        let el = c.recv_within(WAIT).await?;
+        if el.name() == "message"
+            && el.attr("type") != Some("error")
+            && let Some(b) = stanza::body(&el)
+        {
+            return Some(b);
+        }
+    }
+}
+
+async fn ping(c: &mut C2sClient, id: &str) -> bool {
+    let mut iq = stanza::element("iq", NS_CLIENT, &[("type", "get"), ("id", id)]);
+    iq.append_child(stanza::element("ping", "urn:xmpp:ping", &[]));
+    c.send(&iq).await.unwrap();
+    loop {
+        match c.recv_within(WAIT).await {
+            Some(el) if el.name() == "iq" && el.attr("id") == Some(id) => {
+                return el.attr("type") == Some("result");
+            }
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slixmpp_clients_chat_through_their_nodes_with_fan_out_and_presence_xep0415() {
+    logs();
+    if !have_slixmpp() {
+        return;
+    }
+    let mut net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    let bob1 = net.device("bob", "laptop").await.unwrap();
+    let bob2 = net.device("bob", "phone").await.unwrap();
+    let mut a = Slix::login("alice@example.org", PASSWORD, port(&alice)).await;
+    let mut b1 = Slix::login("bob@example.org", PASSWORD, port(&bob1)).await;
+    let mut b2 = Slix::login("bob@example.org", PASSWORD, port(&bob2)).await;
+
+    // Presence: alice asks to see bob; bob's clients approve (and ask back), so each
+    // sees the other online (RFC 6121 §3), across the overlay.
+    a.command(serde_json::json!({"subscribe": "bob@example.org"}))
+        .await;
+    let from_bob = |e: &serde_json::Value| {
+        e["event"] == "presence"
+            && e["from"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("bob@example.org/")
+            && e["type"] == "available"
+    };
+    let from_alice = |e: &serde_json::Value| {
+        e["event"] == "presence"
+            && e["from"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("alice@example.org/")
+            && e["type"] == "available"
+    };
+    assert!(
+        a.wait(WAIT, from_bob).await.is_some(),
+        "alice never saw bob online: {:?}",
+        a.seen
+    );
+    assert!(
+        b1.wait(WAIT, from_alice).await.is_some(),
+        "bob's laptop never saw alice online: {:?}",
+        b1.seen
+    );
+
+    // A message to bob's bare JID reaches both of bob's devices (fan-out).
+    a.message("bob@example.org", "hello from slixmpp").await;
+    let got1 = b1.got("hello from slixmpp", WAIT).await;
+    let got2 = b2.got("hello from slixmpp", WAIT).await;
+    assert!(got1.is_some(), "bob's laptop: {:?}", b1.seen);
+    assert!(got2.is_some(), "bob's phone: {:?}", b2.seen);
+    assert!(
+        got1.unwrap()["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("alice@example.org/laptop"),
+        "the sender is alice's device"
+    );
+
+    // And back from bob's phone.
+    b2.message("alice@example.org", "hi alice, from the phone")
+        .await;
+    assert!(
+        a.got("hi alice, from the phone", WAIT).await.is_some(),
+        "alice: {:?}",
+        a.seen
+    );
+    for c in [a, b1, b2] {
+        c.quit().await;
+    }
+    for d in [alice, bob1, bob2] {
+        d.shutdown().await;
+    }
+    net.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prosody_carries_what_the_overlay_cannot_deliver_xep0415_core() {
+    if !have_prosody() {
+        return;
+    }
+    let prosody = Prosody::start("fallback.test", &[("alice", "fb-pw"), ("dave", "dave-pw")]).await;
+    let mut net = DevNet::start(&["alice"]).await.unwrap();
+    let mut opts = net.enroll("alice", "laptop").await.unwrap();
+    opts.fallback = Some(ClientOptions {
+        jid: Jid::parse("alice@fallback.test").unwrap(),
+        password: "fb-pw".into(),
+        resource: "xor".into(),
+        server: prosody.addr,
+        tls_roots: vec![prosody.ca.clone()],
+        insecure: false,
+        timeout: Duration::from_secs(10),
+    });
+    let alice = net.start_device(opts).await.unwrap();
+    let mut dave = C2sClient::connect(&ClientOptions {
+        jid: Jid::parse("dave@fallback.test").unwrap(),
+        password: "dave-pw".into(),
+        resource: "desk".into(),
+        server: prosody.addr,
+        tls_roots: vec![prosody.ca.clone()],
+        insecure: false,
+        timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("dave logs in to Prosody: {e}\n{}", prosody.log()));
+    dave.send(&stanza::element("presence", NS_CLIENT, &[]))
+        .await
+        .unwrap();
+    let mut client = login("alice@example.org", &alice).await;
+
+    // dave is not in the overlay: the message goes through alice's Prosody account.
+    let to_dave = Jid::parse("dave@fallback.test").unwrap();
+    client
+        .send(&stanza::chat(&to_dave, "through the fallback"))
+        .await
+        .unwrap();
+    let mut got: Option<Element> = None;
+    while let Some(el) = dave.recv_within(WAIT).await {
+        if stanza::body(&el).as_deref() == Some("through the fallback") {
+            got = Some(el);
+            break;
+        }
+    }
+    let got = got.unwrap_or_else(|| panic!("dave got nothing\n{}", prosody.log()));
+    assert!(
+        got.attr("from")
+            .unwrap_or_default()
+            .starts_with("alice@fallback.test/"),
+        "sent as alice's fallback account: {got:?}"
+    );
+
+    // dave's answer to that account reaches alice's client on her node.
+    let to_alice = Jid::parse("alice@fallback.test").unwrap();
+    dave.send(&stanza::chat(&to_alice, "answer via prosody"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_body(&mut client).await.as_deref(),
+        Some("answer via prosody")
+    );
+    client.close().await;
+    alice.shutdown().await;
+    net.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_port_refuses_bad_input_and_keeps_serving_the_user() {
+    let mut net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    let bob = net.device("bob", "laptop").await.unwrap();
+    let mut legit = login("alice@example.org", &alice).await;
+    let mut bob_client = login("bob@example.org", &bob).await;
+
+    // Wrong password; another user's JID on alice's port.
+    let wrong = C2sClient::connect(&options("alice@example.org", "not the password", &alice)).await;
+    assert!(
+        matches!(wrong, Err(ClientError::Auth(_))),
+        "wrong password: {wrong:?}"
+    );
+    let other = C2sClient::connect(&options("bob@example.org", PASSWORD, &alice)).await;
+    assert!(
+        matches!(other, Err(ClientError::Auth(_))),
+        "bob on alice's port: {other:?}"
+    );
+
+    // Malformed XML ends that stream with not-well-formed (RFC 6120 §4.9.3.13).
+    let mut broken = login("alice@example.org", &alice).await;
+    broken
+        .send_raw(b"<message to='bob@example.org'><body>x</message>")
+        .await
+        .unwrap();
+    let err = broken.recv_within(WAIT).await.expect("a stream error");
+    assert_eq!(err.name(), "error", "{err:?}");
+    assert!(err.has_child("not-well-formed", "urn:ietf:params:xml:ns:xmpp-streams"));
+    assert!(
+        broken.recv_within(Duration::from_secs(2)).await.is_none(),
+        "closed"
+    );
+
+    // A flood of 10,000 stanzas from another session of alice: every one reaches bob,
+    // in order, while the legitimate session keeps working.
+    let mut flood = login("alice@example.org", &alice).await;
+    let to_bob = Jid::parse("bob@example.org").unwrap();
+    let sender = tokio::spawn(async move {
+        for i in 0..10_000 {
+            flood
+                .send(&stanza::chat(&to_bob, &format!("flood {i}")))
+                .await
+                .unwrap();
+        }
+        flood
+    });
+    assert!(
+        ping(&mut legit, "during-flood").await,
+        "alice's node answers"
+    );
+    let mut received = 0;
+    while received < 10_000 {
+        let body = next_body(&mut bob_client)
+            .await
+            .unwrap_or_else(|| panic!("only {received} of 10000 arrived"));
+        assert_eq!(body, format!("flood {received}"), "in order");
+        received += 1;
+    }
+    let flood = sender.await.unwrap();
+    flood.close().await;
+
+    // The legitimate session still chats.
+    legit
+        .send(&stanza::chat(
+            &Jid::parse("bob@example.org").unwrap(),
+            "still here",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_body(&mut bob_client).await.as_deref(),
+        Some("still here")
+    );
+    assert!(ping(&mut legit, "after-flood").await);
+    legit.close().await;
+    bob_client.close().await;
+    alice.shutdown().await;
+    bob.shutdown().await;
+    net.shutdown();
+}
