@@ -1,1 +1,13 @@
-//! The simulation harness: many nodes over the sans-IO cores, latency and churn models, metrics.
+//! The simulation harness: thousands of the overlay's own sans-IO nodes on a
+//! deterministic virtual network, with latency, churn and workload models, metrics,
+//! CSV and plots. The same seed gives the same run, byte for byte.
+
+pub mod metrics;
+pub mod models;
+pub mod report;
+pub mod scenario;
+pub mod sim;
+
+pub use metrics::{Metrics, Sample};
+pub use models::{Churn, Latency, Session};
+pub use sim::{Sim, SimConfig};

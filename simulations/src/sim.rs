@@ -1,0 +1,752 @@
+//! The simulation: the overlay's own sans-IO nodes on the deterministic virtual
+//! network (`xor_overlay::testnet`), churn and workload on top, metrics on the side.
+//! Nothing here re-implements the protocol.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use xor_overlay::chord::check_ring;
+use xor_overlay::id::{NodeId, ResourceId};
+use xor_overlay::identity::testca::TestCa;
+use xor_overlay::node::{Answer, Event, JoinState, NodeConfig, RequestError, RequestId};
+use xor_overlay::storage::{KindDef, KindTable, Policy, node_resource};
+use xor_overlay::testnet::{Delivery, Observer, VirtualNet};
+use xor_overlay::time::Instant;
+use xor_overlay::wire::{
+    Body, DataModel, DataValue, Destination, ModelSpecifier, PingReq, StoredDataSpecifier,
+    StoredDataValue,
+};
+
+use crate::metrics::{Metrics, Sample};
+use crate::models::{Churn, Latency, LatencyImpl};
+
+const OVERLAY: &str = "sim.xor";
+/// The XMPP-LOCATION-style Kind: a dictionary per user, keyed by Node-ID.
+pub const LOCATION: u32 = 0x5;
+/// A single value per node at H(Node-ID), for the random store/fetch workload.
+pub const BLOB: u32 = 4001;
+/// How long stored values live; refreshed by the workload.
+const LIFETIME: Duration = Duration::from_secs(3 * 3600);
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Nodes at the start (and the population churn keeps).
+    pub nodes: usize,
+    /// Simulated time after the initial joins.
+    pub duration: Duration,
+    /// The seed.
+    pub seed: u64,
+    /// Message delays.
+    pub latency: Latency,
+    /// Joins and failures.
+    pub churn: Churn,
+    /// Initial nodes joining per simulated second.
+    pub join_rate: f64,
+    /// XMPP-LOCATION lookups per simulated second (whole overlay).
+    pub lookup_rate: f64,
+    /// Random stores (and fetches back) per simulated second.
+    pub store_rate: f64,
+    /// Routed pings per simulated second.
+    pub ping_rate: f64,
+    /// Most devices per user (each user gets 1..=this).
+    pub max_devices: u32,
+    /// `chord-update-interval`.
+    pub update_interval: Duration,
+    /// Metrics sampling period.
+    pub sample: Duration,
+    /// How often the ring invariants are checked.
+    pub check_every: Duration,
+}
+
+impl SimConfig {
+    /// Defaults for `nodes` nodes.
+    pub fn new(nodes: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            duration: Duration::from_secs(600),
+            seed,
+            latency: Latency::wide_area(),
+            churn: Churn::None,
+            join_rate: 20.0,
+            lookup_rate: 10.0,
+            store_rate: 2.0,
+            ping_rate: 5.0,
+            max_devices: 5,
+            update_interval: Duration::from_secs(60),
+            sample: Duration::from_secs(60),
+            check_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the observer collects from the network (shared with the driver loop).
+#[derive(Default)]
+struct Seen {
+    /// While set, the first message this node sends is a request being measured.
+    capture: Option<NodeId>,
+    captured: Option<u64>,
+    /// Deliveries per transaction id, for the measured requests only.
+    watched: HashMap<u64, u32>,
+    bytes: u64,
+    messages: u64,
+    joined: Vec<NodeId>,
+    responses: Vec<(Instant, NodeId, RequestId, Result<Answer, RequestError>)>,
+}
+
+struct Tap(Rc<RefCell<Seen>>);
+
+/// The transaction id of an encoded message (forwarding header, RFC 6940 §6.3.2:
+/// after relo_token, overlay, configuration_sequence, version, ttl, fragment, length).
+fn transaction_id(bytes: &Bytes) -> Option<u64> {
+    let b = bytes.get(20..28)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+impl Observer for Tap {
+    fn sent(&mut self, d: &Delivery) {
+        let mut s = self.0.borrow_mut();
+        s.bytes += d.bytes.len() as u64;
+        s.messages += 1;
+        let tid = transaction_id(&d.bytes);
+        if s.capture == Some(d.from) && s.captured.is_none() {
+            s.captured = tid;
+            if let Some(t) = tid {
+                s.watched.insert(t, 0);
+            }
+        }
+        if let Some(t) = tid
+            && let Some(n) = s.watched.get_mut(&t)
+        {
+            *n += 1;
+        }
+    }
+
+    fn event(&mut self, at: Instant, node: NodeId, event: &Event) {
+        let mut s = self.0.borrow_mut();
+        match event {
+            Event::Joined => s.joined.push(node),
+            Event::Response { request, result } => {
+                s.responses.push((at, node, *request, result.clone()));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Lookup { user: usize },
+    Fetch { owner: NodeId },
+    Store,
+    Ping,
+    Register { user: usize },
+}
+
+struct Pending {
+    op: Op,
+    started: Instant,
+    tid: Option<u64>,
+    target: ResourceId,
+}
+
+struct User {
+    resource: ResourceId,
+    devices: Vec<NodeId>,
+    /// Devices whose registration was acknowledged.
+    registered: BTreeSet<NodeId>,
+}
+
+/// A running simulation.
+pub struct Sim {
+    cfg: SimConfig,
+    net: VirtualNet,
+    ca: TestCa,
+    rng: ChaCha12Rng,
+    seen: Rc<RefCell<Seen>>,
+    users: Vec<User>,
+    user_of: HashMap<NodeId, usize>,
+    open_user: Option<(usize, u32)>,
+    next_index: u32,
+    live: BTreeSet<NodeId>,
+    joined: BTreeSet<NodeId>,
+    sessions: Vec<(Instant, NodeId)>,
+    pending: HashMap<(NodeId, RequestId), Pending>,
+    blobs: Vec<NodeId>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("now", &self.net.now())
+            .field("live", &self.live.len())
+            .finish()
+    }
+}
+
+fn kinds() -> KindTable {
+    let mut k = KindTable::default();
+    k.insert(KindDef {
+        id: LOCATION,
+        name: "XMPP-LOCATION".into(),
+        model: DataModel::Dictionary,
+        policy: Policy::UserNodeMatch,
+        max_count: 16,
+        max_size: 1024,
+    });
+    k.insert(KindDef {
+        id: BLOB,
+        name: "BLOB".into(),
+        model: DataModel::Single,
+        policy: Policy::NodeMatch,
+        max_count: 1,
+        max_size: 1024,
+    });
+    k
+}
+
+/// An exponential inter-arrival time for `rate` events per second.
+fn interval(rate: f64, rng: &mut ChaCha12Rng) -> Option<Duration> {
+    (rate > 0.0).then(|| {
+        let u: f64 = rng.random::<f64>().max(1e-12);
+        Duration::from_secs_f64(-u.ln() / rate)
+    })
+}
+
+impl Sim {
+    /// A simulation of `cfg` (no node yet).
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut net = VirtualNet::new(cfg.seed, LatencyImpl::new(cfg.latency.clone()));
+        net.record_events(false);
+        let seen = Rc::new(RefCell::new(Seen::default()));
+        net.set_observer(Tap(seen.clone()));
+        Sim {
+            ca: TestCa::new(OVERLAY, cfg.seed),
+            rng: ChaCha12Rng::seed_from_u64(cfg.seed ^ 0x51_u64.rotate_left(17)),
+            metrics: Metrics::new(cfg.seed),
+            cfg,
+            net,
+            seen,
+            users: Vec::new(),
+            user_of: HashMap::new(),
+            open_user: None,
+            next_index: 0,
+            live: BTreeSet::new(),
+            joined: BTreeSet::new(),
+            sessions: Vec::new(),
+            pending: HashMap::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    /// Live nodes.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The collected metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The device's user: fills the current user up to its drawn device count.
+    fn assign_user(&mut self, id: NodeId) -> usize {
+        let (u, left) = match self.open_user {
+            Some((u, left)) if left > 0 => (u, left),
+            _ => {
+                let devices = self.rng.random_range(1..=self.cfg.max_devices.max(1));
+                let u = self.users.len();
+                let name = format!("user{u}@{OVERLAY}");
+                self.users.push(User {
+                    resource: ResourceId::of_name(name.as_bytes()),
+                    devices: Vec::new(),
+                    registered: BTreeSet::new(),
+                });
+                (u, devices)
+            }
+        };
+        self.open_user = Some((u, left - 1));
+        self.users[u].devices.push(id);
+        self.user_of.insert(id, u);
+        u
+    }
+
+    fn config(
+        &mut self,
+        id: NodeId,
+        user: usize,
+        boot: Option<std::net::SocketAddr>,
+    ) -> NodeConfig {
+        let i = self.next_index;
+        self.next_index += 1;
+        let creds = self.ca.node(&format!("user{user}@{OVERLAY}"), id);
+        let mut cfg = NodeConfig::new(OVERLAY, creds, self.ca.trust_store());
+        cfg.listen_addr = Some(VirtualNet::address_of(i));
+        cfg.bootstrap = boot.into_iter().collect();
+        cfg.may_start_overlay = boot.is_none();
+        cfg.chord_update_interval = self.cfg.update_interval;
+        cfg.chord_ping_interval = self.cfg.update_interval * 5;
+        cfg.epoch_unix_ms = 1_800_000_000_000;
+        cfg.seed = self.rng.random();
+        cfg.kinds = kinds();
+        cfg
+    }
+
+    /// Adds a node and starts its join. It bootstraps from a random joined node; the
+    /// very first node starts the overlay.
+    fn add_node(&mut self) -> NodeId {
+        let id = NodeId(self.rng.random());
+        let user = self.assign_user(id);
+        let boot = match self.random_joined() {
+            Some(n) => self.net.addr(n),
+            None => self.live.iter().next().and_then(|n| self.net.addr(*n)),
+        };
+        let cfg = self.config(id, user, boot);
+        let id = self.net.add(cfg);
+        self.live.insert(id);
+        self.net.join(id);
+        if let Churn::Poisson(session) = self.cfg.churn {
+            let end = self.now() + session.draw(&mut self.rng);
+            self.sessions.push((end, id));
+        }
+        self.metrics.joins += 1;
+        id
+    }
+
+    fn random_joined(&mut self) -> Option<NodeId> {
+        if self.joined.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..self.joined.len());
+        self.joined.iter().nth(i).copied()
+    }
+
+    /// A node fails silently (its peers must notice).
+    fn fail(&mut self, id: NodeId) {
+        self.net.kill(id);
+        self.live.remove(&id);
+        self.joined.remove(&id);
+        if let Some(&u) = self.user_of.get(&id) {
+            self.users[u].registered.remove(&id);
+        }
+        self.pending.retain(|(n, _), _| *n != id);
+        self.metrics.failures += 1;
+    }
+
+    /// Starts a measured request from `origin`.
+    fn start(&mut self, origin: NodeId, op: Op, target: ResourceId, body: RequestBody) {
+        {
+            let mut s = self.seen.borrow_mut();
+            s.capture = Some(origin);
+            s.captured = None;
+        }
+        let now = self.now();
+        let mut req = None;
+        self.net.with(origin, |n| {
+            req = Some(match body {
+                RequestBody::Store(kinds) => n.store(target, kinds, LIFETIME, now),
+                RequestBody::Fetch(spec) => n.fetch(target, spec, now),
+                RequestBody::Ping => n.request(
+                    vec![Destination::Resource(target)],
+                    Body::PingReq(PingReq::default()),
+                    now,
+                ),
+            });
+        });
+        let tid = {
+            let mut s = self.seen.borrow_mut();
+            s.capture = None;
+            s.captured.take()
+        };
+        if let Some(r) = req {
+            self.pending.insert(
+                (origin, r),
+                Pending {
+                    op,
+                    started: now,
+                    tid,
+                    target,
+                },
+            );
+        }
+    }
+
+    fn register(&mut self, node: NodeId) {
+        let Some(&u) = self.user_of.get(&node) else {
+            return;
+        };
+        let value = StoredDataValue::Dictionary {
+            key: Bytes::copy_from_slice(&node.to_be_bytes()),
+            value: DataValue::new(Bytes::from_static(b"device location")),
+        };
+        let target = self.users[u].resource;
+        self.start(
+            node,
+            Op::Register { user: u },
+            target,
+            RequestBody::Store(vec![(LOCATION, vec![value])]),
+        );
+    }
+
+    /// The live joined node responsible for `r` (ground truth).
+    fn responsible(&self, r: ResourceId) -> Option<NodeId> {
+        self.joined
+            .range(NodeId(r.0)..)
+            .next()
+            .or_else(|| self.joined.iter().next())
+            .copied()
+    }
+
+    fn workload(&mut self, op: u8) {
+        let Some(origin) = self.random_joined() else {
+            return;
+        };
+        match op {
+            0 => {
+                let candidates: Vec<usize> = (0..self.users.len())
+                    .filter(|u| !self.users[*u].registered.is_empty())
+                    .collect();
+                if candidates.is_empty() {
+                    return;
+                }
+                let user = candidates[self.rng.random_range(0..candidates.len())];
+                let spec = StoredDataSpecifier {
+                    kind: LOCATION,
+                    generation: 0,
+                    model_specifier: ModelSpecifier::Dictionary(vec![]),
+                };
+                let target = self.users[user].resource;
+                self.start(
+                    origin,
+                    Op::Lookup { user },
+                    target,
+                    RequestBody::Fetch(vec![spec]),
+                );
+            }
+            1 => {
+                let value = StoredDataValue::Single(DataValue::new(Bytes::copy_from_slice(
+                    &self.rng.random::<[u8; 32]>(),
+                )));
+                self.start(
+                    origin,
+                    Op::Store,
+                    node_resource(origin),
+                    RequestBody::Store(vec![(BLOB, vec![value])]),
+                );
+                // And read back a random earlier one.
+                let owners: Vec<NodeId> = self
+                    .blobs
+                    .iter()
+                    .copied()
+                    .filter(|b| self.live.contains(b))
+                    .collect();
+                if !owners.is_empty() {
+                    let owner = owners[self.rng.random_range(0..owners.len())];
+                    let spec = StoredDataSpecifier {
+                        kind: BLOB,
+                        generation: 0,
+                        model_specifier: ModelSpecifier::Single,
+                    };
+                    self.start(
+                        origin,
+                        Op::Fetch { owner },
+                        node_resource(owner),
+                        RequestBody::Fetch(vec![spec]),
+                    );
+                }
+            }
+            _ => {
+                let target = ResourceId(self.rng.random());
+                self.start(origin, Op::Ping, target, RequestBody::Ping);
+            }
+        }
+    }
+
+    /// Takes what the network reported since the last call.
+    fn absorb(&mut self) {
+        let (joined, responses) = {
+            let mut s = self.seen.borrow_mut();
+            (
+                std::mem::take(&mut s.joined),
+                std::mem::take(&mut s.responses),
+            )
+        };
+        for id in joined {
+            if self.live.contains(&id) && self.joined.insert(id) {
+                self.register(id);
+            }
+        }
+        for (at, node, req, result) in responses {
+            let Some(p) = self.pending.remove(&(node, req)) else {
+                continue;
+            };
+            let deliveries = p
+                .tid
+                .and_then(|t| self.seen.borrow_mut().watched.remove(&t))
+                .unwrap_or(0);
+            let hops = deliveries / 2;
+            let latency = at.saturating_duration_since(p.started);
+            let responsible = self.responsible(p.target);
+            match p.op {
+                Op::Register { user } => {
+                    if result.is_ok() && self.live.contains(&node) {
+                        self.users[user].registered.insert(node);
+                        self.blobs.push(node);
+                    }
+                }
+                Op::Lookup { .. } | Op::Fetch { .. } => {
+                    let found = matches!(&result, Ok(Answer { body: Body::FetchAns(f), .. })
+                        if f.kind_responses.iter().any(|k| k.values.parsed().iter().any(|v| v.value.data().exists)));
+                    let correct = matches!(&result, Ok(a) if Some(a.from) == responsible);
+                    let lookup = matches!(p.op, Op::Lookup { .. });
+                    self.metrics
+                        .lookup(lookup, result.is_ok(), found, correct, hops, latency);
+                }
+                Op::Ping => {
+                    let correct = matches!(&result, Ok(a) if Some(a.from) == responsible);
+                    self.metrics.ping(result.is_ok(), correct, hops, latency);
+                }
+                Op::Store => self.metrics.store(result.is_ok()),
+            }
+        }
+    }
+
+    /// Record availability: of the users with a live registered device, how many have
+    /// their record at the node now responsible for it.
+    fn availability(&self) -> (usize, usize) {
+        let mut expected = 0;
+        let mut present = 0;
+        for u in &self.users {
+            if !u.registered.iter().any(|d| self.live.contains(d)) {
+                continue;
+            }
+            expected += 1;
+            let holder = self.responsible(u.resource);
+            if holder
+                .and_then(|h| self.net.node(h))
+                .is_some_and(|n| n.storage().get(u.resource, LOCATION).is_some())
+            {
+                present += 1;
+            }
+        }
+        (present, expected)
+    }
+
+    fn check_invariants(&mut self) {
+        if let Err(v) = check_ring(&self.net.views()) {
+            let at = self.now().saturating_duration_since(Instant::ZERO);
+            self.metrics.violation(at, format!("{v:?}"));
+        }
+    }
+
+    fn sample(&mut self, period: Duration) {
+        let (present, expected) = self.availability();
+        let (bytes, messages) = {
+            let mut s = self.seen.borrow_mut();
+            (
+                std::mem::take(&mut s.bytes),
+                std::mem::take(&mut s.messages),
+            )
+        };
+        let at = self.now().saturating_duration_since(Instant::ZERO);
+        let joined = self
+            .live
+            .iter()
+            .filter(|id| {
+                self.net
+                    .node(**id)
+                    .is_some_and(|n| n.state() == JoinState::Joined)
+            })
+            .count();
+        self.metrics.close_sample(Sample {
+            at,
+            live: self.live.len(),
+            joined,
+            records_expected: expected,
+            records_present: present,
+            bytes_per_node_s: bytes as f64 / period.as_secs_f64() / self.live.len().max(1) as f64,
+            messages,
+            ..Sample::default()
+        });
+    }
+
+    /// Runs the whole scenario: initial joins, then `duration` of churn and workload.
+    /// `progress` is called with the fraction done.
+    pub fn run(&mut self, mut progress: impl FnMut(f64, &Sim)) {
+        // Phase 1: the initial population joins at `join_rate`.
+        let gap = Duration::from_secs_f64(1.0 / self.cfg.join_rate.max(0.001));
+        for i in 0..self.cfg.nodes {
+            self.add_node();
+            let until = self.now() + gap;
+            self.advance(until);
+            if i % 64 == 0 {
+                progress(0.0, self);
+            }
+        }
+        // Let the ring settle before measuring.
+        let settle = self.now() + self.cfg.update_interval * 2;
+        self.advance(settle);
+        self.metrics
+            .start_measuring(self.now().saturating_duration_since(Instant::ZERO));
+        self.measure(progress);
+    }
+
+    fn measure(&mut self, mut progress: impl FnMut(f64, &Sim)) {
+        let start = self.now();
+        let end = start + self.cfg.duration;
+        let mut next_sample = start + self.cfg.sample;
+        let mut next_check = start + self.cfg.check_every;
+        let mut next_op: [Option<Instant>; 3] = [0, 1, 2].map(|i| {
+            let rate = [
+                self.cfg.lookup_rate,
+                self.cfg.store_rate,
+                self.cfg.ping_rate,
+            ][i];
+            interval(rate, &mut self.rng).map(|d| start + d)
+        });
+        let arrival_rate = match self.cfg.churn {
+            Churn::Poisson(s) => self.cfg.nodes as f64 / s.mean().as_secs_f64(),
+            _ => 0.0,
+        };
+        let mut next_arrival = interval(arrival_rate, &mut self.rng).map(|d| start + d);
+        let mut schedule: Vec<(Instant, i64)> = match &self.cfg.churn {
+            Churn::Schedule(s) => s.iter().map(|(t, n)| (start + *t, *n)).collect(),
+            Churn::MassFailure { at, fraction } => {
+                let n = (self.live.len() as f64 * fraction).round() as i64;
+                vec![(start + *at, -n)]
+            }
+            _ => Vec::new(),
+        };
+        schedule.sort_by_key(|(t, _)| *t);
+        schedule.reverse();
+        loop {
+            let session_end = self.sessions.iter().map(|(t, _)| *t).min();
+            let candidates = [
+                Some(end),
+                Some(next_sample),
+                Some(next_check),
+                next_op[0],
+                next_op[1],
+                next_op[2],
+                next_arrival,
+                schedule.last().map(|(t, _)| *t),
+                session_end,
+            ];
+            let Some(t) = candidates.into_iter().flatten().min() else {
+                break;
+            };
+            self.advance(t);
+            if t >= end {
+                self.sample(self.cfg.sample);
+                break;
+            }
+            if t == next_sample {
+                self.sample(self.cfg.sample);
+                next_sample = t + self.cfg.sample;
+                let done = (t.saturating_duration_since(start)).as_secs_f64()
+                    / self.cfg.duration.as_secs_f64();
+                progress(done, self);
+            }
+            if t == next_check {
+                self.check_invariants();
+                next_check = t + self.cfg.check_every;
+            }
+            for (i, slot) in next_op.iter_mut().enumerate() {
+                if *slot == Some(t) {
+                    self.workload(i as u8);
+                    let rate = [
+                        self.cfg.lookup_rate,
+                        self.cfg.store_rate,
+                        self.cfg.ping_rate,
+                    ][i];
+                    *slot = interval(rate, &mut self.rng).map(|d| t + d);
+                }
+            }
+            if next_arrival == Some(t) {
+                self.add_node();
+                next_arrival = interval(arrival_rate, &mut self.rng).map(|d| t + d);
+            }
+            while schedule.last().is_some_and(|(at, _)| *at <= t) {
+                let Some((_, n)) = schedule.pop() else { break };
+                self.apply_schedule(n);
+            }
+            let due: Vec<NodeId> = self
+                .sessions
+                .iter()
+                .filter(|(at, _)| *at <= t)
+                .map(|(_, id)| *id)
+                .collect();
+            if !due.is_empty() {
+                self.sessions.retain(|(at, _)| *at > t);
+                for id in due {
+                    if self.live.contains(&id) {
+                        self.fail(id);
+                    }
+                }
+            }
+        }
+        self.metrics
+            .finish(self.now().saturating_duration_since(Instant::ZERO));
+    }
+
+    fn apply_schedule(&mut self, n: i64) {
+        if n > 0 {
+            for _ in 0..n {
+                self.add_node();
+            }
+        } else {
+            let mut victims: Vec<NodeId> = self.live.iter().copied().collect();
+            for _ in 0..(-n) as usize {
+                if victims.is_empty() {
+                    break;
+                }
+                let i = self.rng.random_range(0..victims.len());
+                let v = victims.swap_remove(i);
+                self.fail(v);
+            }
+        }
+    }
+
+    /// Runs the network to `until`, absorbing events as they come.
+    fn advance(&mut self, until: Instant) {
+        while self.net.step(until) {
+            if !self.seen.borrow().joined.is_empty() || !self.seen.borrow().responses.is_empty() {
+                self.absorb();
+            }
+        }
+        self.net.run_until(until);
+        self.absorb();
+        // Requests whose origin never answers (it failed) are not waited for forever.
+        let now = self.now();
+        let stale: Vec<(NodeId, RequestId)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.started) > Duration::from_secs(120))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(p) = self.pending.remove(&k)
+                && let Some(t) = p.tid
+            {
+                self.seen.borrow_mut().watched.remove(&t);
+            }
+        }
+    }
+}
+
+enum RequestBody {
+    Store(Vec<(u32, Vec<StoredDataValue>)>),
+    Fetch(Vec<StoredDataSpecifier>),
+    Ping,
+}

@@ -1,0 +1,73 @@
+//! The simulator's correctness properties (not timings): determinism and the Chord
+//! path-length bound.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use xor_simulations::models::{Churn, Latency, Session};
+use xor_simulations::{Sim, SimConfig, report};
+
+fn run(cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg);
+    sim.run(|_, _| {});
+    sim
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_results_and_another_seed_does_not() {
+    let cfg = |seed| {
+        let mut c = SimConfig::new(40, seed);
+        c.duration = Duration::from_secs(180);
+        c.churn = Churn::Poisson(Session::Exponential(Duration::from_secs(360)));
+        c.sample = Duration::from_secs(30);
+        c.update_interval = Duration::from_secs(30);
+        c
+    };
+    let files = |sim: &Sim| {
+        let dir = tempfile::tempdir().unwrap();
+        report::write(dir.path(), sim.metrics(), 40, "").unwrap();
+        [
+            "timeseries.csv",
+            "hops.csv",
+            "latency.csv",
+            "violations.csv",
+            "summary.txt",
+        ]
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+    };
+    let a = files(&run(cfg(7)));
+    let b = files(&run(cfg(7)));
+    assert_eq!(a, b, "same seed, same bytes");
+    assert!(a[0].len() > 200, "the time series has rows");
+    let c = files(&run(cfg(8)));
+    assert_ne!(a[0], c[0], "another seed, another run");
+}
+
+#[test]
+fn lookups_at_1000_nodes_take_at_most_half_log2_n_plus_one_hops() {
+    let mut c = SimConfig::new(1000, 3);
+    c.latency = Latency::Constant(Duration::from_millis(20));
+    c.join_rate = 200.0;
+    c.update_interval = Duration::from_secs(600);
+    c.duration = Duration::from_secs(120);
+    c.lookup_rate = 20.0;
+    c.ping_rate = 20.0;
+    c.store_rate = 0.0;
+    let sim = run(c);
+    let m = sim.metrics();
+    let bound = 0.5 * 1000f64.log2() + 1.0;
+    assert!(m.hops.len() > 1000, "{} measured lookups", m.hops.len());
+    assert!(
+        m.mean_hops() <= bound,
+        "mean {:.2} hops exceeds ½·log₂N + 1 = {bound:.2}",
+        m.mean_hops()
+    );
+    let (lookups, found, correct) = m.lookup_totals();
+    assert_eq!(found, lookups, "every record found on a stable ring");
+    assert_eq!(
+        correct, lookups,
+        "every lookup answered by the responsible node"
+    );
+    assert!(m.violations.is_empty(), "{:?}", m.violations);
+}
