@@ -272,13 +272,21 @@ impl VirtualNet {
 
     /// Stops a node the way a crashed process does: its links close at once.
     pub fn crash(&mut self, id: NodeId) {
+        self.fail_detected_after(id, Duration::from_millis(1));
+    }
+
+    /// Stops a node silently, as a machine that vanished: what it was sending is lost,
+    /// and each peer's link to it closes `detect` later — the time the link layer takes
+    /// to declare a peer dead (in the runtime, an unacknowledged frame's RTO plus
+    /// `link::FAILURE_RETENTION`).
+    pub fn fail_detected_after(&mut self, id: NodeId, detect: Duration) {
         let links: Vec<(NodeId, LinkId)> = match self.nodes.get(&id) {
             Some(s) => s.links.values().copied().collect(),
             None => return,
         };
         self.kill(id);
         for (peer, remote) in links {
-            let at = self.now + Duration::from_millis(1);
+            let at = self.now + detect;
             self.schedule(
                 at,
                 Ev::LinkDown {

@@ -30,6 +30,9 @@ const OVERLAY: &str = "sim.xor";
 pub const LOCATION: u32 = 0x5;
 /// A single value per node at H(Node-ID), for the random store/fetch workload.
 pub const BLOB: u32 = 4001;
+/// How long the link layer takes to declare a silent peer dead: the initial RTO plus
+/// `xor_overlay::link::FAILURE_RETENTION`.
+const DETECT: Duration = Duration::from_secs(1 + xor_overlay::link::FAILURE_RETENTION.as_secs());
 /// How long stored values live; refreshed by the workload.
 const LIFETIME: Duration = Duration::from_secs(3 * 3600);
 
@@ -332,9 +335,10 @@ impl Sim {
         self.joined.iter().nth(i).copied()
     }
 
-    /// A node fails silently (its peers must notice).
+    /// A node fails silently; its peers' links to it are declared dead by the link
+    /// layer after [`DETECT`].
     fn fail(&mut self, id: NodeId) {
-        self.net.kill(id);
+        self.net.fail_detected_after(id, DETECT);
         self.live.remove(&id);
         self.joined.remove(&id);
         if let Some(&u) = self.user_of.get(&id) {
@@ -502,7 +506,6 @@ impl Sim {
                 Op::Register { user } => {
                     if result.is_ok() && self.live.contains(&node) {
                         self.users[user].registered.insert(node);
-                        self.blobs.push(node);
                     }
                 }
                 Op::Lookup { .. } | Op::Fetch { .. } => {
@@ -517,7 +520,12 @@ impl Sim {
                     let correct = matches!(&result, Ok(a) if Some(a.from) == responsible);
                     self.metrics.ping(result.is_ok(), correct, hops, latency);
                 }
-                Op::Store => self.metrics.store(result.is_ok()),
+                Op::Store => {
+                    if result.is_ok() && !self.blobs.contains(&node) {
+                        self.blobs.push(node);
+                    }
+                    self.metrics.store(result.is_ok());
+                }
             }
         }
     }
