@@ -71,3 +71,57 @@ fn lookups_at_1000_nodes_take_at_most_half_log2_n_plus_one_hops() {
     );
     assert!(m.violations.is_empty(), "{:?}", m.violations);
 }
+
+#[test]
+fn the_cli_writes_summary_csvs_and_plots_and_names_bad_options() {
+    let bin = env!("CARGO_BIN_EXE_xor-sim");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--nodes",
+            "20",
+            "--duration",
+            "2m",
+            "--churn",
+            "poisson",
+        ])
+        .args(["--median-session", "1.4m", "--seed", "5", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("½·log₂N"), "{stdout}");
+    for f in [
+        "summary.txt",
+        "timeseries.csv",
+        "hops.csv",
+        "latency.csv",
+        "violations.csv",
+        "hops.svg",
+        "hops.png",
+        "latency_cdf.svg",
+        "latency_cdf.png",
+        "over_time.svg",
+        "over_time.png",
+    ] {
+        let meta = std::fs::metadata(dir.path().join(f)).unwrap();
+        assert!(meta.len() > 40, "{f} is empty");
+    }
+    let png = std::fs::read(dir.path().join("hops.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let svg = std::fs::read_to_string(dir.path().join("hops.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("Lookup hops"));
+
+    let bad = std::process::Command::new(bin)
+        .args(["run", "--churn", "sometimes"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown churn model"));
+}
