@@ -280,10 +280,12 @@ impl VirtualNet {
     /// to declare a peer dead (in the runtime, an unacknowledged frame's RTO plus
     /// `link::FAILURE_RETENTION`).
     pub fn fail_detected_after(&mut self, id: NodeId, detect: Duration) {
-        let links: Vec<(NodeId, LinkId)> = match self.nodes.get(&id) {
+        let mut links: Vec<(NodeId, LinkId)> = match self.nodes.get(&id) {
             Some(s) => s.links.values().copied().collect(),
             None => return,
         };
+        // In a fixed order: the same seed must give the same run.
+        links.sort_by_key(|(peer, link)| (*peer, link.0));
         self.kill(id);
         for (peer, remote) in links {
             let at = self.now + detect;
