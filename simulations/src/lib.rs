@@ -7,6 +7,8 @@ pub mod models;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+mod tap;
+mod workload;
 
 pub use metrics::{Metrics, Sample};
 pub use models::{Churn, Latency, Session};

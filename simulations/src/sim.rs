@@ -7,23 +7,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use xor_overlay::chord::check_ring;
 use xor_overlay::id::{NodeId, ResourceId};
 use xor_overlay::identity::testca::TestCa;
-use xor_overlay::node::{Answer, Event, JoinState, NodeConfig, RequestError, RequestId};
-use xor_overlay::storage::{KindDef, KindTable, Policy, node_resource};
-use xor_overlay::testnet::{Delivery, Observer, VirtualNet};
+use xor_overlay::node::{JoinState, NodeConfig, RequestId};
+use xor_overlay::storage::{KindDef, KindTable, Policy};
+use xor_overlay::testnet::VirtualNet;
 use xor_overlay::time::Instant;
-use xor_overlay::wire::{
-    Body, DataModel, DataValue, Destination, ModelSpecifier, PingReq, StoredDataSpecifier,
-    StoredDataValue,
-};
+use xor_overlay::wire::DataModel;
 
 use crate::metrics::{Metrics, Sample};
 use crate::models::{Churn, Latency, LatencyImpl};
+use crate::tap::{Seen, Tap};
 
 const OVERLAY: &str = "sim.xor";
 /// The XMPP-LOCATION-style Kind: a dictionary per user, keyed by Node-ID.
@@ -34,7 +31,7 @@ pub const BLOB: u32 = 4001;
 /// `xor_overlay::link::FAILURE_RETENTION`.
 const DETECT: Duration = Duration::from_secs(1 + xor_overlay::link::FAILURE_RETENTION.as_secs());
 /// How long stored values live; refreshed by the workload.
-const LIFETIME: Duration = Duration::from_secs(3 * 3600);
+pub(crate) const LIFETIME: Duration = Duration::from_secs(3 * 3600);
 
 /// Everything a run needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,62 +85,8 @@ impl SimConfig {
     }
 }
 
-/// What the observer collects from the network (shared with the driver loop).
-#[derive(Default)]
-struct Seen {
-    /// While set, the first message this node sends is a request being measured.
-    capture: Option<NodeId>,
-    captured: Option<u64>,
-    /// Deliveries per transaction id, for the measured requests only.
-    watched: HashMap<u64, u32>,
-    bytes: u64,
-    messages: u64,
-    joined: Vec<NodeId>,
-    responses: Vec<(Instant, NodeId, RequestId, Result<Answer, RequestError>)>,
-}
-
-struct Tap(Rc<RefCell<Seen>>);
-
-/// The transaction id of an encoded message (forwarding header, RFC 6940 §6.3.2:
-/// after relo_token, overlay, configuration_sequence, version, ttl, fragment, length).
-fn transaction_id(bytes: &Bytes) -> Option<u64> {
-    let b = bytes.get(20..28)?;
-    Some(u64::from_be_bytes(b.try_into().ok()?))
-}
-
-impl Observer for Tap {
-    fn sent(&mut self, d: &Delivery) {
-        let mut s = self.0.borrow_mut();
-        s.bytes += d.bytes.len() as u64;
-        s.messages += 1;
-        let tid = transaction_id(&d.bytes);
-        if s.capture == Some(d.from) && s.captured.is_none() {
-            s.captured = tid;
-            if let Some(t) = tid {
-                s.watched.insert(t, 0);
-            }
-        }
-        if let Some(t) = tid
-            && let Some(n) = s.watched.get_mut(&t)
-        {
-            *n += 1;
-        }
-    }
-
-    fn event(&mut self, at: Instant, node: NodeId, event: &Event) {
-        let mut s = self.0.borrow_mut();
-        match event {
-            Event::Joined => s.joined.push(node),
-            Event::Response { request, result } => {
-                s.responses.push((at, node, *request, result.clone()));
-            }
-            _ => {}
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Lookup { user: usize },
     Fetch { owner: NodeId },
     Store,
@@ -151,37 +94,37 @@ enum Op {
     Register { user: usize },
 }
 
-struct Pending {
-    op: Op,
-    started: Instant,
-    tid: Option<u64>,
-    target: ResourceId,
+pub(crate) struct Pending {
+    pub(crate) op: Op,
+    pub(crate) started: Instant,
+    pub(crate) tid: Option<u64>,
+    pub(crate) target: ResourceId,
 }
 
-struct User {
-    resource: ResourceId,
-    devices: Vec<NodeId>,
+pub(crate) struct User {
+    pub(crate) resource: ResourceId,
+    pub(crate) devices: Vec<NodeId>,
     /// Devices whose registration was acknowledged.
-    registered: BTreeSet<NodeId>,
+    pub(crate) registered: BTreeSet<NodeId>,
 }
 
 /// A running simulation.
 pub struct Sim {
-    cfg: SimConfig,
-    net: VirtualNet,
-    ca: TestCa,
-    rng: ChaCha12Rng,
-    seen: Rc<RefCell<Seen>>,
-    users: Vec<User>,
-    user_of: HashMap<NodeId, usize>,
-    open_user: Option<(usize, u32)>,
-    next_index: u32,
-    live: BTreeSet<NodeId>,
-    joined: BTreeSet<NodeId>,
-    sessions: Vec<(Instant, NodeId)>,
-    pending: HashMap<(NodeId, RequestId), Pending>,
-    blobs: Vec<NodeId>,
-    metrics: Metrics,
+    pub(crate) cfg: SimConfig,
+    pub(crate) net: VirtualNet,
+    pub(crate) ca: TestCa,
+    pub(crate) rng: ChaCha12Rng,
+    pub(crate) seen: Rc<RefCell<Seen>>,
+    pub(crate) users: Vec<User>,
+    pub(crate) user_of: HashMap<NodeId, usize>,
+    pub(crate) open_user: Option<(usize, u32)>,
+    pub(crate) next_index: u32,
+    pub(crate) live: BTreeSet<NodeId>,
+    pub(crate) joined: BTreeSet<NodeId>,
+    pub(crate) sessions: Vec<(Instant, NodeId)>,
+    pub(crate) pending: HashMap<(NodeId, RequestId), Pending>,
+    pub(crate) blobs: Vec<NodeId>,
+    pub(crate) metrics: Metrics,
 }
 
 impl std::fmt::Debug for Sim {
@@ -327,7 +270,7 @@ impl Sim {
         id
     }
 
-    fn random_joined(&mut self) -> Option<NodeId> {
+    pub(crate) fn random_joined(&mut self) -> Option<NodeId> {
         if self.joined.is_empty() {
             return None;
         }
@@ -348,186 +291,13 @@ impl Sim {
         self.metrics.failures += 1;
     }
 
-    /// Starts a measured request from `origin`.
-    fn start(&mut self, origin: NodeId, op: Op, target: ResourceId, body: RequestBody) {
-        {
-            let mut s = self.seen.borrow_mut();
-            s.capture = Some(origin);
-            s.captured = None;
-        }
-        let now = self.now();
-        let mut req = None;
-        self.net.with(origin, |n| {
-            req = Some(match body {
-                RequestBody::Store(kinds) => n.store(target, kinds, LIFETIME, now),
-                RequestBody::Fetch(spec) => n.fetch(target, spec, now),
-                RequestBody::Ping => n.request(
-                    vec![Destination::Resource(target)],
-                    Body::PingReq(PingReq::default()),
-                    now,
-                ),
-            });
-        });
-        let tid = {
-            let mut s = self.seen.borrow_mut();
-            s.capture = None;
-            s.captured.take()
-        };
-        if let Some(r) = req {
-            self.pending.insert(
-                (origin, r),
-                Pending {
-                    op,
-                    started: now,
-                    tid,
-                    target,
-                },
-            );
-        }
-    }
-
-    fn register(&mut self, node: NodeId) {
-        let Some(&u) = self.user_of.get(&node) else {
-            return;
-        };
-        let value = StoredDataValue::Dictionary {
-            key: Bytes::copy_from_slice(&node.to_be_bytes()),
-            value: DataValue::new(Bytes::from_static(b"device location")),
-        };
-        let target = self.users[u].resource;
-        self.start(
-            node,
-            Op::Register { user: u },
-            target,
-            RequestBody::Store(vec![(LOCATION, vec![value])]),
-        );
-    }
-
     /// The live joined node responsible for `r` (ground truth).
-    fn responsible(&self, r: ResourceId) -> Option<NodeId> {
+    pub(crate) fn responsible(&self, r: ResourceId) -> Option<NodeId> {
         self.joined
             .range(NodeId(r.0)..)
             .next()
             .or_else(|| self.joined.iter().next())
             .copied()
-    }
-
-    fn workload(&mut self, op: u8) {
-        let Some(origin) = self.random_joined() else {
-            return;
-        };
-        match op {
-            0 => {
-                let candidates: Vec<usize> = (0..self.users.len())
-                    .filter(|u| !self.users[*u].registered.is_empty())
-                    .collect();
-                if candidates.is_empty() {
-                    return;
-                }
-                let user = candidates[self.rng.random_range(0..candidates.len())];
-                let spec = StoredDataSpecifier {
-                    kind: LOCATION,
-                    generation: 0,
-                    model_specifier: ModelSpecifier::Dictionary(vec![]),
-                };
-                let target = self.users[user].resource;
-                self.start(
-                    origin,
-                    Op::Lookup { user },
-                    target,
-                    RequestBody::Fetch(vec![spec]),
-                );
-            }
-            1 => {
-                let value = StoredDataValue::Single(DataValue::new(Bytes::copy_from_slice(
-                    &self.rng.random::<[u8; 32]>(),
-                )));
-                self.start(
-                    origin,
-                    Op::Store,
-                    node_resource(origin),
-                    RequestBody::Store(vec![(BLOB, vec![value])]),
-                );
-                // And read back a random earlier one.
-                let owners: Vec<NodeId> = self
-                    .blobs
-                    .iter()
-                    .copied()
-                    .filter(|b| self.live.contains(b))
-                    .collect();
-                if !owners.is_empty() {
-                    let owner = owners[self.rng.random_range(0..owners.len())];
-                    let spec = StoredDataSpecifier {
-                        kind: BLOB,
-                        generation: 0,
-                        model_specifier: ModelSpecifier::Single,
-                    };
-                    self.start(
-                        origin,
-                        Op::Fetch { owner },
-                        node_resource(owner),
-                        RequestBody::Fetch(vec![spec]),
-                    );
-                }
-            }
-            _ => {
-                let target = ResourceId(self.rng.random());
-                self.start(origin, Op::Ping, target, RequestBody::Ping);
-            }
-        }
-    }
-
-    /// Takes what the network reported since the last call.
-    fn absorb(&mut self) {
-        let (joined, responses) = {
-            let mut s = self.seen.borrow_mut();
-            (
-                std::mem::take(&mut s.joined),
-                std::mem::take(&mut s.responses),
-            )
-        };
-        for id in joined {
-            if self.live.contains(&id) && self.joined.insert(id) {
-                self.register(id);
-            }
-        }
-        for (at, node, req, result) in responses {
-            let Some(p) = self.pending.remove(&(node, req)) else {
-                continue;
-            };
-            let deliveries = p
-                .tid
-                .and_then(|t| self.seen.borrow_mut().watched.remove(&t))
-                .unwrap_or(0);
-            let hops = deliveries / 2;
-            let latency = at.saturating_duration_since(p.started);
-            let responsible = self.responsible(p.target);
-            match p.op {
-                Op::Register { user } => {
-                    if result.is_ok() && self.live.contains(&node) {
-                        self.users[user].registered.insert(node);
-                    }
-                }
-                Op::Lookup { .. } | Op::Fetch { .. } => {
-                    let found = matches!(&result, Ok(Answer { body: Body::FetchAns(f), .. })
-                        if f.kind_responses.iter().any(|k| k.values.parsed().iter().any(|v| v.value.data().exists)));
-                    let correct = matches!(&result, Ok(a) if Some(a.from) == responsible);
-                    let lookup = matches!(p.op, Op::Lookup { .. });
-                    self.metrics
-                        .lookup(lookup, result.is_ok(), found, correct, hops, latency);
-                }
-                Op::Ping => {
-                    let correct = matches!(&result, Ok(a) if Some(a.from) == responsible);
-                    self.metrics.ping(result.is_ok(), correct, hops, latency);
-                }
-                Op::Store => {
-                    if result.is_ok() && !self.blobs.contains(&node) {
-                        self.blobs.push(node);
-                    }
-                    self.metrics.store(result.is_ok());
-                }
-            }
-        }
     }
 
     /// Record availability: of the users with a live registered device, how many have
@@ -751,10 +521,4 @@ impl Sim {
             }
         }
     }
-}
-
-enum RequestBody {
-    Store(Vec<(u32, Vec<StoredDataValue>)>),
-    Fetch(Vec<StoredDataSpecifier>),
-    Ping,
 }
