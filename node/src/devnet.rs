@@ -39,18 +39,11 @@ pub fn xmpp_template(overlay: &str, enroll_url: &str, bootstrap: &[SocketAddr]) 
             port: a.port(),
         })
         .collect();
-    c.required_kinds = vec![KindBlock {
-        kind: KindSpec {
-            name: KindName::Name("XMPP-LOCATION".into()),
-            data_model: "DICTIONARY".into(),
-            access_control: "USER-NODE-MATCH".into(),
-            max_count: 16,
-            max_size: 1024,
-            max_node_multiple: None,
-        },
-        raw: String::new(),
-        signature: None,
-    }];
+    c.required_kinds = vec![KindBlock::unsigned(KindSpec::user_node_dictionary(
+        KindName::Name("XMPP-LOCATION".into()),
+        16,
+        1024,
+    ))];
     c
 }
 

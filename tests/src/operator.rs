@@ -41,18 +41,11 @@ pub fn template(overlay: &str, enroll_url: &str) -> Configuration {
     let mut c = Configuration::new(overlay);
     c.enrollment_servers = vec![enroll_url.to_owned()];
     c.max_message_size = 64 * 1024;
-    c.required_kinds = vec![KindBlock {
-        kind: KindSpec {
-            name: KindName::Id(USER_NODE_KIND),
-            data_model: "DICTIONARY".into(),
-            access_control: "USER-NODE-MATCH".into(),
-            max_count: 16,
-            max_size: 1024,
-            max_node_multiple: None,
-        },
-        raw: String::new(),
-        signature: None,
-    }];
+    c.required_kinds = vec![KindBlock::unsigned(KindSpec::user_node_dictionary(
+        KindName::Id(USER_NODE_KIND),
+        16,
+        1024,
+    ))];
     c
 }
 

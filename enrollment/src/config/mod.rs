@@ -138,6 +138,19 @@ pub struct KindSpec {
 }
 
 impl KindSpec {
+    /// A DICTIONARY Kind with USER-NODE-MATCH access control (§7.3.3), like
+    /// XMPP-LOCATION: one entry per device, keyed by its Node-ID.
+    pub fn user_node_dictionary(name: KindName, max_count: u32, max_size: u32) -> KindSpec {
+        KindSpec {
+            name,
+            data_model: "DICTIONARY".into(),
+            access_control: "USER-NODE-MATCH".into(),
+            max_count,
+            max_size,
+            max_node_multiple: None,
+        }
+    }
+
     /// The Kind-ID: the `id` attribute, or the IANA registration of the name (§14.6,
     /// XEP-0415 for XMPP-LOCATION).
     pub fn kind_id(&self) -> Option<KindId> {
@@ -178,6 +191,18 @@ pub struct KindBlock {
     pub raw: String,
     /// The decoded `kind-signature` (a `SecurityBlock`), if present.
     pub signature: Option<Vec<u8>>,
+}
+
+impl KindBlock {
+    /// A block for a document about to be signed: `raw` and the kind signature are
+    /// filled in when the document is written and signed.
+    pub fn unsigned(kind: KindSpec) -> KindBlock {
+        KindBlock {
+            kind,
+            raw: String::new(),
+            signature: None,
+        }
+    }
 }
 
 /// One `<configuration>` element: every parameter of §11.1, defaults filled in.

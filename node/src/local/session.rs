@@ -193,26 +193,23 @@ async fn authenticate(
                     .await);
             }
         };
-        let outcome = match auth.attr("mechanism") {
-            Some("PLAIN") => decode(&auth).and_then(|m| {
-                check_plain(&m, |u, p| is_me(account, u) && p == settings.password).map(|_| None)
-            }),
-            Some("SCRAM-SHA-1") => scram(conn, &auth, settings, account).await,
-            _ => {
-                conn.send(&failure("invalid-mechanism"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                failures += 1;
-                if failures >= MAX_AUTH_FAILURES {
-                    return Err(conn
-                        .fail(StreamError::new(
-                            StreamCondition::PolicyViolation,
-                            "too many attempts",
-                        ))
-                        .await);
-                }
-                continue;
+        // The SASL failure condition (RFC 6120 §6.5) of a failed attempt.
+        let refused = |e: SaslError| {
+            tracing::info!(%e, "local client failed to authenticate");
+            match e {
+                SaslError::NotAuthorized => "not-authorized",
+                SaslError::Malformed(_) => "malformed-request",
             }
+        };
+        let outcome = match auth.attr("mechanism") {
+            Some("PLAIN") => decode(&auth)
+                .and_then(|m| {
+                    check_plain(&m, |u, p| is_me(account, u) && p == settings.password)
+                        .map(|_| None)
+                })
+                .map_err(refused),
+            Some("SCRAM-SHA-1") => scram(conn, &auth, settings, account).await.map_err(refused),
+            _ => Err("invalid-mechanism"),
         };
         match outcome {
             Ok(extra) => {
@@ -222,12 +219,7 @@ async fn authenticate(
                 conn.parser.reset();
                 return Ok(());
             }
-            Err(e) => {
-                let condition = match e {
-                    SaslError::NotAuthorized => "not-authorized",
-                    SaslError::Malformed(_) => "malformed-request",
-                };
-                tracing::info!(%e, "local client failed to authenticate");
+            Err(condition) => {
                 conn.send(&failure(condition))
                     .await
                     .map_err(|e| e.to_string())?;
