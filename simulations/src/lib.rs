@@ -12,4 +12,4 @@ mod workload;
 
 pub use metrics::{Metrics, Sample};
 pub use models::{Churn, Latency, Session};
-pub use sim::{Sim, SimConfig};
+pub use sim::{Phase, Sim, SimConfig};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xor_simulations::models::{Churn, Latency, Session, parse_duration};
-use xor_simulations::{Sim, SimConfig, report, scenario};
+use xor_simulations::{Phase, Sim, SimConfig, report, scenario};
 
 /// Deterministic simulation of the xor RELOAD overlay.
 #[derive(Parser, Debug)]
@@ -144,14 +144,18 @@ fn run_one(label: &str, cfg: SimConfig, out: &Path) -> Result<(), String> {
     let simulated = cfg.duration;
     let mut sim = Sim::new(cfg.clone());
     let mut last = std::time::Instant::now();
-    sim.run(|done, s| {
+    sim.run(|phase, done, s| {
         if last.elapsed() < Duration::from_millis(250) && done < 1.0 {
             return;
         }
         last = std::time::Instant::now();
         let width = 30;
         let filled = (done * width as f64).round() as usize;
-        let phase = if done == 0.0 { "joining" } else { "running" };
+        let phase = match phase {
+            Phase::Joining => "joining",
+            Phase::Settling => "settling",
+            Phase::Measuring => "measuring",
+        };
         eprint!(
             "\r{label}: [{}{}] {:>3.0}% {phase}, {} live nodes, {:.0} s simulated, {:.0} s wall   ",
             "#".repeat(filled),

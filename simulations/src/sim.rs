@@ -33,6 +33,17 @@ const DETECT: Duration = Duration::from_secs(1 + xor_overlay::link::FAILURE_RETE
 /// How long stored values live; refreshed by the workload.
 pub(crate) const LIFETIME: Duration = Duration::from_secs(3 * 3600);
 
+/// Where a run is, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The initial population joins.
+    Joining,
+    /// The ring settles before measuring.
+    Settling,
+    /// Churn and workload, measured.
+    Measuring,
+}
+
 /// Everything a run needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -360,8 +371,8 @@ impl Sim {
     }
 
     /// Runs the whole scenario: initial joins, then `duration` of churn and workload.
-    /// `progress` is called with the fraction done.
-    pub fn run(&mut self, mut progress: impl FnMut(f64, &Sim)) {
+    /// `progress` is called now and then with the phase and the fraction of it done.
+    pub fn run(&mut self, mut progress: impl FnMut(Phase, f64, &Sim)) {
         // Phase 1: the initial population joins at `join_rate`.
         let gap = Duration::from_secs_f64(1.0 / self.cfg.join_rate.max(0.001));
         for i in 0..self.cfg.nodes {
@@ -369,18 +380,25 @@ impl Sim {
             let until = self.now() + gap;
             self.advance(until);
             if i % 64 == 0 {
-                progress(0.0, self);
+                progress(Phase::Joining, i as f64 / self.cfg.nodes as f64, self);
             }
         }
-        // Let the ring settle before measuring.
-        let settle = self.now() + self.cfg.update_interval * 2;
-        self.advance(settle);
+        // Let the ring settle (two update intervals) before measuring.
+        let start = self.now();
+        let settle = self.cfg.update_interval * 2;
+        let step = Duration::from_secs(10);
+        while self.now() < start + settle {
+            let until = (self.now() + step).min(start + settle);
+            self.advance(until);
+            let done = until.saturating_duration_since(start).as_secs_f64() / settle.as_secs_f64();
+            progress(Phase::Settling, done, self);
+        }
         self.metrics
             .start_measuring(self.now().saturating_duration_since(Instant::ZERO));
         self.measure(progress);
     }
 
-    fn measure(&mut self, mut progress: impl FnMut(f64, &Sim)) {
+    fn measure(&mut self, mut progress: impl FnMut(Phase, f64, &Sim)) {
         let start = self.now();
         let end = start + self.cfg.duration;
         let mut next_sample = start + self.cfg.sample;
@@ -434,7 +452,7 @@ impl Sim {
                 next_sample = t + self.cfg.sample;
                 let done = (t.saturating_duration_since(start)).as_secs_f64()
                     / self.cfg.duration.as_secs_f64();
-                progress(done, self);
+                progress(Phase::Measuring, done, self);
             }
             if t == next_check {
                 self.check_invariants();

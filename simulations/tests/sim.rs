@@ -10,7 +10,7 @@ use xor_simulations::{Sim, SimConfig, report};
 
 fn run(cfg: SimConfig) -> Sim {
     let mut sim = Sim::new(cfg);
-    sim.run(|_, _| {});
+    sim.run(|_, _, _| {});
     sim
 }
 

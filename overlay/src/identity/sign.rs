@@ -141,11 +141,9 @@ impl Credentials {
                 hash: sha256(&self.cert),
             }
         } else {
-            let mut input = self.node_id.to_be_bytes().to_vec();
-            input.extend_from_slice(&self.cert);
             SignerIdentity::CertHashNodeId {
                 hash_alg: HASH_SHA256,
-                hash: sha256(&input),
+                hash: Bytes::copy_from_slice(&node_cert_hash(self.node_id, &self.cert)),
             }
         }
     }
@@ -308,6 +306,32 @@ pub struct VerifiedSigner {
     pub cert: Bytes,
 }
 
+/// SHA-256(Node-ID || certificate): the `cert_hash_node_id` signer identity (§6.3.4.1).
+fn node_cert_hash(node: NodeId, cert: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(node.to_be_bytes());
+    h.update(cert);
+    h.finalize().into()
+}
+
+/// The certificate hash a signer identity names (§6.3.4.1).
+struct SignerHash<'a> {
+    alg: u8,
+    hash: &'a [u8],
+    with_node: bool,
+}
+
+impl SignerHash<'_> {
+    /// Whether `data` hashes to the wanted value.
+    fn matches(&self, data: &[u8]) -> bool {
+        match self.alg {
+            HASH_SHA256 => Sha256::digest(data).as_slice() == self.hash,
+            HASH_SHA1 => Sha1::digest(data).as_slice() == self.hash,
+            _ => false,
+        }
+    }
+}
+
 /// A verified certificate remembered by its SHA-256.
 #[derive(Debug, Clone)]
 struct CachedCert {
@@ -321,6 +345,9 @@ struct CachedCert {
 #[derive(Debug)]
 pub struct CertCache {
     by_hash: HashMap<[u8; 32], CachedCert>,
+    /// SHA-256(Node-ID || certificate) of each cached certificate's Node-IDs (the
+    /// `cert_hash_node_id` identity) to the certificate's key in `by_hash`.
+    by_signer: HashMap<[u8; 32], [u8; 32]>,
     order: VecDeque<[u8; 32]>,
     capacity: usize,
 }
@@ -330,6 +357,7 @@ impl CertCache {
     pub fn new(capacity: usize) -> CertCache {
         CertCache {
             by_hash: HashMap::new(),
+            by_signer: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
@@ -371,8 +399,14 @@ impl CertCache {
         let identity = Arc::new(trust.verify(cert, intermediates, unix_secs, Usage::Client)?);
         if self.order.len() >= self.capacity
             && let Some(old) = self.order.pop_front()
+            && let Some(gone) = self.by_hash.remove(&old)
         {
-            self.by_hash.remove(&old);
+            for n in &gone.identity.node_ids {
+                self.by_signer.remove(&node_cert_hash(*n, &gone.der));
+            }
+        }
+        for n in &identity.node_ids {
+            self.by_signer.insert(node_cert_hash(*n, cert), key);
         }
         self.order.push_back(key);
         self.by_hash.insert(
@@ -387,6 +421,9 @@ impl CertCache {
 
     /// Finds, verifies and returns the signer named by `identity` among `bucket` (a
     /// security block's certificates) and the certificates seen before.
+    ///
+    /// The bucket is searched first; the cache is then looked up by hash (SHA-256
+    /// identities, the ones this implementation sends) or, for other hashes, scanned.
     pub fn resolve_signer(
         &mut self,
         trust: &TrustStore,
@@ -405,51 +442,81 @@ impl CertCache {
             SignerIdentity::None => return Err(SignatureError::Unsigned),
             SignerIdentity::Unknown { .. } => return Err(SignatureError::UnknownSigner),
         };
-        let digest = |data: &[u8]| -> Option<Vec<u8>> {
-            match hash_alg {
-                HASH_SHA256 => Some(Sha256::digest(data).to_vec()),
-                HASH_SHA1 => Some(Sha1::digest(data).to_vec()),
-                _ => None,
-            }
+        let wanted = SignerHash {
+            alg: hash_alg,
+            hash,
+            with_node,
         };
-        let cached: Vec<Bytes> = self.by_hash.values().map(|c| c.der.clone()).collect();
-        let candidates = x509.iter().map(|b| (*b).clone()).chain(cached);
-        for cert in candidates {
-            let matched_node = if with_node {
-                let parsed = CertIdentity::parse(&cert, trust.overlay())?;
-                parsed.node_ids.iter().copied().find(|n| {
-                    let mut input = n.to_be_bytes().to_vec();
-                    input.extend_from_slice(&cert);
-                    digest(&input).as_deref() == Some(hash.as_ref())
-                })
-            } else if digest(&cert).as_deref() == Some(hash.as_ref()) {
-                None
-            } else {
-                continue;
-            };
-            if with_node && matched_node.is_none() {
-                continue;
+        for cert in &x509 {
+            if let Some(found) = self.try_signer(trust, &wanted, cert, &x509, unix_secs)? {
+                return Ok(found);
             }
-            let intermediates: Vec<&[u8]> = x509
-                .iter()
-                .filter(|c| ***c != cert)
-                .map(|c| c.as_ref())
-                .collect();
-            let cert_identity = self.verify_cert(trust, &cert, &intermediates, unix_secs)?;
-            let node_id = match matched_node {
-                Some(n) => n,
-                // §6.3.4: cert_hash is for certificates with exactly one Node-ID.
-                None => cert_identity
-                    .single_node_id()
-                    .ok_or(SignatureError::UnknownSigner)?,
-            };
-            return Ok(VerifiedSigner {
-                node_id,
-                identity: cert_identity,
-                cert,
-            });
+        }
+        let cached: Vec<Bytes> = match <[u8; 32]>::try_from(hash.as_ref()) {
+            Ok(key) if hash_alg == HASH_SHA256 => {
+                let key = if with_node {
+                    self.by_signer.get(&key).copied()
+                } else {
+                    Some(key)
+                };
+                key.and_then(|k| self.by_hash.get(&k))
+                    .map(|c| c.der.clone())
+                    .into_iter()
+                    .collect()
+            }
+            _ => self.by_hash.values().map(|c| c.der.clone()).collect(),
+        };
+        for cert in &cached {
+            if let Some(found) = self.try_signer(trust, &wanted, cert, &x509, unix_secs)? {
+                return Ok(found);
+            }
         }
         Err(SignatureError::UnknownSigner)
+    }
+
+    /// `cert` as the signer `wanted` names, verified; `None` if it is not that signer.
+    fn try_signer(
+        &mut self,
+        trust: &TrustStore,
+        wanted: &SignerHash<'_>,
+        cert: &Bytes,
+        bucket: &[&Bytes],
+        unix_secs: i64,
+    ) -> Result<Option<VerifiedSigner>, SignatureError> {
+        let matched_node = if wanted.with_node {
+            let parsed = CertIdentity::parse(cert, trust.overlay())?;
+            let found = parsed.node_ids.iter().copied().find(|n| {
+                let mut input = n.to_be_bytes().to_vec();
+                input.extend_from_slice(cert);
+                wanted.matches(&input)
+            });
+            if found.is_none() {
+                return Ok(None);
+            }
+            found
+        } else if wanted.matches(cert) {
+            None
+        } else {
+            return Ok(None);
+        };
+        let intermediates: Vec<&[u8]> = bucket
+            .iter()
+            .filter(|c| **c != cert)
+            .map(|c| c.as_ref())
+            .collect();
+        let cert_identity = self.verify_cert(trust, cert, &intermediates, unix_secs)?;
+        let node_id = match matched_node {
+            Some(n) => n,
+            // §6.3.4: cert_hash is for certificates with exactly one Node-ID.
+            None => cert_identity
+                .single_node_id()
+                .ok_or(SignatureError::UnknownSigner)?,
+        };
+        Ok(Some(VerifiedSigner {
+            node_id,
+            identity: cert_identity,
+            cert: cert.clone(),
+        }))
     }
 
     /// Verifies a whole message's signature (§6.3.4): the signer's certificate chains to

@@ -229,6 +229,44 @@ fn certificate_known_from_an_earlier_message_rfc6940_6_3_4() {
     );
 }
 
+#[test]
+fn cert_hash_node_id_signer_known_from_an_earlier_message_rfc6940_6_3_4_1() {
+    let f = fixture();
+    let mut ca = TestCa::new(OVERLAY, 42);
+    let two = ca.issue_node(&crate::identity::issue::NodeCertSpec {
+        overlay: OVERLAY.to_owned(),
+        node_ids: vec![NodeId(0x71), NodeId(0x72)],
+        user: Some("carol@wonderland.lit".to_owned()),
+        xmpp_addr: None,
+        validity: crate::identity::issue::Validity::LONG,
+    });
+    let m = signed_message(&two);
+    assert!(matches!(
+        m.security.signature.identity,
+        SignerIdentity::CertHashNodeId { .. }
+    ));
+    let mut cache = CertCache::new(2);
+    cache.verify_message(&f.trust, &m, NOW).unwrap();
+    let mut bare = signed_message(&two);
+    bare.security.certificates.clear();
+    assert_eq!(
+        cache.verify_message(&f.trust, &bare, NOW).unwrap().node_id,
+        NodeId(0x71)
+    );
+    // Two other signers push it out of a cache of two: it is forgotten entirely.
+    cache
+        .verify_message(&f.trust, &signed_message(&f.alice), NOW)
+        .unwrap();
+    cache
+        .verify_message(&f.trust, &signed_message(&f.bob), NOW)
+        .unwrap();
+    assert_eq!(cache.len(), 2);
+    assert_eq!(
+        cache.verify_message(&f.trust, &bare, NOW).unwrap_err(),
+        SignatureError::UnknownSigner
+    );
+}
+
 fn stored(
     c: &Credentials,
     resource: ResourceId,
