@@ -35,31 +35,71 @@ pub fn write(dir: &Path, m: &Metrics, nodes: usize, header: &str) -> Result<(), 
     plots(dir, m, nodes).map_err(|e| format!("plotting into {}: {e}", dir.display()))
 }
 
+/// Pixel size of every plot.
+const SIZE: (u32, u32) = (800, 500);
+
 /// Draws the three plots, each as SVG and PNG.
 pub fn plots(dir: &Path, m: &Metrics, nodes: usize) -> DrawResult {
     register_font();
-    for ext in ["svg", "png"] {
-        let hops = dir.join(format!("hops.{ext}"));
-        let cdf = dir.join(format!("latency_cdf.{ext}"));
-        let time = dir.join(format!("over_time.{ext}"));
-        if ext == "svg" {
-            hop_plot(
-                SVGBackend::new(&hops, (800, 500)).into_drawing_area(),
-                m,
-                nodes,
-            )?;
-            cdf_plot(SVGBackend::new(&cdf, (800, 500)).into_drawing_area(), m)?;
-            time_plot(SVGBackend::new(&time, (800, 500)).into_drawing_area(), m)?;
-        } else {
-            hop_plot(
-                BitMapBackend::new(&hops, (800, 500)).into_drawing_area(),
-                m,
-                nodes,
-            )?;
-            cdf_plot(BitMapBackend::new(&cdf, (800, 500)).into_drawing_area(), m)?;
-            time_plot(BitMapBackend::new(&time, (800, 500)).into_drawing_area(), m)?;
-        }
+    macro_rules! draw_with {
+        ($backend:ident, $ext:literal) => {{
+            let file = |name: &str| dir.join(format!("{name}.{}", $ext));
+            let (hops, cdf, time) = (file("hops"), file("latency_cdf"), file("over_time"));
+            hop_plot($backend::new(&hops, SIZE).into_drawing_area(), m, nodes)?;
+            cdf_plot($backend::new(&cdf, SIZE).into_drawing_area(), m)?;
+            time_plot($backend::new(&time, SIZE).into_drawing_area(), m)?;
+        }};
     }
+    draw_with!(SVGBackend, "svg");
+    draw_with!(BitMapBackend, "png");
+    Ok(())
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+use plotters::coord::types::RangedCoordf64;
+
+/// A white plot with a caption and a labelled mesh: `x` and `y` are each a range and
+/// its axis description.
+fn chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    x: (std::ops::Range<f64>, &str),
+    y: (std::ops::Range<f64>, &str),
+) -> Result<Chart<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x.0, y.0)?;
+    chart
+        .configure_mesh()
+        .x_desc(x.1)
+        .y_desc(y.1)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The legend box, at `position`.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
@@ -71,31 +111,22 @@ fn hop_plot<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE)?;
     let hist = m.hop_histogram();
     let total = hist.iter().sum::<u64>().max(1) as f64;
     let fractions: Vec<f64> = hist.iter().map(|n| *n as f64 / total).collect();
     let top = fractions.iter().copied().fold(0.0, f64::max).max(0.05) * 1.15;
     let half_log = 0.5 * (nodes.max(1) as f64).log2();
     let max_x = (hist.len() as f64).max(half_log + 2.0);
-    let mut chart = ChartBuilder::on(&area)
-        .caption(
-            format!(
-                "Lookup hops, N = {nodes} (mean {:.2}, ½·log₂N = {half_log:.2})",
-                m.mean_hops()
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.5..max_x, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("hops")
-        .y_desc("fraction of lookups")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let caption = format!(
+        "Lookup hops, N = {nodes} (mean {:.2}, ½·log₂N = {half_log:.2})",
+        m.mean_hops()
+    );
+    let mut chart = chart(
+        &area,
+        &caption,
+        (-0.5..max_x, "hops"),
+        (0.0..top, "fraction of lookups"),
+    )?;
     chart.draw_series(fractions.iter().enumerate().map(|(h, f)| {
         let x = h as f64;
         Rectangle::new([(x - 0.4, 0.0), (x + 0.4, *f)], BLUE.mix(0.6).filled())
@@ -114,12 +145,7 @@ where
         ))?
         .label("measured mean")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
     area.present()?;
     Ok(())
 }
@@ -131,21 +157,14 @@ fn cdf_plot<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE)?;
     let v = m.sorted_latencies();
     let max = v.last().copied().unwrap_or(1.0).max(1.0) * 1.05;
-    let mut chart = ChartBuilder::on(&area)
-        .caption("Lookup latency CDF (simulated time)", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max, 0.0..1.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (ms)")
-        .y_desc("fraction of lookups")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut chart = chart(
+        &area,
+        "Lookup latency CDF (simulated time)",
+        (0.0..max, "latency (ms)"),
+        (0.0..1.0, "fraction of lookups"),
+    )?;
     let n = v.len().max(1) as f64;
     chart.draw_series(LineSeries::new(
         v.iter().enumerate().map(|(i, x)| (*x, (i + 1) as f64 / n)),
@@ -162,7 +181,6 @@ fn time_plot<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    area.fill(&WHITE)?;
     let pts = |f: &dyn Fn(&crate::metrics::Sample) -> f64| -> Vec<(f64, f64)> {
         m.samples
             .iter()
@@ -183,21 +201,12 @@ where
         .fold(1.0, f64::min)
         .min(0.9)
         - 0.02;
-    let mut chart = ChartBuilder::on(&area)
-        .caption(
-            "Lookup success and record availability over time",
-            ("sans-serif", 22),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(t0..t1, low.max(0.0)..1.01)?;
-    chart
-        .configure_mesh()
-        .x_desc("simulated time (min)")
-        .y_desc("fraction")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut chart = chart(
+        &area,
+        "Lookup success and record availability over time",
+        (t0..t1, "simulated time (min)"),
+        (low.max(0.0)..1.01, "fraction"),
+    )?;
     for (data, color, label) in [
         (success, BLUE, "lookups that found the record"),
         (correct, GREEN, "answered by the responsible node"),
@@ -210,13 +219,7 @@ where
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     area.present()?;
     Ok(())
 }

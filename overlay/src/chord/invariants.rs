@@ -30,9 +30,12 @@ pub enum Violation {
     UnorderedSuccessors(NodeId),
     /// A predecessor list is not in counter-clockwise order.
     UnorderedPredecessors(NodeId),
-    /// Following first live successors finds no cycle (every path ends at a peer
-    /// without live successors).
-    NoRing,
+    /// Following first live successors finds no cycle: every path ends at a peer
+    /// without live successors, such as `dead_end`.
+    NoRing {
+        /// A peer none of whose successors is live.
+        dead_end: NodeId,
+    },
     /// More than one cycle of first successors.
     SeveralRings(usize),
     /// The ring skips or repeats identifiers: it wraps the identifier space more than
@@ -96,6 +99,7 @@ pub fn check_ring(views: &[PeerView]) -> Result<(), Violation> {
     // Colour each peer by the cycle its successor path ends in.
     let mut cycle_of: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut cycles: Vec<Vec<NodeId>> = Vec::new();
+    let mut dead_end = None;
     for start in by_id.keys().copied() {
         let mut path = Vec::new();
         let mut on_path: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -111,6 +115,9 @@ pub fn check_ring(views: &[PeerView]) -> Result<(), Violation> {
             on_path.insert(n, path.len());
             path.push(n);
             cur = best(n);
+            if cur.is_none() {
+                dead_end.get_or_insert(n);
+            }
         }
         let id = cycles.len().saturating_sub(1);
         for n in path {
@@ -118,7 +125,11 @@ pub fn check_ring(views: &[PeerView]) -> Result<(), Violation> {
         }
     }
     match cycles.len() {
-        0 => return Err(Violation::NoRing),
+        0 => {
+            return Err(Violation::NoRing {
+                dead_end: dead_end.unwrap_or(views[0].id),
+            });
+        }
         1 => {}
         n => return Err(Violation::SeveralRings(n)),
     }
@@ -214,6 +225,20 @@ mod tests {
         views[2].successors = vec![NodeId(20)];
         views[1].successors = vec![NodeId(40)];
         assert_eq!(check_ring(&views), Err(Violation::RingWrapsTwice(2)));
+    }
+
+    #[test]
+    fn a_peer_without_live_successors_breaks_the_ring() {
+        // 30 and 40 died; 20 lists only them, so every path stops at 20.
+        let mut views = ideal(&[10, 20, 30, 40], 2);
+        views.truncate(2);
+        views[0].successors = vec![NodeId(20)];
+        assert_eq!(
+            check_ring(&views),
+            Err(Violation::NoRing {
+                dead_end: NodeId(20)
+            })
+        );
     }
 
     #[test]
