@@ -245,6 +245,15 @@ impl RoutingTable {
         changed
     }
 
+    /// Whether `point` lies between this peer and its last successor, so the peer
+    /// responsible for it is a successor already known: no search can find a better
+    /// one (§10.7.4.2).
+    pub fn successors_cover(&self, point: u128) -> bool {
+        self.successors
+            .last()
+            .is_some_and(|s| distance(self.me.0, point) <= distance(self.me.0, s.0))
+    }
+
     /// How many fingers to maintain: at least 16, and enough that the smallest finger
     /// interval reaches the last successor (§10.7.4.3).
     pub fn finger_count(&self) -> u8 {
@@ -365,5 +374,15 @@ mod tests {
         let t = table(0, &[1 << 100, 2 << 100, 3 << 100]);
         assert_eq!(t.finger_count(), 27);
         assert_eq!(table(0, &[1 << 127]).finger_count(), 16);
+    }
+
+    #[test]
+    fn points_up_to_the_last_successor_need_no_search_rfc6940_10_7_4_2() {
+        let t = table(100, &[10, 50, 90, 110, 150, 200, 250]);
+        assert!(t.successors_cover(101));
+        assert!(t.successors_cover(200));
+        assert!(!t.successors_cover(201));
+        assert!(!t.successors_cover(5));
+        assert!(!RoutingTable::new(NodeId(100), 3).successors_cover(101));
     }
 }

@@ -309,8 +309,10 @@ impl Node {
         targets.truncate(self.table.finger_count() as usize);
         for i in targets {
             let target = ResourceId(finger_start(self.me, i));
-            if self.responsible(target.0) {
-                continue; // we are the closest node after that point
+            if self.responsible(target.0) || self.table.successors_cover(target.0) {
+                // We are the closest node after that point, or one of our successors
+                // is (and those are attached as neighbours).
+                continue;
             }
             self.attach(
                 vec![Destination::Resource(target)],
@@ -453,14 +455,20 @@ impl Node {
             return;
         }
         for i in self.table.invalid_fingers() {
-            if self.rng.next_u32() & 1 == 0 {
-                continue;
-            }
             let span: u128 = if i == 1 {
                 1u128 << 127
             } else {
                 1u128 << (128 - i as u32)
             };
+            if self
+                .table
+                .successors_cover(finger_start(self.me, i).wrapping_add(span - 1))
+            {
+                continue; // the successors show no peer lies in this finger's range
+            }
+            if self.rng.next_u32() & 1 == 0 {
+                continue;
+            }
             let offset = ((self.rng.next_u64() as u128) << 64 | self.rng.next_u64() as u128) % span;
             let target = ResourceId(finger_start(self.me, i).wrapping_add(offset));
             if self.responsible(target.0) {

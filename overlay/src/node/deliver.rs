@@ -297,8 +297,8 @@ impl Node {
             } => self.attach_request_failed(*peer, now),
             Purpose::Attach { .. } | Purpose::FingerPing(_) => {}
             Purpose::Replica { resource, peer, .. } => {
-                tracing::debug!(node = %self.me, %peer, %resource, %error, "replica store failed; retried at the next stabilisation");
-                self.replica_failed(*resource, *peer);
+                tracing::debug!(node = %self.me, %peer, %resource, %error, "replica store failed; retried");
+                self.replica_failed(*resource, *peer, now);
             }
             Purpose::Fire => tracing::debug!(node = %self.me, %error, "background request failed"),
             Purpose::Join => self.join_failed(error, now),

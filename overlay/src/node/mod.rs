@@ -201,6 +201,9 @@ pub(crate) enum Timer {
     Expire,
     /// Stop waiting for LeaveAns.
     LeaveDeadline,
+    /// Send replica stores that failed again (peers may briefly disagree on who is
+    /// responsible after a failure).
+    ReplicaRetry,
 }
 
 /// A connected peer.
@@ -244,6 +247,8 @@ pub struct Node {
     pub(crate) replicated: HashMap<crate::id::ResourceId, HashMap<NodeId, u64>>,
     /// Replica stores in flight.
     pub(crate) replicating: HashSet<(crate::id::ResourceId, NodeId)>,
+    /// Quick retries of failed replica stores since the neighbour table last changed.
+    pub(crate) replica_retries: u32,
 }
 
 impl Node {
@@ -285,6 +290,7 @@ impl Node {
             last_storage_time: 0,
             replicated: HashMap::new(),
             replicating: HashSet::new(),
+            replica_retries: 0,
             cfg,
         }
     }
@@ -393,6 +399,7 @@ impl Node {
                 Timer::Housekeeping => self.housekeeping(now),
                 Timer::Expire => self.expire_values(now),
                 Timer::LeaveDeadline => self.finish_leave(true, now),
+                Timer::ReplicaRetry => self.sync_replicas(now),
             }
         }
         self.flush(now);
@@ -419,6 +426,7 @@ impl Node {
     pub(crate) fn flush(&mut self, now: Instant) {
         if std::mem::take(&mut self.neighbors_dirty) {
             self.events.push_back(Event::NeighborsChanged);
+            self.replica_retries = 0;
             if self.cfg.chord_reactive && self.state == JoinState::Joined {
                 self.update_neighbors(now);
             }

@@ -32,6 +32,11 @@ impl From<Body> for Reply {
     }
 }
 
+/// First wait before a failed replica store is sent again.
+const REPLICA_RETRY: Duration = Duration::from_secs(5);
+/// Quick retries per neighbour-table change.
+const REPLICA_RETRIES: u32 = 3;
+
 impl Node {
     /// Stores signed values of one or more Kinds at `resource` (§7.4.1). Each value is
     /// signed by this node with a storage time that never goes backwards.
@@ -295,9 +300,18 @@ impl Node {
             .insert(peer, version);
     }
 
-    /// A replica store failed; the next stabilisation tries again.
-    pub(crate) fn replica_failed(&mut self, resource: ResourceId, peer: NodeId) {
+    /// A replica store failed. Right after a failure the peers of a neighbourhood
+    /// detect it at different times, so the receiver may not yet count us responsible:
+    /// try again after [`REPLICA_RETRY`], doubling, a few times per neighbour-table
+    /// change; after that the next stabilisation tries again.
+    pub(crate) fn replica_failed(&mut self, resource: ResourceId, peer: NodeId, now: Instant) {
         self.replicating.remove(&(resource, peer));
+        if self.replica_retries < REPLICA_RETRIES && self.timers.at(&Timer::ReplicaRetry).is_none()
+        {
+            let wait = REPLICA_RETRY * 2u32.pow(self.replica_retries);
+            self.replica_retries += 1;
+            self.timers.set(Timer::ReplicaRetry, now + wait);
+        }
     }
 
     /// Keeps replicas where they belong (§10.4, §10.7.3): every resource this node is

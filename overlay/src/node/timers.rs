@@ -37,6 +37,11 @@ impl<K: Ord + Hash + Clone> Timers<K> {
         }
     }
 
+    /// The deadline of `key`, if set.
+    pub(crate) fn at(&self, key: &K) -> Option<Instant> {
+        self.by_key.get(key).copied()
+    }
+
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
