@@ -270,6 +270,17 @@ impl VirtualNet {
         }
     }
 
+    /// Drops a dead node's state for good (long churn runs would otherwise keep every
+    /// node that ever ran). Messages and link events still under way to it are
+    /// discarded, connection attempts to its address fail. A live node is kept.
+    pub fn forget(&mut self, id: NodeId) {
+        if self.nodes.get(&id).is_some_and(|s| !s.alive)
+            && let Some(s) = self.nodes.remove(&id)
+        {
+            self.by_addr.remove(&s.addr);
+        }
+    }
+
     /// Stops a node the way a crashed process does: its links close at once.
     pub fn crash(&mut self, id: NodeId) {
         self.fail_detected_after(id, Duration::from_millis(1));

@@ -96,6 +96,27 @@ fn a_crashed_node_is_routed_around_at_once() {
 }
 
 #[test]
+fn a_failed_node_forgotten_by_the_network_is_routed_around() {
+    let mut r = Ring::new(7);
+    for _ in 0..8 {
+        r.add();
+        r.settle(secs(60));
+    }
+    let victim = r.ids[3];
+    let addr = r.net.addr(victim);
+    r.net.fail_detected_after(victim, secs(31));
+    r.net.forget(victim);
+    assert!(r.net.node(victim).is_none() && r.net.addr(victim).is_none());
+    assert!(addr.is_some());
+    r.settle(secs(120));
+    r.assert_stable();
+    assert_eq!(r.net.live().len(), 7);
+    // A live node is never forgotten.
+    r.net.forget(r.ids[0]);
+    assert!(r.net.node(r.ids[0]).is_some());
+}
+
+#[test]
 fn a_leaving_node_hands_its_neighbours_over_rfc6940_10_9() {
     let mut r = Ring::new(8);
     for _ in 0..8 {
