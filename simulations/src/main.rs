@@ -51,6 +51,10 @@ enum Command {
         /// `chord-update-interval` (e.g. 30s, 10m).
         #[arg(long, default_value = "60s")]
         update_interval: String,
+        /// Predecessors and successors each node keeps (at least 3; RFC 6940 §10.7
+        /// recommends O(log N); more survive faster churn).
+        #[arg(long, default_value_t = 3)]
+        neighbors: usize,
         /// The seed: the same seed gives the same results.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -85,6 +89,7 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
         latency,
         lookup_rate,
         update_interval,
+        neighbors,
         seed,
         ..
     } = cmd
@@ -99,6 +104,10 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
     c.latency = Latency::parse(latency)?;
     c.lookup_rate = *lookup_rate;
     c.update_interval = parse_duration(update_interval)?;
+    if *neighbors < 3 {
+        return Err("--neighbors must be at least 3 (RFC 6940 §10.7)".into());
+    }
+    c.neighbors = *neighbors;
     let median = parse_duration(median_session)?;
     let session = match sessions.as_str() {
         "exponential" => Session::Exponential(median),

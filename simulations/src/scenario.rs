@@ -43,7 +43,10 @@ pub fn named(name: &str, seed: u64, nodes: Option<usize>) -> Result<Scenario, St
             })
         }
         // Rhea et al., Handling Churn in a DHT (USENIX 2004): median sessions of
-        // 1.4 min to hours; here 60 and 6 minutes at 1,000 nodes.
+        // 1.4 min to hours; here 60 and 6 minutes at 1,000 nodes. Eight predecessors
+        // and successors (RFC 6940 §10.7 recommends O(log N)): with three, all of a
+        // node's successors fail within one failure-detection time every few minutes
+        // at 6-minute sessions, and the ring breaks until it repairs.
         "churn-bamboo" => {
             let n = nodes.unwrap_or(1000);
             let runs = [60u64, 6]
@@ -53,6 +56,7 @@ pub fn named(name: &str, seed: u64, nodes: Option<usize>) -> Result<Scenario, St
                     c.duration = minutes(60);
                     c.churn = Churn::Poisson(Session::Exponential(minutes(median)));
                     c.update_interval = Duration::from_secs(30);
+                    c.neighbors = 8;
                     (format!("median{median}m"), c)
                 })
                 .collect();

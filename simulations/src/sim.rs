@@ -69,6 +69,9 @@ pub struct SimConfig {
     pub max_devices: u32,
     /// `chord-update-interval`.
     pub update_interval: Duration,
+    /// Predecessors and successors each node keeps (the node's default is 3; RFC 6940
+    /// §10.7 recommends O(log N)).
+    pub neighbors: usize,
     /// Metrics sampling period.
     pub sample: Duration,
     /// How often the ring invariants are checked.
@@ -90,6 +93,7 @@ impl SimConfig {
             ping_rate: 5.0,
             max_devices: 5,
             update_interval: Duration::from_secs(60),
+            neighbors: 3,
             sample: Duration::from_secs(60),
             check_every: Duration::from_secs(30),
         }
@@ -133,6 +137,8 @@ pub struct Sim {
     pub(crate) live: BTreeSet<NodeId>,
     pub(crate) joined: BTreeSet<NodeId>,
     pub(crate) sessions: Vec<(Instant, NodeId)>,
+    /// Whether the measured phase has started.
+    pub(crate) measuring: bool,
     pub(crate) pending: HashMap<(NodeId, RequestId), Pending>,
     pub(crate) blobs: Vec<NodeId>,
     pub(crate) metrics: Metrics,
@@ -197,6 +203,7 @@ impl Sim {
             live: BTreeSet::new(),
             joined: BTreeSet::new(),
             sessions: Vec::new(),
+            measuring: false,
             pending: HashMap::new(),
             blobs: Vec::new(),
         }
@@ -254,6 +261,7 @@ impl Sim {
         cfg.may_start_overlay = boot.is_none();
         cfg.chord_update_interval = self.cfg.update_interval;
         cfg.chord_ping_interval = self.cfg.update_interval * 5;
+        cfg.neighbors = self.cfg.neighbors;
         cfg.epoch_unix_ms = 1_800_000_000_000;
         cfg.seed = self.rng.random();
         cfg.kinds = kinds();
@@ -274,8 +282,14 @@ impl Sim {
         self.live.insert(id);
         self.net.join(id);
         if let Churn::Poisson(session) = self.cfg.churn {
-            let end = self.now() + session.draw(&mut self.rng);
-            self.sessions.push((end, id));
+            // The initial population's sessions start when measuring starts (see
+            // `measure`); until then they are kept as offsets from zero.
+            let base = if self.measuring {
+                self.now()
+            } else {
+                Instant::ZERO
+            };
+            self.sessions.push((base + session.draw(&mut self.rng), id));
         }
         self.metrics.joins += 1;
         id
@@ -293,6 +307,7 @@ impl Sim {
     /// layer after [`DETECT`].
     fn fail(&mut self, id: NodeId) {
         self.net.fail_detected_after(id, DETECT);
+        self.net.forget(id);
         self.live.remove(&id);
         self.joined.remove(&id);
         if let Some(&u) = self.user_of.get(&id) {
@@ -400,6 +415,12 @@ impl Sim {
 
     fn measure(&mut self, mut progress: impl FnMut(Phase, f64, &Sim)) {
         let start = self.now();
+        // Churn starts now: the initial nodes' sessions did not run while they joined
+        // (otherwise every session shorter than the join phase would end at once).
+        self.measuring = true;
+        for (end, _) in &mut self.sessions {
+            *end = start + end.saturating_duration_since(Instant::ZERO);
+        }
         let end = start + self.cfg.duration;
         let mut next_sample = start + self.cfg.sample;
         let mut next_check = start + self.cfg.check_every;
