@@ -100,6 +100,11 @@ impl Node {
             || self.attaches.awaiting.contains_key(&peer)
     }
 
+    /// Whether an attach to or from `peer` is under way.
+    pub(crate) fn attaching_in_progress(&self, peer: NodeId) -> bool {
+        self.attaches.requested.contains(&peer) || self.attaches.awaiting.contains_key(&peer)
+    }
+
     /// An AttachReq from `from` (§6.5.1.2).
     pub(crate) fn on_attach_req(
         &mut self,

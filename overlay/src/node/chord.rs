@@ -10,6 +10,9 @@ use crate::identity::VerifiedSigner;
 use crate::time::Instant;
 use crate::wire::*;
 
+/// Least time between two corrective Updates to the same peer.
+const CORRECTION_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Node {
     /// Dispatches a verified request. `Ok(None)` means no answer is sent now.
     pub(crate) fn handle_request(
@@ -157,7 +160,10 @@ impl Node {
             } => (predecessors, successors, fingers),
         };
         let via = self.link_to(from).map(|_| from);
-        if !peer_ready && self.knows_better_neighbors_for(from, &preds, &succs) {
+        if !peer_ready
+            && self.knows_better_neighbors_for(from, &preds, &succs)
+            && self.may_correct(from, now)
+        {
             // The sender's neighbour lists miss peers we know (or us): tell it, so a node
             // that joined next to a stale view finds its true neighbours (§10.7.3).
             self.send_update_to(from, true, now);
@@ -214,6 +220,26 @@ impl Node {
             }
         }
         self.maybe_send_join(now);
+    }
+
+    /// Whether a corrective Update may go to `peer` now: at most one per
+    /// [`CORRECTION_HOLD`]. Two peers that cannot attach to each other (one at its
+    /// connection limit, say) would otherwise answer each other's Updates with
+    /// corrections at the speed of the network, for ever.
+    fn may_correct(&mut self, peer: NodeId, now: Instant) -> bool {
+        if self
+            .corrected
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < CORRECTION_HOLD)
+        {
+            return false;
+        }
+        if self.corrected.len() >= 1024 {
+            self.corrected
+                .retain(|_, at| now.saturating_duration_since(*at) < CORRECTION_HOLD);
+        }
+        self.corrected.insert(peer, now);
+        true
     }
 
     /// Whether a peer with these lists would put one of our peers (or us) among its

@@ -249,6 +249,8 @@ pub struct Node {
     pub(crate) replicating: HashSet<(crate::id::ResourceId, NodeId)>,
     /// Quick retries of failed replica stores since the neighbour table last changed.
     pub(crate) replica_retries: u32,
+    /// When this node last sent each peer a corrective Update (see `on_update`).
+    pub(crate) corrected: HashMap<NodeId, Instant>,
 }
 
 impl Node {
@@ -291,6 +293,7 @@ impl Node {
             replicated: HashMap::new(),
             replicating: HashSet::new(),
             replica_retries: 0,
+            corrected: HashMap::new(),
             cfg,
         }
     }
@@ -442,6 +445,9 @@ impl Node {
         connect: Option<ConnectId>,
         now: Instant,
     ) {
+        if self.links.len() >= self.cfg.max_connections && !self.link_of.contains_key(&peer) {
+            self.evict_unused_link();
+        }
         if self.link_of.contains_key(&peer)
             || peer == self.me
             || self.links.len() >= self.cfg.max_connections
@@ -459,6 +465,25 @@ impl Node {
         self.link_of.insert(peer, link);
         self.link_ready_for_attach(peer, connect, now);
         self.flush(now);
+    }
+
+    /// At the connection limit: closes one link to a peer that is not in the routing
+    /// table and not being attached (a finger found wanting, an old bootstrap link), so
+    /// a new neighbour is not refused for links nobody routes over.
+    fn evict_unused_link(&mut self) {
+        let unused = self
+            .links
+            .iter()
+            .filter(|(_, c)| !self.table.contains(c.peer) && !self.attaching_in_progress(c.peer))
+            .map(|(l, c)| (*l, c.peer))
+            .min_by_key(|(l, _)| l.0);
+        if let Some((link, peer)) = unused {
+            self.links.remove(&link);
+            if self.link_of.get(&peer) == Some(&link) {
+                self.link_of.remove(&peer);
+            }
+            self.events.push_back(Event::CloseLink(link));
+        }
     }
 
     /// A link closed (or failed, §6.6.5).

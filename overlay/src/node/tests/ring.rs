@@ -1,5 +1,9 @@
 //! Joining, failing and leaving (§10.5, §10.7, §10.9).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
 use super::*;
 
 #[test]
@@ -206,4 +210,104 @@ fn nodes_sharing_a_seed_still_draw_distinct_transaction_ids() {
         r.settle(secs(60));
     }
     r.assert_stable();
+}
+
+/// Counts Update requests per (sender, receiver) on the wire.
+#[derive(Clone, Default)]
+struct UpdateCounter(Rc<RefCell<BTreeMap<(NodeId, NodeId), u32>>>);
+
+impl crate::testnet::Observer for UpdateCounter {
+    fn sent(&mut self, d: &crate::testnet::Delivery) {
+        use crate::wire::Decode as _;
+        let Ok((rest, _)) = crate::wire::ForwardingHeader::parse_with_length(&d.bytes) else {
+            return;
+        };
+        if let Ok((_, c)) = crate::wire::MessageContents::parse(rest)
+            && c.code == crate::wire::MessageCode::UPDATE_REQ
+        {
+            *self.0.borrow_mut().entry((d.from, d.to)).or_insert(0) += 1;
+        }
+    }
+}
+
+#[test]
+fn a_stable_ring_sends_updates_only_periodically_rfc6940_10_7_4_1() {
+    let mut r = Ring::new(21);
+    for _ in 0..30 {
+        r.add();
+    }
+    r.settle(secs(300));
+    r.assert_stable();
+    r.run_checked(secs(60));
+    let counter = UpdateCounter::default();
+    r.net.set_observer(counter.clone());
+    // Ten update intervals of 20 s: each node updates its six neighbours once in each.
+    r.run_checked(secs(200));
+    let counts = counter.0.borrow();
+    let total: u32 = counts.values().sum();
+    assert!(total <= 30 * 6 * 11, "{total} Updates in ten intervals");
+    let worst = counts.values().max().copied().unwrap_or(0);
+    assert!(worst <= 11, "one peer sent another {worst} Updates");
+}
+
+#[test]
+fn corrective_updates_to_one_peer_are_held_down_rfc6940_10_7_3() {
+    let mut r = Ring::new(24);
+    for _ in 0..8 {
+        r.add();
+        r.settle(secs(60));
+    }
+    r.assert_stable();
+    let a = r.ids[2];
+    let b = r.net.node(a).unwrap().table().successors()[0];
+    let counter = UpdateCounter::default();
+    r.net.set_observer(counter.clone());
+    // `a` claims, twenty times within two seconds, to know no neighbours at all: `b`
+    // knows better each time, but corrects it once.
+    let empty = crate::wire::ChordUpdate {
+        uptime: 1,
+        kind: crate::wire::ChordUpdateKind::Neighbors {
+            predecessors: vec![],
+            successors: vec![],
+        },
+    };
+    let bogus = |r: &mut Ring| {
+        for _ in 0..20 {
+            r.net.request(
+                a,
+                vec![crate::wire::Destination::Node(b)],
+                crate::wire::Body::UpdateReq(empty.clone()),
+            );
+            r.net.run_for(Duration::from_millis(100));
+        }
+    };
+    bogus(&mut r);
+    assert_eq!(counter.0.borrow().get(&(b, a)).copied(), Some(1));
+    // After the hold-down a new claim is corrected again.
+    r.net.run_for(secs(4));
+    bogus(&mut r);
+    assert_eq!(counter.0.borrow().get(&(b, a)).copied(), Some(2));
+}
+
+#[test]
+fn at_the_connection_limit_a_link_nobody_routes_over_makes_room() {
+    let mut r = Ring::new(25);
+    let mut cfg = r.config(NodeId(1000));
+    cfg.max_connections = 2;
+    let now = Instant::ZERO;
+    let mut n = crate::node::Node::new(cfg, now);
+    use crate::node::LinkId;
+    // Two links that carried no Update: not in the routing table.
+    n.handle_link_up(LinkId(1), NodeId(2000), None, now);
+    n.handle_link_up(LinkId(2), NodeId(3000), None, now);
+    while n.poll_event().is_some() {}
+    n.handle_link_up(LinkId(3), NodeId(4000), None, now);
+    let events: Vec<Event> = std::iter::from_fn(|| n.poll_event()).collect();
+    assert!(
+        events.contains(&Event::CloseLink(LinkId(1))),
+        "the oldest unused link is closed: {events:?}"
+    );
+    assert!(!events.contains(&Event::CloseLink(LinkId(3))));
+    assert_eq!(n.link_to(NodeId(4000)), Some(LinkId(3)));
+    assert_eq!(n.link_to(NodeId(2000)), None);
 }
