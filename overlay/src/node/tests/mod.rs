@@ -55,6 +55,16 @@ impl Ring {
         cfg
     }
 
+    /// A ring of `n` nodes added one at a time, each given up to a minute to settle.
+    pub(crate) fn grown(seed: u64, n: usize) -> Ring {
+        let mut r = Ring::new(seed);
+        for _ in 0..n {
+            r.add();
+            r.settle(secs(60));
+        }
+        r
+    }
+
     /// Adds a node with a random Node-ID and starts its join.
     pub(crate) fn add(&mut self) -> NodeId {
         let id = NodeId((self.rng.next_u64() as u128) << 64 | self.rng.next_u64() as u128);
@@ -152,6 +162,13 @@ pub(crate) fn test_kinds() -> crate::storage::KindTable {
         });
     }
     kinds
+}
+
+/// [`Ring::grown`], asserted stable.
+pub(crate) fn ring_of(n: usize, seed: u64) -> Ring {
+    let r = Ring::grown(seed, n);
+    r.assert_stable();
+    r
 }
 
 pub(crate) fn secs(s: u64) -> Duration {

@@ -67,11 +67,7 @@ fn ten_nodes_join_concurrently() {
 
 #[test]
 fn a_node_failing_silently_is_routed_around_rfc6940_10_7_1() {
-    let mut r = Ring::new(6);
-    for _ in 0..10 {
-        r.add();
-        r.settle(secs(60));
-    }
+    let mut r = Ring::grown(6, 10);
     r.assert_stable();
     let victim = r.ids[4];
     r.net.kill(victim);
@@ -89,11 +85,7 @@ fn a_node_failing_silently_is_routed_around_rfc6940_10_7_1() {
 
 #[test]
 fn a_crashed_node_is_routed_around_at_once() {
-    let mut r = Ring::new(7);
-    for _ in 0..8 {
-        r.add();
-        r.settle(secs(60));
-    }
+    let mut r = Ring::grown(7, 8);
     r.net.crash(r.ids[3]);
     r.settle(secs(10));
     r.assert_stable();
@@ -101,11 +93,7 @@ fn a_crashed_node_is_routed_around_at_once() {
 
 #[test]
 fn a_failed_node_forgotten_by_the_network_is_routed_around() {
-    let mut r = Ring::new(7);
-    for _ in 0..8 {
-        r.add();
-        r.settle(secs(60));
-    }
+    let mut r = Ring::grown(7, 8);
     let victim = r.ids[3];
     let addr = r.net.addr(victim);
     r.net.fail_detected_after(victim, secs(31));
@@ -122,11 +110,7 @@ fn a_failed_node_forgotten_by_the_network_is_routed_around() {
 
 #[test]
 fn a_leaving_node_hands_its_neighbours_over_rfc6940_10_9() {
-    let mut r = Ring::new(8);
-    for _ in 0..8 {
-        r.add();
-        r.settle(secs(60));
-    }
+    let mut r = Ring::grown(8, 8);
     let leaver = r.ids[5];
     r.net.leave(leaver);
     r.run_checked(secs(2));
@@ -143,11 +127,7 @@ fn a_leaving_node_hands_its_neighbours_over_rfc6940_10_9() {
 
 #[test]
 fn two_nodes_failing_at_once_next_to_each_other() {
-    let mut r = Ring::new(9);
-    for _ in 0..12 {
-        r.add();
-        r.settle(secs(60));
-    }
+    let mut r = Ring::grown(9, 12);
     let mut sorted = r.ids.clone();
     sorted.sort();
     r.net.kill(sorted[5]);
@@ -252,11 +232,7 @@ fn a_stable_ring_sends_updates_only_periodically_rfc6940_10_7_4_1() {
 
 #[test]
 fn corrective_updates_to_one_peer_are_held_down_rfc6940_10_7_3() {
-    let mut r = Ring::new(24);
-    for _ in 0..8 {
-        r.add();
-        r.settle(secs(60));
-    }
+    let mut r = Ring::grown(24, 8);
     r.assert_stable();
     let a = r.ids[2];
     let b = r.net.node(a).unwrap().table().successors()[0];

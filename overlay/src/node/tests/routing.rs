@@ -14,16 +14,6 @@ fn answer(r: &Ring, (node, req): (NodeId, RequestId)) -> Option<Result<Answer, R
     })
 }
 
-fn ring_of(n: usize, seed: u64) -> Ring {
-    let mut r = Ring::new(seed);
-    for _ in 0..n {
-        r.add();
-        r.settle(secs(60));
-    }
-    r.assert_stable();
-    r
-}
-
 /// The live node responsible for `k`: the first at or after it.
 fn responsible(r: &Ring, k: u128) -> NodeId {
     let mut ids = r.live();

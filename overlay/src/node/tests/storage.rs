@@ -16,16 +16,6 @@ fn answer(r: &Ring, node: NodeId, req: RequestId) -> Option<Result<Answer, Reque
     })
 }
 
-fn ring_of(n: usize, seed: u64) -> Ring {
-    let mut r = Ring::new(seed);
-    for _ in 0..n {
-        r.add();
-        r.settle(secs(60));
-    }
-    r.assert_stable();
-    r
-}
-
 /// Node `i`'s user name resource.
 fn user_resource(i: usize) -> ResourceId {
     ResourceId::of_name(format!("node{i}@{OVERLAY}").as_bytes())
