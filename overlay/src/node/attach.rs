@@ -96,8 +96,7 @@ impl Node {
         self.link_to(peer)
             .and_then(|l| self.links.get(&l))
             .is_some_and(|c| c.ready)
-            || self.attaches.requested.contains(&peer)
-            || self.attaches.awaiting.contains_key(&peer)
+            || self.attaching_in_progress(peer)
     }
 
     /// Whether an attach to or from `peer` is under way.

@@ -446,7 +446,7 @@ impl Node {
         now: Instant,
     ) {
         if self.links.len() >= self.cfg.max_connections && !self.link_of.contains_key(&peer) {
-            self.evict_unused_link();
+            self.evict_unused_link(now);
         }
         if self.link_of.contains_key(&peer)
             || peer == self.me
@@ -470,19 +470,15 @@ impl Node {
     /// At the connection limit: closes one link to a peer that is not in the routing
     /// table and not being attached (a finger found wanting, an old bootstrap link), so
     /// a new neighbour is not refused for links nobody routes over.
-    fn evict_unused_link(&mut self) {
+    fn evict_unused_link(&mut self, now: Instant) {
         let unused = self
             .links
             .iter()
             .filter(|(_, c)| !self.table.contains(c.peer) && !self.attaching_in_progress(c.peer))
-            .map(|(l, c)| (*l, c.peer))
-            .min_by_key(|(l, _)| l.0);
-        if let Some((link, peer)) = unused {
-            self.links.remove(&link);
-            if self.link_of.get(&peer) == Some(&link) {
-                self.link_of.remove(&peer);
-            }
-            self.events.push_back(Event::CloseLink(link));
+            .min_by_key(|(l, _)| l.0)
+            .map(|(_, c)| c.peer);
+        if let Some(peer) = unused {
+            self.peer_failed(peer, now);
         }
     }
 
