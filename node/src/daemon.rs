@@ -305,14 +305,7 @@ impl Device {
                         dir: opts.profile.display().to_string(),
                         why,
                     })?;
-                let settings = LocalSettings {
-                    listen: c.listen,
-                    password: c.password.clone(),
-                    max_stanza: 256 * 1024,
-                    max_connections: 16,
-                    auth_timeout: crate::local::DEFAULT_AUTH_TIMEOUT,
-                    tls,
-                };
+                let settings = LocalSettings::new(c.listen, c.password.clone(), tls);
                 match LocalServer::start(settings, account.clone()).await {
                     Ok(s) => Some(s),
                     Err(e) => {

@@ -74,13 +74,15 @@ fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
     a.iter().zip(b).map(|(x, y)| x ^ y).collect()
 }
 
-/// `a=b,c=d` attributes.
+/// `a=b,c=d` attributes (RFC 5802 §5: a name is one ASCII letter). Anything else —
+/// a multi-byte name included — is skipped, never sliced.
 fn attrs(msg: &str) -> Vec<(char, &str)> {
     msg.split(',')
         .filter_map(|kv| {
-            let mut c = kv.chars();
-            let k = c.next()?;
-            (c.next() == Some('=')).then(|| (k, &kv[2..]))
+            let (k, v) = kv.split_once('=')?;
+            let mut c = k.chars();
+            let name = c.next().filter(char::is_ascii_alphabetic)?;
+            c.next().is_none().then_some((name, v))
         })
         .collect()
 }
@@ -321,6 +323,34 @@ mod tests {
             let mut s = ScramServer::new("s", salt, 1000);
             assert!(matches!(s.client_first(junk), Err(SaslError::Malformed(_))));
         }
+    }
+
+    /// The session-task panic of the hardening issue (defect 5): a multi-byte
+    /// attribute name used to be sliced in the middle of a character.
+    #[test]
+    fn multi_byte_attribute_names_are_malformed_not_a_panic() {
+        let salt = b"saltsaltsalt";
+        for junk in [
+            "n,,\u{20ac}=x,r=abc",
+            "n,,n=a,\u{e9}\u{e9}=x",
+            "n,,n=\u{1f600},r=\u{e9}",
+            "n,,=,r=x",
+            "n,,n,r",
+        ] {
+            let mut s = ScramServer::new("s", salt, 1000);
+            let _ = s.client_first(junk.as_bytes());
+        }
+        let mut s = ScramServer::new("s", salt, 1000);
+        let (first, user) = s.client_first("n,,\u{20ac}=x,n=alice,r=abc".as_bytes()).unwrap();
+        assert_eq!(user, "alice", "the unknown attribute is skipped");
+        assert!(first.starts_with(b"r=abcs"));
+        for fin in ["\u{1f600}=1,p=AAAA", "c=biws,r=\u{e9}\u{e9},p=\u{e9}", "p=,p="] {
+            let mut s = ScramServer::new("s", salt, 1000);
+            s.client_first(b"n,,n=a,r=abc").unwrap();
+            assert!(s.client_final(fin.as_bytes(), "pw").is_err());
+        }
+        let mut c = ScramClient::new("alice", "pw", "abc");
+        assert!(c.respond("r=abc\u{e9}\u{e9}\u{e9},\u{e9}=1,s=c2FsdA==,i=4096".as_bytes()).is_ok());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `tests/e2e/`, one binary with a module per behaviour; this library holds the
 //! helpers they share.
 
+pub mod clients;
 pub mod dns;
 pub mod external;
 pub mod operator;

@@ -16,6 +16,7 @@ use xor_xmpp::stream::NS_CLIENT;
 
 mod presence;
 
+use super::lock;
 use super::outbox::{Outbox, Process};
 use crate::fallback::Fallback;
 use crate::roster::{NS_ROSTER, Roster};
@@ -70,10 +71,6 @@ impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account").field("jid", &self.jid).finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn iq_result(iq: &Element, child: Option<Element>) -> Element {

@@ -15,6 +15,8 @@ use minidom::Element;
 use tokio::sync::mpsc;
 use xor_xmpp::stanza;
 
+use super::lock;
+
 /// Stanzas queued for one recipient before the sender waits.
 pub const LANE_CAPACITY: usize = 256;
 /// A lane with nothing to do for this long is closed.
@@ -24,10 +26,6 @@ const LANE_IDLE: Duration = Duration::from_secs(60);
 pub type Process = Arc<dyn Fn(Element) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 type Lanes = Arc<Mutex<HashMap<String, mpsc::Sender<Element>>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The per-recipient queues.
 pub struct Outbox {

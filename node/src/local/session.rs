@@ -3,7 +3,8 @@
 //! stanza loop. The session is bound to the account's JID whatever resource the
 //! client asks for ("one user per node").
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -13,27 +14,55 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use xor_xmpp::stanza;
 use xor_xmpp::stream::io::XmlIo;
-use xor_xmpp::stream::{NS_CLIENT, StreamCondition, StreamError, StreamEvent, writer};
+use xor_xmpp::stream::{
+    NS_CLIENT, StreamCondition, StreamError, StreamEvent, StreamParser, writer,
+};
 
-use super::LocalSettings;
 use super::account::Account;
+use super::{Control, LocalSettings, lock};
 use crate::c2s_client::{NS_BIND, NS_SASL, NS_SESSION, NS_TLS};
 use crate::sasl::{SaslError, ScramServer, check_plain};
 
 /// Failed SASL attempts before the stream is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
 
+/// Largest element before login: SASL and STARTTLS elements are a few hundred bytes,
+/// so a stranger's connection holds at most this much parsed XML (plus the parser's
+/// 16 KiB token limit and the read buffer).
+pub const PRE_AUTH_MAX_ELEMENT: usize = 8 * 1024;
+
+/// How long a new connection may take to send its stream header.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a refusal (header and stream error) may take to write.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn stream_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
-/// Reads the client's stream header and answers with ours and `features`.
+/// Reads the client's stream header (within [`HEADER_TIMEOUT`]) and answers with
+/// ours and `features`.
 async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut XmlIo<S>,
     domain: &str,
     features: &[Element],
 ) -> Result<(), String> {
-    match conn.next().await? {
+    let first = match tokio::time::timeout(HEADER_TIMEOUT, conn.next()).await {
+        Ok(ev) => ev?,
+        Err(_) => {
+            conn.write(&writer::header(Some(domain), None, Some(&stream_id())))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Err(conn
+                .fail(StreamError::new(
+                    StreamCondition::ConnectionTimeout,
+                    "no stream header",
+                ))
+                .await);
+        }
+    };
+    match first {
         StreamEvent::Header(h) => {
             if let Some(to) = &h.to
                 && !to.eq_ignore_ascii_case(domain)
@@ -62,13 +91,53 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     conn.write(&bytes).await.map_err(|e| e.to_string())
 }
 
-/// Serves one connection until it ends.
-pub(super) async fn serve(tcp: TcpStream, settings: Arc<LocalSettings>, account: Arc<Account>) {
-    let peer = tcp.peer_addr().ok();
-    match tokio::time::timeout(settings.auth_timeout, negotiate(tcp, &settings, &account)).await {
-        Ok(Ok(conn)) => run(conn, &settings, &account).await,
-        Ok(Err(why)) => tracing::info!(?peer, %why, "local client refused"),
-        Err(_) => tracing::info!(?peer, "local client took too long to log in"),
+/// Refuses a connection with a stream error (RFC 6120 §4.9.1.1: a header first).
+pub(super) async fn refuse(tcp: TcpStream, domain: &str) {
+    let mut conn = XmlIo::new(tcp, PRE_AUTH_MAX_ELEMENT);
+    let write = async {
+        let _ = conn
+            .write(&writer::header(Some(domain), None, Some(&stream_id())))
+            .await;
+        conn.fail(StreamError::new(
+            StreamCondition::PolicyViolation,
+            "too many clients are connected to this port",
+        ))
+        .await
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, write).await;
+}
+
+/// Serves one connection until it ends; whether it logged in.
+pub(super) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    settings: Arc<LocalSettings>,
+    account: Arc<Account>,
+    ctl: &Mutex<Control>,
+) -> bool {
+    let login = negotiate(tcp, peer, &settings, &account, ctl);
+    match tokio::time::timeout(settings.auth_timeout, login).await {
+        Ok(Ok(mut conn)) => {
+            if !lock(ctl).admission.logged_in(id) {
+                let e = StreamError::new(
+                    StreamCondition::PolicyViolation,
+                    "too many clients are logged in to this port",
+                );
+                conn.fail(e).await;
+                return false;
+            }
+            run(conn, &account).await;
+            true
+        }
+        Ok(Err(why)) => {
+            tracing::info!(%peer, %why, "local client refused");
+            false
+        }
+        Err(_) => {
+            tracing::info!(%peer, "local client took too long to log in");
+            false
+        }
     }
 }
 
@@ -76,11 +145,13 @@ type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 async fn negotiate(
     tcp: TcpStream,
+    peer: SocketAddr,
     settings: &LocalSettings,
     account: &Account,
+    ctl: &Mutex<Control>,
 ) -> Result<XmlIo<Tls>, String> {
     let domain = account.jid().domain().to_owned();
-    let mut conn = XmlIo::new(tcp, settings.max_stanza);
+    let mut conn = XmlIo::new(tcp, PRE_AUTH_MAX_ELEMENT);
     let mut starttls = stanza::element("starttls", NS_TLS, &[]);
     starttls.append_child(stanza::element("required", NS_TLS, &[]));
     open(&mut conn, &domain, &[starttls]).await?;
@@ -103,7 +174,7 @@ async fn negotiate(
         .accept(conn.into_inner())
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    let mut conn = XmlIo::new(tls, settings.max_stanza);
+    let mut conn = XmlIo::new(tls, PRE_AUTH_MAX_ELEMENT);
     let mut mechanisms = stanza::element("mechanisms", NS_SASL, &[]);
     for m in ["SCRAM-SHA-1", "PLAIN"] {
         let mut el = stanza::element("mechanism", NS_SASL, &[]);
@@ -111,7 +182,9 @@ async fn negotiate(
         mechanisms.append_child(el);
     }
     open(&mut conn, &domain, &[mechanisms]).await?;
-    authenticate(&mut conn, settings, account).await?;
+    authenticate(&mut conn, peer, settings, account, ctl).await?;
+    // Logged in: the restarted stream may carry stanzas of full size.
+    conn.parser = StreamParser::new(settings.max_stanza);
     let mut session = stanza::element("session", NS_SESSION, &[]);
     session.append_child(stanza::element("optional", NS_SESSION, &[]));
     open(
@@ -177,8 +250,10 @@ fn is_me(account: &Account, user: &str) -> bool {
 
 async fn authenticate(
     conn: &mut XmlIo<Tls>,
+    peer: SocketAddr,
     settings: &LocalSettings,
     account: &Account,
+    ctl: &Mutex<Control>,
 ) -> Result<(), String> {
     let mut failures = 0;
     loop {
@@ -193,6 +268,12 @@ async fn authenticate(
                     .await);
             }
         };
+        // Attempts from one address take turns, spaced by its failures (see
+        // `admission`): guessing gains nothing from parallel connections.
+        let turn = lock(ctl)
+            .throttle
+            .reserve(peer.ip(), std::time::Instant::now());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(turn)).await;
         // The SASL failure condition (RFC 6120 §6.5) of a failed attempt.
         let refused = |e: SaslError| {
             tracing::info!(%e, "local client failed to authenticate");
@@ -211,6 +292,9 @@ async fn authenticate(
             Some("SCRAM-SHA-1") => scram(conn, &auth, settings, account).await.map_err(refused),
             _ => Err("invalid-mechanism"),
         };
+        if outcome.is_ok() {
+            lock(ctl).throttle.succeeded(peer.ip());
+        }
         match outcome {
             Ok(extra) => {
                 conn.send(&sasl("success", extra.as_deref()))
@@ -262,7 +346,7 @@ async fn scram(
 }
 
 /// The stanza loop of an authenticated, bound session.
-async fn run(mut conn: XmlIo<Tls>, settings: &LocalSettings, account: &Arc<Account>) {
+async fn run(mut conn: XmlIo<Tls>, account: &Arc<Account>) {
     let (id, mut rx) = account.attach();
     let me = account.jid().clone();
     tracing::info!(session = id, jid = %me, "local client logged in");
@@ -313,7 +397,6 @@ async fn run(mut conn: XmlIo<Tls>, settings: &LocalSettings, account: &Arc<Accou
             },
         }
     };
-    let _ = settings;
     account.detach(id).await;
     tracing::info!(session = id, %reason, "local client session ended");
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // helpers in a test binary fail the test on any error
 
 mod enrollment;
+mod hardening;
 mod rfc6940_config_update;
 mod rfc6940_overlay;
 mod rfc6940_storage;

@@ -316,6 +316,9 @@ async fn xor_fanout_to_every_device() {
         (b"<message from='alice@a.example/laptop' to='bob@b.example'><body>spoof</body></message>".to_vec(), "invalid-from"),
         (format!("<message><body>{}</body></message>", "x".repeat(10 << 20)).into_bytes(), "policy-violation"),
         (b"<foo xmlns='urn:example:unknown'/>".to_vec(), "unsupported-stanza-type"),
+        // Nested 5,000 deep: used to crash the receiving process (stack overflow in a
+        // recursive clone); refused while parsing (hardening issue, defect 1).
+        (b"<message>".repeat(5000), "policy-violation"),
     ] {
         let reply = hostile_stream(&mut ca, &peers[0], &bob[0].node, &bad).await;
         assert!(reply.contains(condition), "expected {condition}, got: {reply}");

@@ -8,13 +8,12 @@ use minidom::Element;
 use xor_node::c2s_client::{C2sClient, ClientError, ClientOptions};
 use xor_node::daemon::Device;
 use xor_node::devnet::{DevNet, PASSWORD};
+use xor_tests::clients::{WAIT, login, next_body, options, ping};
 use xor_tests::external::{Slix, have_prosody, have_slixmpp};
 use xor_tests::prosody::Prosody;
 use xor_xmpp::Jid;
 use xor_xmpp::stanza;
 use xor_xmpp::stream::NS_CLIENT;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// Logs to the test output when `RUST_LOG` is set.
 fn logs() {
@@ -26,52 +25,6 @@ fn logs() {
 
 fn port(d: &Device) -> u16 {
     d.client_addr().expect("client port").port()
-}
-
-fn options(jid: &str, password: &str, d: &Device) -> ClientOptions {
-    ClientOptions {
-        jid: Jid::parse(jid).unwrap(),
-        password: password.into(),
-        resource: "test".into(),
-        server: d.client_addr().expect("client port"),
-        tls_roots: Vec::new(),
-        insecure: true,
-        timeout: Duration::from_secs(10),
-    }
-}
-
-async fn login(jid: &str, d: &Device) -> C2sClient {
-    C2sClient::connect(&options(jid, PASSWORD, d))
-        .await
-        .expect("login")
-}
-
-/// The next message with a body from `c`, skipping everything else.
-async fn next_body(c: &mut C2sClient) -> Option<String> {
-    loop {
-        let el = c.recv_within(WAIT).await?;
-        if el.name() == "message"
-            && el.attr("type") != Some("error")
-            && let Some(b) = stanza::body(&el)
-        {
-            return Some(b);
-        }
-    }
-}
-
-async fn ping(c: &mut C2sClient, id: &str) -> bool {
-    let mut iq = stanza::element("iq", NS_CLIENT, &[("type", "get"), ("id", id)]);
-    iq.append_child(stanza::element("ping", "urn:xmpp:ping", &[]));
-    c.send(&iq).await.unwrap();
-    loop {
-        match c.recv_within(WAIT).await {
-            Some(el) if el.name() == "iq" && el.attr("id") == Some(id) => {
-                return el.attr("type") == Some("result");
-            }
-            Some(_) => {}
-            None => return false,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -252,6 +205,19 @@ async fn the_local_port_refuses_bad_input_and_keeps_serving_the_user() {
         broken.recv_within(Duration::from_secs(2)).await.is_none(),
         "closed"
     );
+
+    // A stanza nested 5,000 deep: a policy-violation stream error, not a crash (the
+    // parser bounds nesting; hardening issue, defect 1).
+    let mut deep = login("alice@example.org", &alice).await;
+    deep.send_raw(&b"<message to='bob@example.org'>".repeat(5000))
+        .await
+        .unwrap();
+    let err = deep.recv_within(WAIT).await.expect("a stream error");
+    assert!(
+        err.has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"),
+        "{err:?}"
+    );
+    assert!(ping(&mut legit, "after-deep").await, "alice's node answers");
 
     // A flood of 10,000 stanzas from another session of alice: every one reaches bob,
     // in order, while the legitimate session keeps working.

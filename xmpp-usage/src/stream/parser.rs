@@ -34,14 +34,30 @@ pub enum StreamEvent {
     Close,
 }
 
+/// Deepest nesting of elements inside a stanza (the stanza itself is level 1). Real
+/// stanzas stay far below it: a carbon of a forwarded message with an XHTML-IM body
+/// is about ten levels. The limit also bounds every recursive walk over a parsed
+/// stanza (`minidom`'s clone, drop and serialisation recurse over children).
+pub const MAX_DEPTH: usize = 32;
+
+/// What an element costs against the size limit beyond its bytes: the memory a parsed
+/// element holds (an `Element` with its name, namespace, maps and child vector;
+/// measured in `the_cost_of_a_parsed_element_covers_its_memory`), so that a stanza of
+/// many tiny elements cannot hold many times its byte size in memory.
+pub const ELEMENT_COST: usize = 320;
+/// What an attribute costs beyond its bytes (a map entry with two strings).
+pub const ATTRIBUTE_COST: usize = 96;
+
 /// Parses one direction of an XML stream.
 pub struct StreamParser {
     raw: RawParser,
     tree: TreeBuilder,
     events: VecDeque<StreamEvent>,
-    /// Bytes of the top-level element being read.
+    /// Cost of the top-level element being read: its bytes plus [`ELEMENT_COST`] per
+    /// element and [`ATTRIBUTE_COST`] per attribute.
     element_bytes: usize,
     max_element: usize,
+    max_depth: usize,
     open: bool,
     closed: bool,
     failed: Option<StreamError>,
@@ -57,8 +73,15 @@ impl std::fmt::Debug for StreamParser {
 }
 
 impl StreamParser {
-    /// A parser refusing top-level elements larger than `max_element` bytes.
+    /// A parser refusing top-level elements that cost more than `max_element` (bytes
+    /// plus the per-element and per-attribute costs) or nest deeper than
+    /// [`MAX_DEPTH`].
     pub fn new(max_element: usize) -> StreamParser {
+        StreamParser::with_depth(max_element, MAX_DEPTH)
+    }
+
+    /// Like [`StreamParser::new`] with another nesting limit.
+    pub fn with_depth(max_element: usize, max_depth: usize) -> StreamParser {
         let options = Options {
             max_token_length: 16 * 1024,
             ..Options::default()
@@ -69,6 +92,7 @@ impl StreamParser {
             events: VecDeque::new(),
             element_bytes: 0,
             max_element,
+            max_depth,
             open: false,
             closed: false,
             failed: None,
@@ -77,7 +101,7 @@ impl StreamParser {
 
     /// Starts over for a stream restart (after STARTTLS or SASL, RFC 6120 §4.3.3).
     pub fn reset(&mut self) {
-        *self = StreamParser::new(self.max_element);
+        *self = StreamParser::with_depth(self.max_element, self.max_depth);
     }
 
     /// Feeds received bytes; events are queued for [`StreamParser::poll`]. After an
@@ -111,11 +135,23 @@ impl StreamParser {
         let depth = self.tree.depth();
         let len = ev.metrics().len();
         if depth >= 1 {
-            self.element_bytes += len;
+            self.element_bytes += len
+                + match ev {
+                    RawEvent::ElementHeadOpen(..) => ELEMENT_COST,
+                    RawEvent::Attribute(..) => ATTRIBUTE_COST,
+                    _ => 0,
+                };
             if self.element_bytes > self.max_element {
                 return Err(StreamError::new(
                     StreamCondition::PolicyViolation,
                     format!("element larger than {} bytes", self.max_element),
+                ));
+            }
+            // The stream root is depth 1, a stanza depth 2.
+            if matches!(ev, RawEvent::ElementHeadOpen(..)) && depth > self.max_depth {
+                return Err(StreamError::new(
+                    StreamCondition::PolicyViolation,
+                    format!("elements nested deeper than {} levels", self.max_depth),
                 ));
             }
         }
@@ -284,6 +320,69 @@ mod tests {
 #[cfg(test)]
 mod more_tests {
     use super::*;
+
+    const OPEN: &[u8] = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+    fn nested(levels: usize) -> Vec<u8> {
+        let mut s = b"<message>".to_vec();
+        s.extend(b"<a>".repeat(levels - 1));
+        s.extend(b"</a>".repeat(levels - 1));
+        s.extend(b"</message>");
+        s
+    }
+
+    #[test]
+    fn a_stanza_nested_to_the_limit_is_read_and_one_level_more_is_a_policy_violation() {
+        let mut p = StreamParser::new(1 << 20);
+        p.feed(OPEN).unwrap();
+        p.feed(&nested(MAX_DEPTH)).unwrap();
+        let ev: Vec<StreamEvent> = std::iter::from_fn(|| p.poll()).collect();
+        assert!(matches!(&ev[1], StreamEvent::Element(m) if m.name() == "message"));
+        let e = p.feed(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(e.condition, StreamCondition::PolicyViolation);
+    }
+
+    /// The remote crash of the hardening issue: 5,000 levels used to be parsed into a
+    /// tree whose recursive clone overflowed the stack.
+    #[test]
+    fn five_thousand_levels_are_refused_while_parsing() {
+        let mut p = StreamParser::new(1 << 20);
+        p.feed(OPEN).unwrap();
+        let e = p.feed(&b"<message>".repeat(5000)).unwrap_err();
+        assert_eq!(e.condition, StreamCondition::PolicyViolation);
+        assert!(e.text.contains("nested"), "{e}");
+    }
+
+    #[test]
+    fn tiny_elements_count_their_memory_against_the_limit() {
+        // 1,000 empty children are 4 KB of bytes but far more in memory.
+        let mut s = b"<message>".to_vec();
+        s.extend(b"<a/>".repeat(1000));
+        s.extend(b"</message>");
+        let mut p = StreamParser::new(64 * 1024);
+        p.feed(OPEN).unwrap();
+        assert_eq!(
+            p.feed(&s).unwrap_err().condition,
+            StreamCondition::PolicyViolation
+        );
+        let mut p = StreamParser::new(1000 * (4 + ELEMENT_COST) + 1024);
+        p.feed(OPEN).unwrap();
+        p.feed(&s).unwrap();
+    }
+
+    #[test]
+    fn the_cost_of_a_parsed_element_covers_its_memory() {
+        // A child is a `Node` in its parent's vector; its name, and the namespace
+        // when it differs from the parent's, are heap strings of a few dozen bytes.
+        let node = std::mem::size_of::<minidom::Node>();
+        assert!(
+            node + 2 * 48 <= ELEMENT_COST,
+            "a parsed element holds {node} bytes plus its strings"
+        );
+        // An attribute is a B-tree entry: two strings and its share of a node.
+        let entry = 2 * std::mem::size_of::<String>() + 24;
+        assert!(entry + 24 <= ATTRIBUTE_COST, "{entry}");
+    }
 
     #[test]
     fn self_closing_top_level_elements_are_emitted() {
