@@ -56,8 +56,8 @@ pub struct NodeConfig {
     pub fragment_mtu: Option<usize>,
     /// Most links this node keeps.
     pub max_connections: usize,
-    /// Most bytes held for reassembly at once.
-    pub max_reassembly_bytes: usize,
+    /// What fragment reassembly may hold (§6.7).
+    pub reassembly: super::fragments::ReassemblyLimits,
     /// Seed of the node's RNG (transaction ids, finger choices, jitter).
     pub seed: u64,
     /// Wall-clock milliseconds since the Unix epoch at `Instant::ZERO`.
@@ -100,7 +100,7 @@ impl NodeConfig {
             bootstrap_retry: Duration::from_secs(5),
             fragment_mtu: None,
             max_connections: 512,
-            max_reassembly_bytes: 1 << 20,
+            reassembly: Default::default(),
             seed: 0,
             epoch_unix_ms: 0,
             kinds: KindTable::default(),

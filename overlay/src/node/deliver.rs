@@ -23,8 +23,8 @@ impl Node {
             raw
         } else {
             let lifetime = self.cfg.request_lifetime;
-            let budget = self.cfg.max_reassembly_bytes;
-            let done = self.frags.add(raw, now, lifetime, budget);
+            let from = prev.unwrap_or(self.me);
+            let done = self.frags.add(from, raw, now, lifetime, self.cfg.reassembly);
             self.schedule_housekeeping();
             match done {
                 Ok(Some(whole)) => whole,

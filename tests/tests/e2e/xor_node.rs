@@ -209,9 +209,10 @@ async fn the_local_port_refuses_bad_input_and_keeps_serving_the_user() {
     // A stanza nested 5,000 deep: a policy-violation stream error, not a crash (the
     // parser bounds nesting; hardening issue, defect 1).
     let mut deep = login("alice@example.org", &alice).await;
-    deep.send_raw(&b"<message to='bob@example.org'>".repeat(5000))
-        .await
-        .unwrap();
+    // The node may close before all of it is written.
+    let _ = deep
+        .send_raw(&b"<message to='bob@example.org'>".repeat(5000))
+        .await;
     let err = deep.recv_within(WAIT).await.expect("a stream error");
     assert!(
         err.has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"),

@@ -382,3 +382,47 @@ fn a_bad_node_cannot_store_rfc6940_11_1() {
     );
     assert!(!sent_store_ans(&mut a));
 }
+
+/// Defect 3 of the hardening issue: first fragments with fresh transaction ids, never
+/// completed, used to grow reassembly without bound (1 GB in 26 s), each one scanned
+/// on every arrival. Now a link holds at most its share, and the table is bounded.
+#[test]
+fn a_flood_of_first_fragments_holds_bounded_memory_rfc6940_6_7() {
+    let (mut a, b, link) = pair();
+    let limits = a.config().reassembly;
+    let whole = request(
+        &b,
+        vec![Destination::Node(NodeId(100))],
+        vec![],
+        50,
+        Body::PingReq(Default::default()),
+    );
+    let raw = RawMessage::decode(&whole).unwrap();
+    for tid in 0..20_000u64 {
+        let mut first = raw.clone();
+        first.header.transaction_id = tid;
+        first.header.fragment = Fragment::new(false, 0);
+        // Half empty, half one byte of the real message.
+        first.payload = if tid % 2 == 0 {
+            Bytes::new()
+        } else {
+            raw.payload.slice(..1)
+        };
+        a.handle_message(link, first.encode().unwrap(), Instant::ZERO);
+        assert!(a.frags.messages() <= limits.per_peer);
+        assert!(a.frags.held() <= limits.bytes / 4);
+    }
+    while a.poll_transmit().is_some() {}
+    // The flood expires with the request lifetime; then a real message, fragmented,
+    // gets through and is answered.
+    let later = Instant::from_secs(16);
+    a.handle_timeout(later);
+    assert_eq!(a.frags.messages(), 0);
+    while a.poll_transmit().is_some() {}
+    for f in crate::node::fragments::fragment(&raw, 256) {
+        a.handle_message(link, f.encode().unwrap(), later);
+    }
+    let t = a.poll_transmit().expect("the ping is answered");
+    let m = Message::decode(&t.bytes).unwrap();
+    assert_eq!(m.contents.code, MessageCode::PING_ANS);
+}
