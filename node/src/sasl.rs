@@ -341,16 +341,25 @@ mod tests {
             let _ = s.client_first(junk.as_bytes());
         }
         let mut s = ScramServer::new("s", salt, 1000);
-        let (first, user) = s.client_first("n,,\u{20ac}=x,n=alice,r=abc".as_bytes()).unwrap();
+        let (first, user) = s
+            .client_first("n,,\u{20ac}=x,n=alice,r=abc".as_bytes())
+            .unwrap();
         assert_eq!(user, "alice", "the unknown attribute is skipped");
         assert!(first.starts_with(b"r=abcs"));
-        for fin in ["\u{1f600}=1,p=AAAA", "c=biws,r=\u{e9}\u{e9},p=\u{e9}", "p=,p="] {
+        for fin in [
+            "\u{1f600}=1,p=AAAA",
+            "c=biws,r=\u{e9}\u{e9},p=\u{e9}",
+            "p=,p=",
+        ] {
             let mut s = ScramServer::new("s", salt, 1000);
             s.client_first(b"n,,n=a,r=abc").unwrap();
             assert!(s.client_final(fin.as_bytes(), "pw").is_err());
         }
         let mut c = ScramClient::new("alice", "pw", "abc");
-        assert!(c.respond("r=abc\u{e9}\u{e9}\u{e9},\u{e9}=1,s=c2FsdA==,i=4096".as_bytes()).is_ok());
+        assert!(
+            c.respond("r=abc\u{e9}\u{e9}\u{e9},\u{e9}=1,s=c2FsdA==,i=4096".as_bytes())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! guessing is slowed per source address.
 //!
 //! - [`Admission`]: at most `max_pending` connections that have not logged in yet;
-//!   a new one evicts the oldest of them instead of being refused, so a handful of
-//!   idle sockets never keeps the user out. Logged-in sessions are counted apart.
+//!   a new one evicts the oldest of them instead of being refused (the overlay
+//!   listener's [`PendingTable`]), so a handful of idle sockets never keeps the user
+//!   out. Logged-in sessions are counted apart.
 //! - [`AuthThrottle`]: SASL attempts from one address are evaluated one after the
 //!   other, each failed (or unfinished) attempt doubling the wait before the next
 //!   (250 ms up to 8 s); a success clears it. Guessing over many parallel connections gains nothing: the
@@ -13,9 +14,11 @@
 //! Both are plain state with the time passed in, so their rules are unit-tested
 //! without a clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use xor_overlay::runtime::admission::{Admitted, PendingTable};
 
 /// The wait after the first failure; it doubles with each further one.
 pub const FIRST_DELAY: Duration = Duration::from_millis(250);
@@ -101,63 +104,37 @@ impl AuthThrottle {
     }
 }
 
-/// What to do with a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Serve it.
-    Yes,
-    /// Serve it, and close the pending connection with this id to make room.
-    Evicting(u64),
-    /// Refuse it: every session slot is taken by logged-in clients.
-    Full,
-}
-
-/// The connection table of the local port.
+/// The connection table of the local port: pending logins (see
+/// [`PendingTable`]: a newcomer closes the oldest) and logged-in sessions.
 #[derive(Debug)]
 pub struct Admission {
-    max_pending: usize,
+    pending: PendingTable,
     max_sessions: usize,
-    /// Connections not logged in yet, by arrival order.
-    pending: BTreeMap<u64, ()>,
     sessions: usize,
-    next: u64,
 }
 
 impl Admission {
     /// At most `max_pending` connections logging in and `max_sessions` logged in.
     pub fn new(max_pending: usize, max_sessions: usize) -> Admission {
         Admission {
-            max_pending: max_pending.max(1),
+            // Local clients all come from one address: the per-address share is the
+            // whole table.
+            pending: PendingTable::new(max_pending, max_pending),
             max_sessions: max_sessions.max(1),
-            pending: BTreeMap::new(),
             sessions: 0,
-            next: 0,
         }
     }
 
-    /// A new connection: its id and what to do.
-    pub fn arrive(&mut self) -> (u64, Admit) {
-        self.next += 1;
-        let id = self.next;
-        if self.sessions >= self.max_sessions {
-            return (id, Admit::Full);
-        }
-        let admit = if self.pending.len() >= self.max_pending {
-            match self.pending.pop_first() {
-                Some((old, ())) => Admit::Evicting(old),
-                None => Admit::Yes,
-            }
-        } else {
-            Admit::Yes
-        };
-        self.pending.insert(id, ());
-        (id, admit)
+    /// A new connection from `ip`: what to do, or `None` when every session slot is
+    /// taken by logged-in clients.
+    pub fn arrive(&mut self, ip: IpAddr) -> Option<Admitted> {
+        (self.sessions < self.max_sessions).then(|| self.pending.arrive(ip))
     }
 
     /// Connection `id` logged in; `false` if it was evicted meanwhile or every
     /// session slot is taken.
     pub fn logged_in(&mut self, id: u64) -> bool {
-        if self.pending.remove(&id).is_none() || self.sessions >= self.max_sessions {
+        if !self.pending.done(id) || self.sessions >= self.max_sessions {
             return false;
         }
         self.sessions += 1;
@@ -169,7 +146,7 @@ impl Admission {
         if was_session {
             self.sessions = self.sessions.saturating_sub(1);
         } else {
-            self.pending.remove(&id);
+            self.pending.done(id);
         }
     }
 
@@ -248,16 +225,19 @@ mod tests {
     #[test]
     fn a_new_connection_evicts_the_oldest_pending_one_never_a_session() {
         let mut a = Admission::new(4, 2);
-        let ids: Vec<u64> = (0..4).map(|_| a.arrive().0).collect();
+        let ids: Vec<u64> = (0..4).map(|_| a.arrive(ip(1)).unwrap().id).collect();
         assert!(a.logged_in(ids[1]));
-        let (fifth, admit) = a.arrive();
-        assert_eq!(admit, Admit::Yes, "a logged-in session freed a pending slot");
-        let (_, admit) = a.arrive();
-        assert_eq!(admit, Admit::Evicting(ids[0]), "the oldest pending goes");
+        let fifth = a.arrive(ip(1)).unwrap();
+        assert!(
+            fifth.evict.is_empty(),
+            "a logged-in session freed a pending slot"
+        );
+        let sixth = a.arrive(ip(1)).unwrap();
+        assert_eq!(sixth.evict, vec![ids[0]], "the oldest pending goes");
         assert!(!a.logged_in(ids[0]), "an evicted connection cannot log in");
-        assert!(a.logged_in(fifth));
-        assert_eq!(a.arrive().1, Admit::Full, "both session slots are taken");
-        a.left(fifth, true);
-        assert!(matches!(a.arrive().1, Admit::Evicting(_) | Admit::Yes));
+        assert!(a.logged_in(fifth.id));
+        assert!(a.arrive(ip(1)).is_none(), "both session slots are taken");
+        a.left(fifth.id, true);
+        assert!(a.arrive(ip(1)).is_some());
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 pub use account::Account;
 pub use session::{DEFAULT_AUTH_TIMEOUT, HEADER_TIMEOUT, PRE_AUTH_MAX_ELEMENT};
 
-use self::admission::{Admission, Admit, AuthThrottle};
+use self::admission::{Admission, AuthThrottle};
 
 /// How the port behaves.
 #[derive(Debug, Clone)]
@@ -107,30 +107,27 @@ impl LocalServer {
                     continue;
                 };
                 let mut c = lock(&ctl);
-                let (id, admit) = c.admission.arrive();
-                match admit {
-                    Admit::Full => {
-                        drop(c);
-                        tracing::warn!(%peer, "too many local clients; connection refused");
-                        // The refusal is a stream error (RFC 6120 §4.9.1.1), written by a
-                        // bounded number of short tasks; beyond that the socket is dropped.
-                        if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                            let domain = account.jid().domain().to_owned();
-                            tokio::spawn(async move {
-                                session::refuse(tcp, &domain).await;
-                                drop(permit);
-                            });
-                        }
-                        continue;
+                let Some(admitted) = c.admission.arrive(peer.ip()) else {
+                    drop(c);
+                    tracing::warn!(%peer, "too many local clients; connection refused");
+                    // The refusal is a stream error (RFC 6120 §4.9.1.1), written by a
+                    // bounded number of short tasks; beyond that the socket is dropped.
+                    if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                        let domain = account.jid().domain().to_owned();
+                        tokio::spawn(async move {
+                            session::refuse(tcp, &domain).await;
+                            drop(permit);
+                        });
                     }
-                    Admit::Evicting(old) => {
-                        if let Some(t) = c.tasks.remove(&old) {
-                            tracing::info!(%peer, "local port: the oldest client still logging in was closed to make room");
-                            t.abort();
-                        }
+                    continue;
+                };
+                for old in admitted.evict {
+                    if let Some(t) = c.tasks.remove(&old) {
+                        tracing::info!(%peer, "local port: the oldest client still logging in was closed to make room");
+                        t.abort();
                     }
-                    Admit::Yes => {}
                 }
+                let id = admitted.id;
                 let (s, a, ctl2) = (settings.clone(), account.clone(), ctl.clone());
                 // Spawned under the lock, so the task's clean-up (which takes it) runs
                 // after its handle is recorded.

@@ -24,7 +24,9 @@ impl Node {
         } else {
             let lifetime = self.cfg.request_lifetime;
             let from = prev.unwrap_or(self.me);
-            let done = self.frags.add(from, raw, now, lifetime, self.cfg.reassembly);
+            let done = self
+                .frags
+                .add(from, raw, now, lifetime, self.cfg.reassembly);
             self.schedule_housekeeping();
             match done {
                 Ok(Some(whole)) => whole,

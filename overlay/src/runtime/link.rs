@@ -2,17 +2,19 @@
 //! that accepts and authenticates incoming links without letting one slow or bad
 //! handshake hold up the others.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_rustls::TlsStream;
 
+use super::admission::PendingTable;
 use super::clock::Clock;
 use super::tls::{ConnectError, PeerInfo, TlsContext};
 use crate::id::NodeId;
@@ -276,11 +278,19 @@ pub struct Accepted {
     pub peer: PeerInfo,
 }
 
-/// Handshakes allowed to run at once.
-const MAX_HANDSHAKES: usize = 64;
+/// Handshakes allowed to run at once; a newcomer beyond it closes the oldest.
+pub const MAX_HANDSHAKES: usize = 64;
+/// Handshakes from one address at once; a newcomer beyond it closes that address's
+/// oldest.
+pub const HANDSHAKES_PER_ADDRESS: usize = 4;
+/// How long an accepted connection may stay silent before its first TLS record.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an accepted connection may take to finish the TLS handshake.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts TLS connections from overlay nodes. Each handshake runs in its own task so a
-/// bad or slow peer does not hold up the next one.
+/// bad or slow peer does not hold up the next one; handshakes are bounded per address
+/// and in all, and idle sockets cannot keep real peers out (see [`PendingTable`]).
 #[derive(Debug)]
 pub struct Listener {
     local_addr: SocketAddr,
@@ -319,36 +329,73 @@ impl Drop for Listener {
     }
 }
 
+#[derive(Debug)]
+struct Handshakes {
+    table: PendingTable,
+    tasks: HashMap<u64, AbortHandle>,
+}
+
 async fn accept_loop(
     tcp: TcpListener,
     tls: TlsContext,
     tx: mpsc::Sender<Result<Accepted, ConnectError>>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Arc::new(std::sync::Mutex::new(Handshakes {
+        table: PendingTable::new(MAX_HANDSHAKES, HANDSHAKES_PER_ADDRESS),
+        tasks: HashMap::new(),
+    }));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, addr) = match tcp.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let tls = tls.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let result = tls
-                .accept(stream, addr)
-                .await
-                .map(|(stream, peer)| Accepted { stream, peer });
+        let mut h = handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let admitted = h.table.arrive(addr.ip());
+        for old in admitted.evict {
+            if let Some(task) = h.tasks.remove(&old) {
+                tracing::debug!(%addr, "handshake slots full: the oldest pending handshake is closed");
+                task.abort();
+            }
+        }
+        let id = admitted.id;
+        let (tls, tx, slots) = (tls.clone(), tx.clone(), handshakes.clone());
+        // Spawned under the lock, so the task's clean-up runs after its handle is kept.
+        let task = tokio::spawn(async move {
+            let result = handshake(&tls, stream, addr).await;
+            {
+                let mut h = slots.lock().unwrap_or_else(|p| p.into_inner());
+                h.table.done(id);
+                h.tasks.remove(&id);
+            }
             if let Err(e) = &result {
                 tracing::debug!(%addr, error = %e, "refused incoming link");
             }
             let _ = tx.send(result).await;
-            drop(permit);
         });
+        h.tasks.insert(id, task.abort_handle());
     }
+}
+
+/// The server side of one handshake, within [`FIRST_BYTE_TIMEOUT`] and
+/// [`ACCEPT_TIMEOUT`].
+async fn handshake(
+    tls: &TlsContext,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<Accepted, ConnectError> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(_)) => return Err(ConnectError::Tls("closed before the handshake".into())),
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Err(_) => return Err(ConnectError::Timeout),
+    }
+    tokio::time::timeout(ACCEPT_TIMEOUT, tls.accept(stream, addr))
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map(|(stream, peer)| Accepted { stream, peer })
 }

@@ -2,6 +2,7 @@
 //!
 //! Everything here does I/O; the protocol decisions stay in the sans-IO core.
 
+pub mod admission;
 pub mod clock;
 pub mod driver;
 pub mod link;

@@ -10,7 +10,9 @@ mod parser;
 pub mod writer;
 
 pub use error::{StreamCondition, StreamError};
-pub use parser::{ATTRIBUTE_COST, ELEMENT_COST, MAX_DEPTH, StreamEvent, StreamHeader, StreamParser};
+pub use parser::{
+    ATTRIBUTE_COST, ELEMENT_COST, MAX_DEPTH, StreamEvent, StreamHeader, StreamParser,
+};
 
 /// `http://etherx.jabber.org/streams`.
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";

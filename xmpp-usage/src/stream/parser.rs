@@ -321,7 +321,8 @@ mod tests {
 mod more_tests {
     use super::*;
 
-    const OPEN: &[u8] = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    const OPEN: &[u8] =
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
     fn nested(levels: usize) -> Vec<u8> {
         let mut s = b"<message>".to_vec();

@@ -1,4 +1,5 @@
 //! The hardening issue: an enrolled peer or a local process as attacker. One module
 //! per input; each test reproduces an attack that used to succeed.
 
+mod links;
 mod local_port;
