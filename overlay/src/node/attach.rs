@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::dials::MAX_CANDIDATES;
 use super::transactions::Purpose;
 use super::{Answer, ConnectId, Event, JoinState, Node, Timer};
 use crate::id::NodeId;
 use crate::time::Instant;
-use crate::wire::attach::link_type;
 use crate::wire::{AttachReqAns, Body, Destination, ErrorCode, ErrorResponse, IceCandidate};
 
 /// How long a requester waits for the answerer's connection.
@@ -31,6 +31,8 @@ pub(crate) enum Connecting {
         peer: NodeId,
         /// Whether it asked for an Update once connected.
         send_update: bool,
+        /// The candidate dialled.
+        addr: std::net::SocketAddr,
     },
 }
 
@@ -136,27 +138,21 @@ impl Node {
                 self.attaches.requested.remove(&from);
             }
         }
-        let candidate = req
-            .candidates
-            .iter()
-            .find(|c| c.overlay_link == link_type::TLS_TCP_FH_NO_ICE && c.socket_addr().is_some());
+        check_candidate_count(&req.candidates)?;
         if connected {
             if req.send_update {
                 self.send_update_to(from, true, now);
             }
         } else {
-            let Some(addr) = candidate.and_then(|c| c.socket_addr()) else {
-                return Err(ErrorResponse::new(
-                    ErrorCode::IncompatibleWithOverlay,
-                    "no TLS-TCP-FH-NO-ICE candidate: this overlay is No-ICE",
-                ));
-            };
+            let on_loopback = self.on_loopback();
+            let addr = self.dials.choose(&req.candidates, on_loopback, now)?;
             let id = ConnectId(self.fresh_id());
             self.attaches.connecting.insert(
                 id,
                 Connecting::Answer {
                     peer: from,
                     send_update: req.send_update,
+                    addr,
                 },
             );
             self.events.push_back(Event::Connect {
@@ -266,14 +262,18 @@ impl Node {
                 Some(Connecting::Answer {
                     peer: p,
                     send_update,
+                    addr,
                 }),
-                Some(_),
+                linked,
             ) => {
-                if send_update {
+                // A link to someone else than the requester is a failed dial too.
+                let ok = linked == Some(p);
+                self.dials.done(addr, ok, now);
+                if ok && send_update {
                     self.send_update_to(p, true, now);
                 }
             }
-            (Some(Connecting::Answer { .. }), None) | (None, _) => {}
+            (None, _) => {}
         }
     }
 
@@ -321,7 +321,33 @@ impl Node {
     }
 }
 
+/// A candidate list longer than [`MAX_CANDIDATES`] is refused outright.
+fn check_candidate_count(candidates: &[IceCandidate]) -> Result<(), ErrorResponse> {
+    if candidates.len() > MAX_CANDIDATES {
+        return Err(ErrorResponse::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "{} candidates; at most {MAX_CANDIDATES} are read",
+                candidates.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Node {
+    /// Whether this node listens on loopback (a development overlay on one host):
+    /// only then are loopback candidates meaningful.
+    fn on_loopback(&self) -> bool {
+        self.cfg.listen_addr.is_some_and(|a| a.ip().is_loopback())
+    }
+
+    /// The application's connection to an AppAttach requester's `addr` succeeded
+    /// (`ok`) or failed; a failed address is refused for a while.
+    pub fn app_dial_done(&mut self, addr: std::net::SocketAddr, ok: bool, now: Instant) {
+        self.dials.done(addr, ok, now);
+    }
+
     /// Asks the node at the end of `destination` for an application connection
     /// (§6.5.2). The answer names the peer; it then connects to this node's listener
     /// for `application` (this node is the TLS server, as with Attach, §6.5.1.13).
@@ -354,11 +380,14 @@ impl Node {
     }
 
     /// An AppAttachReq (§6.5.2.2): an unsupported Application-ID is Error_Not_Found; a
-    /// supported one is answered and the application told to connect.
+    /// supported one is answered and the application told to connect, within the
+    /// limits of [`super::dials`]. The application reports how its dial went with
+    /// [`Node::app_dial_done`].
     pub(crate) fn on_app_attach(
         &mut self,
         from: NodeId,
         req: crate::wire::AppAttach,
+        now: Instant,
     ) -> Result<Body, ErrorResponse> {
         if !self
             .cfg
@@ -371,17 +400,15 @@ impl Node {
                 format!("application {} not supported", req.application),
             ));
         }
-        let addr = req
-            .candidates
-            .iter()
-            .find(|c| c.overlay_link == link_type::TLS_TCP_FH_NO_ICE)
-            .and_then(|c| c.socket_addr())
-            .ok_or_else(|| {
-                ErrorResponse::new(
-                    ErrorCode::IncompatibleWithOverlay,
-                    "no TLS candidate: this overlay is No-ICE",
-                )
-            })?;
+        check_candidate_count(&req.candidates)?;
+        if !self.dials.app_attach_allowed(from, now) {
+            return Err(ErrorResponse::new(
+                ErrorCode::Forbidden,
+                "too many AppAttach requests from this node; retry later",
+            ));
+        }
+        let on_loopback = self.on_loopback();
+        let addr = self.dials.choose(&req.candidates, on_loopback, now)?;
         self.events.push_back(Event::AppAttach {
             from,
             application: req.application,

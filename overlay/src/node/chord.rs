@@ -39,7 +39,7 @@ impl Node {
             }
             Body::JoinReq(req) => self.on_join(from, direct, &req)?,
             Body::LeaveReq(req) => self.on_leave(from, direct, req, now)?,
-            Body::AppAttachReq(req) => self.on_app_attach(from, req)?,
+            Body::AppAttachReq(req) => self.on_app_attach(from, req, now)?,
             Body::StoreReq(req) => return self.on_store(message, req, signer, now).map(Some),
             body @ (Body::FetchReq(_) | Body::StatReq(_) | Body::FindReq(_)) => {
                 return self.on_read(body, now).map(Some);

@@ -22,6 +22,7 @@ mod attach;
 mod chord;
 pub mod config;
 mod deliver;
+pub mod dials;
 pub mod fragments;
 pub mod reconfig;
 mod routing;
@@ -233,6 +234,7 @@ pub struct Node {
     pub(crate) timers: Timers<Timer>,
     pub(crate) certs: CertCache,
     pub(crate) attaches: Attaches,
+    dials: dials::Dials,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) next_id: u64,
@@ -280,6 +282,7 @@ impl Node {
             timers: Timers::default(),
             certs: CertCache::new(4096),
             attaches: Attaches::default(),
+            dials: dials::Dials::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,

@@ -200,6 +200,14 @@ impl Overlay {
             .from)
     }
 
+    /// Reports how the application's connection to an AppAttach requester went (see
+    /// [`Node::app_dial_done`]); an address that failed is refused for a while.
+    pub async fn app_dial_done(&self, addr: SocketAddr, ok: bool) {
+        let _ = self
+            .with_node_at(move |n, now| n.app_dial_done(addr, ok, now))
+            .await;
+    }
+
     /// This node's Node-ID.
     pub fn node_id(&self) -> NodeId {
         self.node_id

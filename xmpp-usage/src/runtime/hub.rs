@@ -291,8 +291,11 @@ impl Hub {
         let settings = self.settings.clone();
         let reports = self.reports_tx.clone();
         let id = self.fresh_id();
+        let overlay = self.overlay.clone();
         tokio::spawn(async move {
-            match tls.connect(req.addr, Expect::Node(req.from)).await {
+            let connected = tls.connect(req.addr, Expect::Node(req.from)).await;
+            overlay.app_dial_done(req.addr, connected.is_ok()).await;
+            match connected {
                 Ok((io, peer)) => {
                     stream::run(id, io, peer, Role::Responder, settings, reports).await
                 }
