@@ -25,6 +25,11 @@ const AWAIT_LINK: Duration = Duration::from_secs(15);
 pub(crate) enum Connecting {
     /// To a bootstrap address (§11.4); the peer is learnt from its certificate.
     Bootstrap,
+    /// To a bootstrap node or a known peer for a partition check (§10.7.4.4).
+    Check {
+        /// The address dialled.
+        addr: std::net::SocketAddr,
+    },
     /// To the sender of an AttachReq we answered.
     Answer {
         /// The requester.
@@ -45,6 +50,8 @@ pub(crate) struct Attaches {
     pub(crate) awaiting: HashMap<NodeId, Purpose>,
     /// Node-IDs with an AttachReq of ours in flight (for the tie-break of §6.5.1.2).
     pub(crate) requested: HashSet<NodeId>,
+    /// Bootstrap attempts that failed since the node last joined (for the backoff).
+    pub(crate) bootstrap_failures: u32,
 }
 
 impl Node {
@@ -172,6 +179,15 @@ impl Node {
         if peer == self.me {
             return;
         }
+        if let Body::AttachAns(ans) = &answer.body
+            && let Some(addr) = ans
+                .candidates
+                .iter()
+                .filter_map(IceCandidate::socket_addr)
+                .find(|a| super::dials::dialable(*a, self.on_loopback()).is_ok())
+        {
+            self.remember_peer(peer, addr);
+        }
         if self.link_of.contains_key(&peer) {
             // Already connected: the existing link serves; an Update follows if asked.
             return self.attach_complete(peer, purpose, now);
@@ -214,6 +230,10 @@ impl Node {
                 Timer::JoinAttachDeadline,
                 now + AWAIT_LINK + Duration::from_secs(15),
             );
+        }
+        if purpose == Purpose::Heal(peer) {
+            // §10.7.4.4: "followed by an Update sent to S'".
+            self.send_update_to(peer, true, now);
         }
         self.join_waiting.remove(&peer);
         self.maybe_send_join(now);
@@ -269,10 +289,14 @@ impl Node {
                 // A link to someone else than the requester is a failed dial too.
                 let ok = linked == Some(p);
                 self.dials.done(addr, ok, now);
+                if ok {
+                    self.remember_peer(p, addr);
+                }
                 if ok && send_update {
                     self.send_update_to(p, true, now);
                 }
             }
+            (Some(Connecting::Check { addr }), linked) => self.check_connected(addr, linked, now),
             (None, _) => {}
         }
     }
@@ -313,11 +337,14 @@ impl Node {
         if self.cfg.may_start_overlay && self.links.is_empty() {
             return self.become_joined(now);
         }
-        self.events.push_back(Event::JoinFailed(
-            "no bootstrap node reachable; retrying".into(),
-        ));
-        self.timers
-            .set(Timer::Bootstrap, now + self.cfg.bootstrap_retry);
+        // Retry with a doubling delay, up to sixteen times `bootstrap_retry`.
+        let shift = self.attaches.bootstrap_failures.min(4);
+        self.attaches.bootstrap_failures += 1;
+        let retry = self.cfg.bootstrap_retry.saturating_mul(1 << shift);
+        self.events.push_back(Event::JoinFailed(format!(
+            "no bootstrap node reachable; retrying in {retry:?}"
+        )));
+        self.timers.set(Timer::Bootstrap, now + retry);
     }
 }
 

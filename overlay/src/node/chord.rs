@@ -315,6 +315,7 @@ impl Node {
     /// The node is on the ring: announce it and start stabilising.
     pub(crate) fn become_joined(&mut self, now: Instant) {
         self.state = JoinState::Joined;
+        self.attaches.bootstrap_failures = 0;
         self.events.push_back(Event::Joined);
         self.update_neighbors(now);
         self.attach_fingers(now);
@@ -324,8 +325,10 @@ impl Node {
         };
         let update_in = jitter(&mut self.rng, self.cfg.chord_update_interval);
         let ping_in = jitter(&mut self.rng, self.cfg.chord_ping_interval);
+        let check_in = jitter(&mut self.rng, self.cfg.partition_check_interval);
         self.timers.set(Timer::Stabilize, now + update_in);
         self.timers.set(Timer::FingerRefresh, now + ping_in);
+        self.timers.set(Timer::PartitionCheck, now + check_in);
     }
 
     /// §10.5: "In order to set up its i'th Finger Table entry, JN MUST send an Attach to
@@ -444,6 +447,7 @@ impl Node {
             return;
         }
         self.neighbors_dirty = true;
+        self.neighbor_lost_check(now);
         let ready: Vec<NodeId> = self
             .links
             .values()

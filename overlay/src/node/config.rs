@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub chord_update_interval: Duration,
     /// `chord-ping-interval` (§10.7.4.2; default one hour).
     pub chord_ping_interval: Duration,
+    /// How often a joined node checks through a bootstrap node that the overlay is
+    /// not split (§10.7.4.4); it also checks a few seconds after losing a neighbour.
+    pub partition_check_interval: Duration,
     /// `chord-reactive` (§10.7.1): send Updates as soon as the neighbour table changes.
     pub chord_reactive: bool,
     /// Predecessors and successors to keep (at least 3, §10.7).
@@ -92,6 +95,7 @@ impl NodeConfig {
             request_lifetime: Duration::from_secs(15),
             chord_update_interval: Duration::from_secs(600),
             chord_ping_interval: Duration::from_secs(3600),
+            partition_check_interval: Duration::from_secs(600),
             chord_reactive: true,
             neighbors: 3,
             listen_addr: None,

@@ -208,7 +208,10 @@ impl Node {
         let Some(pending) = self.txns.get(tid) else {
             return;
         };
-        if !self.response_origin_ok(pending.target.as_ref(), signer.node_id) {
+        // A partition check asks precisely for an answer from outside our view of the
+        // ring (§10.7.4.4); the signature still names who answered.
+        let any_origin = matches!(pending.purpose, Purpose::PartitionPing { .. });
+        if !any_origin && !self.response_origin_ok(pending.target.as_ref(), signer.node_id) {
             // §6.3.4: a response from a node that cannot be the answerer is discarded;
             // the request will be retransmitted.
             return tracing::debug!(node = %self.me, from = %signer.node_id, "response from an unexpected node dropped");
@@ -274,7 +277,7 @@ impl Node {
     pub(crate) fn on_answer(&mut self, purpose: Purpose, answer: Answer, now: Instant) {
         match purpose {
             Purpose::Api(id) => self.complete(id, Ok(answer)),
-            Purpose::BootstrapAttach | Purpose::Attach { .. } => {
+            Purpose::BootstrapAttach | Purpose::Attach { .. } | Purpose::Heal(_) => {
                 self.attach_answered(purpose, answer, now)
             }
             Purpose::Join => self.join_answered(now),
@@ -285,6 +288,7 @@ impl Node {
                 peer,
                 version,
             } => self.replica_stored(resource, peer, version),
+            Purpose::PartitionPing { via } => self.partition_answered(via, &answer, now),
             Purpose::Update(_) | Purpose::Fire => {}
         }
     }
@@ -297,6 +301,8 @@ impl Node {
             Purpose::Attach {
                 target: Some(peer), ..
             } => self.attach_request_failed(*peer, now),
+            Purpose::Heal(peer) => self.attach_request_failed(*peer, now),
+            Purpose::PartitionPing { .. } => self.partition_ping_failed(now),
             Purpose::Attach { .. } | Purpose::FingerPing(_) => {}
             Purpose::Replica { resource, peer, .. } => {
                 tracing::debug!(node = %self.me, %peer, %resource, %error, "replica store failed; retried");

@@ -24,6 +24,7 @@ pub mod config;
 mod deliver;
 pub mod dials;
 pub mod fragments;
+pub mod partition;
 pub mod reconfig;
 mod routing;
 mod storage;
@@ -205,6 +206,8 @@ pub(crate) enum Timer {
     /// Send replica stores that failed again (peers may briefly disagree on who is
     /// responsible after a failure).
     ReplicaRetry,
+    /// Look for another ring through a bootstrap node (§10.7.4.4).
+    PartitionCheck,
 }
 
 /// A connected peer.
@@ -235,6 +238,7 @@ pub struct Node {
     pub(crate) certs: CertCache,
     pub(crate) attaches: Attaches,
     dials: dials::Dials,
+    partition: partition::Partition,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) next_id: u64,
@@ -283,6 +287,7 @@ impl Node {
             certs: CertCache::new(4096),
             attaches: Attaches::default(),
             dials: dials::Dials::default(),
+            partition: partition::Partition::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -406,6 +411,7 @@ impl Node {
                 Timer::Expire => self.expire_values(now),
                 Timer::LeaveDeadline => self.finish_leave(true, now),
                 Timer::ReplicaRetry => self.sync_replicas(now),
+                Timer::PartitionCheck => self.partition_check(now),
             }
         }
         self.flush(now);
@@ -492,6 +498,9 @@ impl Node {
                 self.link_of.remove(&conn.peer);
             }
             self.peer_lost(conn.peer, now);
+            if self.links.is_empty() {
+                self.neighbor_lost_check(now);
+            }
         }
         self.flush(now);
     }

@@ -42,6 +42,13 @@ pub(crate) enum Purpose {
         /// The data version sent (sum of the Kinds' generation counters).
         version: u64,
     },
+    /// A Ping through bootstrap node `via` looking for another ring (§10.7.4.4).
+    PartitionPing {
+        /// The bootstrap node it went through.
+        via: NodeId,
+    },
+    /// An Attach to a node of another ring, followed by an Update (§10.7.4.4).
+    Heal(NodeId),
     /// Anything else whose answer is not needed.
     Fire,
 }

@@ -42,6 +42,11 @@ impl Ring {
 
     pub(crate) fn config(&mut self, id: NodeId) -> NodeConfig {
         let i = self.ids.len() as u32;
+        self.config_at(i, id)
+    }
+
+    /// The configuration of node `i` (address, bootstrap role) with Node-ID `id`.
+    pub(crate) fn config_at(&mut self, i: u32, id: NodeId) -> NodeConfig {
         let creds = self.ca.node(&format!("node{i}@{OVERLAY}"), id);
         let mut cfg = NodeConfig::new(OVERLAY, creds, self.ca.trust_store());
         cfg.listen_addr = Some(VirtualNet::address_of(i));

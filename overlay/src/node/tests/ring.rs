@@ -287,3 +287,56 @@ fn at_the_connection_limit_a_link_nobody_routes_over_makes_room() {
     assert_eq!(n.link_to(NodeId(4000)), Some(LinkId(3)));
     assert_eq!(n.link_to(NodeId(2000)), None);
 }
+
+/// The bootstrap node crashes and restarts alone on its address: the others find it
+/// through their partition checks and the two rings merge (§10.7.4.4).
+#[test]
+fn a_bootstrap_node_that_restarts_alone_is_merged_back_rfc6940_10_7_4_4() {
+    let mut r = Ring::grown(11, 6);
+    r.assert_stable();
+    let boot = r.ids[0];
+    r.net.crash(boot);
+    r.net.run_for(secs(2));
+    r.net.forget(boot);
+    let cfg = r.config_at(0, boot);
+    r.net.add(cfg);
+    r.net.join(boot);
+    r.net.run_for(secs(1));
+    assert_eq!(
+        r.net.node(boot).unwrap().table().successors(),
+        &[] as &[NodeId],
+        "it restarted alone"
+    );
+    r.net.run_for(secs(60));
+    r.assert_stable();
+}
+
+/// Two nodes: the other one is left without any link and keeps looking, with a
+/// doubling delay, until the bootstrap node is back (§10.7.1).
+#[test]
+fn a_node_without_links_keeps_looking_for_the_overlay_rfc6940_10_7_1() {
+    let mut r = Ring::grown(12, 2);
+    let (boot, other) = (r.ids[0], r.ids[1]);
+    r.net.crash(boot);
+    r.net.run_for(secs(2));
+    r.net.forget(boot);
+    assert_eq!(r.net.node(other).unwrap().link_count(), 0);
+    // Down for two minutes: the checks back off meanwhile.
+    r.net.record_events(true);
+    r.net.run_for(secs(120));
+    let attempts = r
+        .net
+        .take_events()
+        .iter()
+        .filter(|(_, n, e)| *n == other && matches!(e, Event::Connect { .. }))
+        .count();
+    assert!(
+        (4..=8).contains(&attempts),
+        "{attempts} attempts in two minutes"
+    );
+    let cfg = r.config_at(0, boot);
+    r.net.add(cfg);
+    r.net.join(boot);
+    r.net.run_for(secs(90));
+    r.assert_stable();
+}

@@ -4,3 +4,4 @@
 mod app_attach;
 mod links;
 mod local_port;
+mod rejoin;
