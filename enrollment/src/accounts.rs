@@ -30,6 +30,9 @@ pub trait AccountStore: Send + Sync + fmt::Debug {
     fn add_node_ids(&self, username: &str, ids: &[NodeId]) -> Result<(), String>;
     /// Whether any account holds `id` (Node-IDs are unique across the overlay).
     fn node_id_taken(&self, id: NodeId) -> bool;
+    /// Removes `ids` from `username`'s Node-IDs (a revoked device frees its slot);
+    /// returns how many it held.
+    fn remove_node_ids(&self, username: &str, ids: &[NodeId]) -> Result<usize, String>;
 }
 
 /// PBKDF2 iterations for new passwords (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
@@ -231,6 +234,18 @@ impl AccountStore for FileAccounts {
     fn node_id_taken(&self, id: NodeId) -> bool {
         self.lock().values().any(|a| a.node_ids.contains(&id))
     }
+
+    fn remove_node_ids(&self, username: &str, ids: &[NodeId]) -> Result<usize, String> {
+        let mut accounts = self.lock();
+        let account = accounts
+            .get_mut(username)
+            .ok_or_else(|| format!("no account {username}"))?;
+        let before = account.node_ids.len();
+        account.node_ids.retain(|n| !ids.contains(n));
+        let removed = before - account.node_ids.len();
+        self.save(&accounts).map_err(|e| e.to_string())?;
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +268,9 @@ mod tests {
         assert!(b.authenticate("juliet@capulet.lit", "wherefore"));
         assert_eq!(b.node_ids("juliet@capulet.lit"), vec![NodeId(7), NodeId(8)]);
         assert!(b.node_id_taken(NodeId(8)) && !b.node_id_taken(NodeId(9)));
+        assert_eq!(b.remove_node_ids("juliet@capulet.lit", &[NodeId(8)]), Ok(1));
+        assert!(!b.node_id_taken(NodeId(8)));
+        b.add_node_ids("juliet@capulet.lit", &[NodeId(8)]).unwrap();
         // A new password keeps the Node-IDs.
         b.set_password("juliet@capulet.lit", "balcony").unwrap();
         assert!(!b.authenticate("juliet@capulet.lit", "wherefore"));

@@ -10,6 +10,7 @@
 //! | `signer.pem`, `signer.key.pem` | the configuration- and kind-signer, issued by the root |
 //! | `domains/<domain>/ca.pem`, `ca.key.pem` | a domain CA (dNSName SAN = the domain) |
 //! | `revoked.txt` | SHA-256 fingerprints of revoked domain CAs, one per line |
+//! | `bad-nodes.txt` | Node-IDs of revoked devices (hex), one per line: `bad-node` in the next configuration |
 //! | `config.xml` | the last published configuration document |
 //!
 //! A domain CA only certifies names in its own domain; the overlay checks the same rule
@@ -318,6 +319,35 @@ impl CaDir {
         Ok(fp)
     }
 
+    /// Revokes devices: their Node-IDs become `bad-node` entries of the next published
+    /// configuration (§11.1), so no node links to them any more.
+    pub fn revoke_nodes(&self, ids: &[NodeId]) -> Result<(), CaError> {
+        let mut list = self.bad_nodes();
+        for id in ids {
+            if !list.contains(id) {
+                list.push(*id);
+            }
+        }
+        let text: String = list
+            .iter()
+            .map(|n| format!("{}\n", hex::encode(n.to_be_bytes())))
+            .collect();
+        write_atomic(&self.dir.join("bad-nodes.txt"), text.as_bytes(), false)?;
+        Ok(())
+    }
+
+    /// The revoked devices' Node-IDs.
+    pub fn bad_nodes(&self) -> Vec<NodeId> {
+        fs::read_to_string(self.dir.join("bad-nodes.txt"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let b: [u8; 16] = hex::decode(l.trim()).ok()?.try_into().ok()?;
+                Some(NodeId::from_bytes(b))
+            })
+            .collect()
+    }
+
     /// Fingerprints of the revoked domain CAs.
     pub fn revoked(&self) -> Vec<[u8; 32]> {
         fs::read_to_string(self.dir.join("revoked.txt"))
@@ -395,7 +425,7 @@ impl CaDir {
     }
 
     /// Publishes `template` as the overlay's configuration: the root, this CA's signer
-    /// as configuration- and kind-signer, the revoked CAs, a sequence one above the last
+    /// as configuration- and kind-signer, the revoked CAs and devices, a sequence one above the last
     /// published one, kind blocks signed; the document is signed by this CA's signer
     /// (the configuration-signer of the previous document) and written to `config.xml`.
     pub fn publish(&self, template: &Configuration) -> Result<String, CaError> {
@@ -414,6 +444,11 @@ impl CaDir {
         for fp in self.revoked() {
             if !c.revoked_cas.contains(&fp) {
                 c.revoked_cas.push(fp);
+            }
+        }
+        for n in self.bad_nodes() {
+            if !c.bad_nodes.contains(&n) {
+                c.bad_nodes.push(n);
             }
         }
         if !c.revoked_cas.is_empty()

@@ -146,7 +146,8 @@ pub async fn enroll_server(
 pub struct EnrollOptions {
     /// The overlay name.
     pub overlay: String,
-    /// The configuration URL to use when DNS SRV finds nothing.
+    /// The configuration URL; when given, it is used without a DNS SRV lookup first
+    /// (private overlays and test labs must not depend on an outside resolver).
     pub config_url: Option<String>,
     /// The account (a bare JID).
     pub username: String,
@@ -163,13 +164,9 @@ pub struct EnrollOptions {
 /// `enroll`: fetch and verify the configuration, enroll, save the profile, and load it
 /// back as a node would.
 pub async fn enroll_cli(opts: &EnrollOptions) -> Result<Profile, ClientError> {
-    let fetched = fetch_config(
-        &opts.overlay,
-        opts.config_url.as_deref(),
-        None,
-        &opts.client,
-    )
-    .await?;
+    let mut client = opts.client.clone();
+    client.discover &= opts.config_url.is_none();
+    let fetched = fetch_config(&opts.overlay, opts.config_url.as_deref(), None, &client).await?;
     let enrolled = enroll(
         &fetched.verified.config,
         &opts.username,

@@ -38,6 +38,9 @@ pub struct ClientSettings {
     /// Whether to look the configuration server up in DNS (§11.2) before trying the
     /// configured URL; off for overlays that exist only on one machine (the demo).
     pub discover: bool,
+    /// The local address HTTPS requests leave from (multi-homed hosts); `None` lets
+    /// the system choose.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientSettings {
@@ -47,6 +50,7 @@ impl Default for ClientSettings {
             dns_server: None,
             timeout: Duration::from_secs(10),
             discover: true,
+            local_address: None,
         }
     }
 }
@@ -172,6 +176,7 @@ fn http_client(
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(s.timeout)
+        .local_address(s.local_address)
         .no_proxy();
     if let Some((name, addr)) = resolve {
         b = b.resolve(name, addr);

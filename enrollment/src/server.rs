@@ -12,9 +12,11 @@
 //!   root (§11.3); the enrollment answer points at its issuer with
 //!   `Link: <…>; rel="up"`, as ACME does (RFC 8555 §7.4.2).
 //!
-//! Node-IDs are drawn from the OS RNG, unique across accounts, and remembered per
-//! user, so a returning user gets the same ones back (§11.3). Requests are rate limited
-//! per client address and per user name (`429` with `Retry-After`).
+//! Node-IDs are drawn from the OS RNG, unique across accounts; every enrollment is a
+//! device with Node-IDs of its own, at most `max_account_node_ids` per account.
+//! Requests are rate limited per client address; failed password checks are limited
+//! per (account, address), per address and in all, so guessing never locks the
+//! account's owner out (`429` with `Retry-After`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,7 +41,7 @@ use crate::accounts::AccountStore;
 use crate::ca::{DomainCa, IssueError, check_user_name};
 use crate::config::CONTENT_TYPE;
 use crate::files::os_random;
-use crate::ratelimit::{Rate, RateLimiter};
+use crate::ratelimit::{AuthFailures, FailureLimits, Rate, RateLimiter};
 
 /// The path of the configuration document (§11.2).
 pub const CONFIG_PATH: &str = "/.well-known/reload-config";
@@ -57,12 +59,17 @@ pub struct ServerSettings {
     pub enroll_path: String,
     /// Days an issued certificate is valid.
     pub validity_days: i64,
-    /// Most Node-IDs one user may hold.
+    /// Most Node-IDs one enrollment may ask for.
     pub max_node_ids: u32,
+    /// Most Node-IDs one account may hold in all: every enrollment is a device with
+    /// Node-IDs of its own, so this caps the devices (identities) of an account.
+    /// Removing a device's Node-IDs from the account (`xor-node account revoke`)
+    /// frees its slot.
+    pub max_account_node_ids: u32,
     /// Requests per client address.
     pub per_address: Rate,
-    /// Enrollment attempts per user name.
-    pub per_user: Rate,
+    /// Failed password checks allowed per (account, address), per address and in all.
+    pub failures: FailureLimits,
     /// Largest request body.
     pub max_body: usize,
 }
@@ -74,14 +81,12 @@ impl Default for ServerSettings {
             enroll_path: "/enroll".into(),
             validity_days: 365,
             max_node_ids: 4,
+            max_account_node_ids: 16,
             per_address: Rate {
                 burst: 30,
                 interval: Duration::from_secs(2),
             },
-            per_user: Rate {
-                burst: 5,
-                interval: Duration::from_secs(60),
-            },
+            failures: FailureLimits::default(),
             max_body: 64 * 1024,
         }
     }
@@ -109,7 +114,7 @@ struct Inner {
     accounts: Arc<dyn AccountStore>,
     settings: ServerSettings,
     per_address: Mutex<RateLimiter>,
-    per_user: Mutex<RateLimiter>,
+    failures: Mutex<AuthFailures>,
     /// Serialises Node-ID assignment (check unique, then record).
     assign: tokio::sync::Mutex<()>,
 }
@@ -184,7 +189,7 @@ impl EnrollmentServer {
             ),
             accounts,
             per_address: Mutex::new(RateLimiter::new(settings.per_address, 100_000)),
-            per_user: Mutex::new(RateLimiter::new(settings.per_user, 100_000)),
+            failures: Mutex::new(AuthFailures::new(settings.failures)),
             assign: tokio::sync::Mutex::new(()),
             settings: settings.clone(),
         });
@@ -362,8 +367,11 @@ async fn enroll(
     let (Some(username), Some(password)) = (form.username, form.password) else {
         return text(StatusCode::FORBIDDEN, "failed_authentication");
     };
-    if let Some(r) = limited(&s.per_user, &username) {
-        return r;
+    // Failures are counted, not attempts: a guesser locks out its own address, and
+    // the account's owner still gets in (hardening issue, defect 7).
+    let source = peer.ip().to_string();
+    if let Err(wait) = lock(&s.failures).may_try(&username, &source, Instant::now()) {
+        return too_many(wait);
     }
     let accounts = s.accounts.clone();
     let (u, p) = (username.clone(), password);
@@ -372,8 +380,10 @@ async fn enroll(
         .unwrap_or(false);
     if !authenticated {
         tracing::info!(%username, %peer, "enrollment: failed authentication");
+        lock(&s.failures).failed(&username, &source, Instant::now());
         return text(StatusCode::FORBIDDEN, "failed_authentication");
     }
+    lock(&s.failures).succeeded(&username, &source);
     match issue(&s, &username, form.nodeids.as_deref(), form.csr.as_deref()).await {
         Ok((cert, domain)) => {
             tracing::info!(%username, "certificate issued");
@@ -420,8 +430,16 @@ async fn issue(
     let csr = csr_der(csr.ok_or_else(|| IssueError::BadCsr("no csr parameter".into()))?)?;
     let _guard = s.assign.lock().await;
     // Every enrollment is a device (XEP-0415: each device of a user is a peer), so it
-    // gets Node-IDs of its own, never one another device of the account already uses.
+    // gets Node-IDs of its own, never one another device of the account already uses;
+    // an account holds a bounded number of them (no endless identities per account).
     let held = s.accounts.node_ids(username);
+    let max = s.settings.max_account_node_ids as usize;
+    if held.len() + wanted as usize > max {
+        return Err(IssueError::NodeIdsNotAvailable(format!(
+            "the account holds {} of its {max} Node-IDs; revoke a device to free one",
+            held.len()
+        )));
+    }
     let mut ids = Vec::new();
     while ids.len() < wanted as usize {
         let id = NodeId::from_bytes(os_random()[..16].try_into().unwrap_or_default());

@@ -115,6 +115,7 @@ impl DevNet {
                 dns_server: None,
                 timeout: Duration::from_secs(10),
                 discover: false,
+                local_address: None,
             },
             bootstrap: Vec::new(),
             ca_root: ca.root_der().to_vec(),

@@ -61,7 +61,7 @@ enum Command {
         /// The overlay name [default: the JID's domain].
         #[arg(long)]
         overlay: Option<String>,
-        /// The configuration URL, when DNS SRV does not announce one.
+        /// The configuration URL; when given, no DNS SRV lookup is made.
         #[arg(long)]
         config_url: Option<String>,
         /// Where to keep the profile [default: ~/.local/share/xor/profile].
@@ -162,7 +162,18 @@ enum AccountCommand {
         /// user@domain.
         user: String,
     },
-    /// List the accounts.
+    /// Revoke devices of an account: their Node-IDs leave the account (freeing its
+    /// device slots) and, with --dir, become bad-node entries of the next `ca publish`.
+    Revoke {
+        /// user@domain.
+        user: String,
+        /// The devices' Node-IDs (hex); all of the account's when none is given.
+        node_ids: Vec<String>,
+        /// The CA directory whose next configuration lists them as bad nodes.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// List the accounts with how many Node-IDs (devices) each holds.
     List,
 }
 
@@ -326,9 +337,46 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     }
                     println!("removed {user}");
                 }
+                AccountCommand::Revoke {
+                    user,
+                    node_ids,
+                    dir,
+                } => {
+                    use xor_enrollment::accounts::AccountStore;
+                    let ids = if node_ids.is_empty() {
+                        file.node_ids(&user)
+                    } else {
+                        node_ids
+                            .iter()
+                            .map(|h| {
+                                let b: [u8; 16] = hex::decode(h)
+                                    .ok()
+                                    .and_then(|b| b.try_into().ok())
+                                    .ok_or_else(|| {
+                                        format!("{h} is not a Node-ID (32 hex digits)")
+                                    })?;
+                                Ok(xor_overlay::id::NodeId::from_bytes(b))
+                            })
+                            .collect::<Result<Vec<_>, String>>()?
+                    };
+                    let removed = file.remove_node_ids(&user, &ids)?;
+                    println!(
+                        "{user}: {removed} of {} Node-IDs removed from the account",
+                        ids.len()
+                    );
+                    if let Some(dir) = dir {
+                        xor_enrollment::ca::CaDir::open(&dir)
+                            .and_then(|ca| ca.revoke_nodes(&ids))
+                            .map_err(|e| e.to_string())?;
+                        println!(
+                            "listed as bad nodes; run `ca publish` to distribute the revocation"
+                        );
+                    }
+                }
                 AccountCommand::List => {
+                    use xor_enrollment::accounts::AccountStore;
                     for u in file.users() {
-                        println!("{u}");
+                        println!("{u} ({} Node-IDs)", file.node_ids(&u).len());
                     }
                 }
             }

@@ -119,6 +119,7 @@ impl Operator {
             dns_server: Some(self.dns.addr),
             timeout: std::time::Duration::from_secs(5),
             discover: true,
+            local_address: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use xor_enrollment::ca::make_csr;
 use xor_enrollment::cli::{EnrollOptions, enroll_cli};
-use xor_enrollment::client::{ClientError, Refusal, enroll, fetch_config};
+use xor_enrollment::client::{ClientError, ClientSettings, Refusal, enroll, fetch_config};
 use xor_enrollment::server::ServerSettings;
 use xor_overlay::id::overlay_hash;
 use xor_overlay::identity::{Credentials, KeyPair};
@@ -194,13 +194,7 @@ async fn raw_post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failure_code_of_rfc6940_11_3() {
-    let settings = ServerSettings {
-        per_user: xor_enrollment::ratelimit::Rate {
-            burst: 20,
-            interval: Duration::from_secs(1),
-        },
-        ..ServerSettings::default()
-    };
+    let settings = ServerSettings::default();
     let op = Operator::start(OVERLAY, &["capulet.test", "montague.test"], settings).await;
     op.accounts
         .set_password("juliet@capulet.test", "balcony")
@@ -263,16 +257,19 @@ async fn every_failure_code_of_rfc6940_11_3() {
     assert_eq!(two.node_ids.len(), 2);
 }
 
+/// A client of the operator's server whose requests leave from `source`.
+fn client_from(op: &Operator, source: [u8; 4]) -> ClientSettings {
+    ClientSettings {
+        local_address: Some(source.into()),
+        ..op.client()
+    }
+}
+
+/// Guessing used to spend the account's own budget, so anyone could lock a user out of
+/// enrolling (hardening issue, defect 7). Now failures count per (account, address).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrollment_is_rate_limited_per_user() {
-    let settings = ServerSettings {
-        per_user: xor_enrollment::ratelimit::Rate {
-            burst: 2,
-            interval: Duration::from_secs(3600),
-        },
-        ..ServerSettings::default()
-    };
-    let op = Operator::start(OVERLAY, &["capulet.test"], settings).await;
+async fn guessing_locks_out_the_guesser_not_the_user() {
+    let op = Operator::start(OVERLAY, &["capulet.test"], ServerSettings::default()).await;
     op.accounts
         .set_password("juliet@capulet.test", "balcony")
         .unwrap();
@@ -281,18 +278,77 @@ async fn enrollment_is_rate_limited_per_user() {
         .unwrap()
         .verified
         .config;
+    let mallory = client_from(&op, [127, 0, 0, 66]);
+    let mut refused = 0;
+    let mut limited = None;
+    for _ in 0..8 {
+        match enroll(&config, "juliet@capulet.test", "guess", 1, &mallory).await {
+            Err(ClientError::Refused(Refusal::FailedAuthentication)) => refused += 1,
+            Err(ClientError::RateLimited(wait)) => limited = Some(wait),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, 5, "five guesses checked, then the guesser waits");
+    assert!(
+        limited.is_some_and(|w| w >= Duration::from_secs(60)),
+        "{limited:?}"
+    );
+    // Even the right password from the guesser's address waits...
+    assert!(matches!(
+        enroll(&config, "juliet@capulet.test", "balcony", 1, &mallory).await,
+        Err(ClientError::RateLimited(_))
+    ));
+    // ...but the user, from her own address, enrolls.
+    let juliet = client_from(&op, [127, 0, 0, 1]);
+    let got = enroll(&config, "juliet@capulet.test", "balcony", 1, &juliet)
+        .await
+        .expect("the user is not locked out");
+    assert_eq!(got.node_ids.len(), 1);
+}
+
+/// An account holds a bounded number of Node-IDs (each enrollment is a device with
+/// its own); revoking a device frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_per_account_are_capped_and_revocation_frees_a_slot() {
+    let settings = ServerSettings {
+        max_account_node_ids: 3,
+        ..ServerSettings::default()
+    };
+    let op = Operator::start(OVERLAY, &["capulet.test"], settings).await;
+    op.accounts
+        .set_password("juliet@capulet.test", "balcony")
+        .unwrap();
     let c = op.client();
-    for _ in 0..2 {
-        assert!(
-            enroll(&config, "juliet@capulet.test", "guess", 1, &c)
-                .await
-                .is_err()
-        );
-    }
+    let config = fetch_config(OVERLAY, None, None, &c)
+        .await
+        .unwrap()
+        .verified
+        .config;
+    let first = enroll(&config, "juliet@capulet.test", "balcony", 1, &c)
+        .await
+        .unwrap();
+    enroll(&config, "juliet@capulet.test", "balcony", 2, &c)
+        .await
+        .unwrap();
     match enroll(&config, "juliet@capulet.test", "balcony", 1, &c).await {
-        Err(ClientError::RateLimited(wait)) => assert!(wait > Duration::from_secs(60)),
-        other => panic!("expected rate limiting, got {other:?}"),
+        Err(ClientError::Refused(Refusal::NodeIdsNotAvailable)) => {}
+        other => panic!("a fourth Node-ID: {other:?}"),
     }
+    use xor_enrollment::accounts::AccountStore;
+    assert_eq!(
+        op.accounts
+            .remove_node_ids("juliet@capulet.test", &first.node_ids),
+        Ok(1)
+    );
+    op.ca.revoke_nodes(&first.node_ids).unwrap();
+    assert_eq!(
+        op.ca.bad_nodes(),
+        first.node_ids,
+        "listed for the next configuration"
+    );
+    enroll(&config, "juliet@capulet.test", "balcony", 1, &c)
+        .await
+        .expect("the revoked device's slot is free again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,6 +445,9 @@ async fn the_cli_functions_run_an_operator_and_a_user() {
     let root = std::fs::read(ca_dir.path().join("root.pem")).unwrap();
     let root = xor_enrollment::files::pem_der(&root).unwrap();
     let home = tempfile::tempdir().unwrap();
+    // A DNS server that records queries and never answers: with --config-url, no
+    // query may reach it (hardening issue, defect 9).
+    let dns = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let profile = enroll_cli(&EnrollOptions {
         overlay: OVERLAY.into(),
         config_url: Some(format!(
@@ -400,14 +459,19 @@ async fn the_cli_functions_run_an_operator_and_a_user() {
         profile: home.path().join("nurse"),
         client: xor_enrollment::client::ClientSettings {
             http_roots: vec![root],
-            // No DNS server answers here: discovery falls back to the URL.
-            dns_server: Some("127.0.0.1:9".parse().unwrap()),
+            dns_server: Some(dns.local_addr().unwrap()),
             timeout: Duration::from_millis(500),
             discover: true,
+            local_address: None,
         },
     })
     .await
     .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        dns.try_recv_from(&mut buf).is_err(),
+        "the given configuration URL is used without a DNS SRV lookup"
+    );
     assert_eq!(
         profile.credentials.identity().user.as_deref(),
         Some("nurse@capulet.test")
