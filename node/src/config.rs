@@ -199,6 +199,50 @@ impl Default for LogSection {
     }
 }
 
+/// Refuses a secret file (`what` says why it is secret) that other users may read or
+/// write: `chmod 600` is the cure, and the error says so.
+pub fn owner_only(path: &Path, what: &str) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} {what} but other users may read it (mode {:o}): run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+    let _ = (path, what);
+    Ok(())
+}
+
+/// Writes `text` to `path` readable by its owner only, refusing to replace a file.
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => format!("{} exists already", path.display()),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `~/` expanded with `$HOME`.
 pub fn expand(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
@@ -233,10 +277,24 @@ impl NodeFile {
         Ok(f)
     }
 
-    /// Reads and parses a configuration file.
+    /// Reads and parses a configuration file. A file holding a password must be
+    /// readable by its owner only (as ssh insists for private keys).
     pub fn load(path: &Path) -> Result<NodeFile, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        NodeFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let f = NodeFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if f.holds_passwords() {
+            owner_only(path, "holds passwords")?;
+        }
+        Ok(f)
+    }
+
+    /// Whether the file holds a password (the client port's or the fallback's).
+    pub fn holds_passwords(&self) -> bool {
+        !self.client.password.is_empty()
+            || self
+                .fallback
+                .as_ref()
+                .is_some_and(|f| !f.password.is_empty())
     }
 
     /// The roster file.

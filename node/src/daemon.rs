@@ -202,6 +202,15 @@ impl Device {
     /// client port.
     pub async fn start(opts: DeviceOptions) -> Result<Device, StartupError> {
         let dir = opts.profile.display().to_string();
+        let key = opts.profile.join("key.pem");
+        if key.exists() {
+            crate::config::owner_only(&key, "is this device's private key").map_err(|why| {
+                StartupError::Profile {
+                    dir: dir.clone(),
+                    why,
+                }
+            })?;
+        }
         let overlay = profile_overlay(&opts.profile)?;
         let profile = load_profile(&opts.profile, &overlay).map_err(|e| StartupError::Profile {
             dir: dir.clone(),

@@ -97,7 +97,15 @@ enum Command {
         listen: SocketAddr,
     },
     /// Print a configuration file with every option and its default.
-    ConfigExample,
+    ConfigExample {
+        /// Write it to the configuration file (readable by you only) instead; it is
+        /// never overwritten.
+        #[arg(long)]
+        write: bool,
+        /// The file to write [default: ~/.config/xor/node.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,8 +206,7 @@ fn load_config(path: Option<PathBuf>) -> Result<NodeFile, String> {
     let path = path.unwrap_or_else(config::default_path);
     if !path.exists() {
         return Err(format!(
-            "{} does not exist: write one (`xor-node config-example > {}`) or pass --config",
-            path.display(),
+            "{} does not exist: write one (`xor-node config-example --write`) or pass --config",
             path.display()
         ));
     }
@@ -288,7 +295,9 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     .unwrap_or_default(),
                 profile.display()
             );
-            println!("next: write a configuration (`xor-node config-example`) and `xor-node run`");
+            println!(
+                "next: write a configuration (`xor-node config-example --write`) and `xor-node run`"
+            );
             Ok(())
         }
         Command::Ca { command } => {
@@ -407,8 +416,17 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
             server.shutdown();
             Ok(())
         }
-        Command::ConfigExample => {
-            print!("{}", config::EXAMPLE);
+        Command::ConfigExample { write, config } => {
+            if !write {
+                print!("{}", config::EXAMPLE);
+                return Ok(());
+            }
+            let path = config.unwrap_or_else(config::default_path);
+            config::write_private(&path, config::EXAMPLE)?;
+            println!(
+                "wrote {} (readable by you only); set [client] password, then `xor-node run`",
+                path.display()
+            );
             Ok(())
         }
     }

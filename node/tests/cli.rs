@@ -111,9 +111,9 @@ fn bad_configuration_files_are_named_with_the_problem() {
     assert!(err.contains("pasword"), "{err}");
 
     let no_profile = dir.path().join("np.toml");
-    std::fs::write(
+    xor_node::config::write_private(
         &no_profile,
-        config_text(&dir.path().join("absent"), true, &[]),
+        &config_text(&dir.path().join("absent"), true, &[]),
     )
     .unwrap();
     let (ok, _, err) = xor_node(&["run", "--config", no_profile.to_str().unwrap()]);
@@ -125,6 +125,49 @@ fn bad_configuration_files_are_named_with_the_problem() {
     assert!(err.contains("no xor-node is running"), "{err}");
 }
 
+/// A configuration holding a password used to be created readable by everyone, and
+/// was read without a word (hardening issue, defect 8).
+#[test]
+fn secrets_other_users_can_read_are_refused_and_written_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, config_text(&dir.path().join("absent"), true, &[])).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, _, err) = xor_node(&["run", "--config", open.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("chmod 600") && err.contains("passwords"),
+        "{err}"
+    );
+
+    let written = dir.path().join("xor").join("node.toml");
+    let (ok, out, err) = xor_node(&[
+        "config-example",
+        "--write",
+        "--config",
+        written.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("readable by you only"), "{out}");
+    let mode = std::fs::metadata(&written).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        xor_node::config::EXAMPLE
+    );
+    let (ok, _, err) = xor_node(&[
+        "config-example",
+        "--write",
+        "--config",
+        written.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("exists already"),
+        "never overwritten: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_status_and_resolve_and_sigterm_removes_the_location_record() {
     let _ = tracing_subscriber::fmt()
@@ -134,7 +177,7 @@ async fn run_serves_status_and_resolve_and_sigterm_removes_the_location_record()
     let net = DevNet::start(&["alice", "bob"]).await.unwrap();
     let alice_opts = net.enroll("alice", "laptop").await.unwrap();
     let config = net.dir().join("alice.toml");
-    std::fs::write(&config, config_text(&alice_opts.profile, true, &[])).unwrap();
+    xor_node::config::write_private(&config, &config_text(&alice_opts.profile, true, &[])).unwrap();
     let cfg = config.to_str().unwrap().to_owned();
 
     let mut child = tokio::process::Command::new(BIN)
@@ -310,9 +353,10 @@ async fn start_up_failures_say_what_to_do() {
             validity,
         )
         .unwrap();
-    std::fs::write(
-        opts.profile.join("key.pem"),
-        xor_enrollment::files::key_pem(&key),
+    xor_enrollment::files::write_atomic(
+        &opts.profile.join("key.pem"),
+        xor_enrollment::files::key_pem(&key).as_bytes(),
+        true,
     )
     .unwrap();
     std::fs::write(
