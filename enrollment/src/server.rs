@@ -49,6 +49,9 @@ pub const CONFIG_PATH: &str = "/.well-known/reload-config";
 pub const CA_PATH: &str = "/.well-known/reload-ca";
 /// `application/pkix-cert` (RFC 2585).
 pub const PKIX_CERT: &str = "application/pkix-cert";
+/// How long a connection may take to send a request's headers (the TLS handshake has
+/// axum-server's 10 s), and a request its body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -200,12 +203,18 @@ impl EnrollmentServer {
             .layer(DefaultBodyLimit::max(settings.max_body))
             .with_state(inner.clone());
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(
+        let mut server = axum_server::from_tcp_rustls(
             listener,
             axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
         )
         .map_err(|source| ServerError::Listen { addr, source })?
-        .handle(handle.clone());
+        .handle(handle.clone())
+        .first_request_timeout(REQUEST_TIMEOUT);
+        // A connection that trickles its headers is closed (no slow-loris holds).
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(Some(REQUEST_TIMEOUT));
         tokio::spawn(async move {
             if let Err(e) = server
                 .serve(app.into_make_service_with_connect_info::<SocketAddr>())
@@ -360,9 +369,10 @@ async fn enroll(
             "the answer is application/pkix-cert",
         );
     }
-    let form = match read_form(multipart).await {
-        Ok(f) => f,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad form: {e}")),
+    let form = match tokio::time::timeout(REQUEST_TIMEOUT, read_form(multipart)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("bad form: {e}")),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the request body took too long"),
     };
     let (Some(username), Some(password)) = (form.username, form.password) else {
         return text(StatusCode::FORBIDDEN, "failed_authentication");
