@@ -372,7 +372,12 @@ async fn enroll(
     let form = match tokio::time::timeout(REQUEST_TIMEOUT, read_form(multipart)).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("bad form: {e}")),
-        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "the request body took too long"),
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body took too long",
+            );
+        }
     };
     let (Some(username), Some(password)) = (form.username, form.password) else {
         return text(StatusCode::FORBIDDEN, "failed_authentication");

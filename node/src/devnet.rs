@@ -89,6 +89,11 @@ impl DevNet {
         }
         let settings = ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Every device of the development overlay enrolls from 127.0.0.1.
+            per_address: xor_enrollment::ratelimit::Rate {
+                burst: 1000,
+                interval: Duration::from_millis(10),
+            },
             ..ServerSettings::default()
         };
         let server = EnrollmentServer::start(
@@ -127,6 +132,16 @@ impl DevNet {
     /// The enrollment URL.
     pub fn enroll_url(&self) -> &str {
         &self.enroll_url
+    }
+
+    /// The configuration document's URL.
+    pub fn config_url(&self) -> &str {
+        &self.config_url
+    }
+
+    /// How clients reach the operator (its root as the HTTPS trust anchor).
+    pub fn client_settings(&self) -> ClientSettings {
+        self.client.clone()
     }
 
     /// The directory holding the CA and the profiles.

@@ -65,9 +65,36 @@ impl Slix {
     /// Starts a client logging in as `jid` at `port` on loopback and waits until it
     /// is online.
     pub async fn login(jid: &str, password: &str, port: u16) -> Slix {
-        let mut child = Command::new("python3")
+        Slix::login_at(
+            jid,
+            password,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            &[],
+        )
+        .await
+    }
+
+    /// Starts a client logging in as `jid` at `addr`, run under `prefix` (e.g. `ip
+    /// netns exec NAME`), and waits until it is online.
+    pub async fn login_at(
+        jid: &str,
+        password: &str,
+        addr: std::net::SocketAddr,
+        prefix: &[&str],
+    ) -> Slix {
+        let (program, args) = match prefix.split_first() {
+            Some((p, rest)) => (*p, [rest, &["python3"]].concat()),
+            None => ("python3", Vec::new()),
+        };
+        let mut child = Command::new(program)
+            .args(args)
             .arg(script())
-            .args([jid, password, "127.0.0.1", &port.to_string()])
+            .args([
+                jid,
+                password,
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

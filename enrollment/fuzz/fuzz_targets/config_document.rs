@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for overlay in ["fuzz.example", "demo.xor", ""] {
         if doc.configuration(overlay).is_ok() {
-            let _ = xor_enrollment::config::verify(&doc, overlay, None, 1_800_000_000);
+            let _ = xor_enrollment::config::sign::verify(&doc, overlay, None, 1_800_000_000);
         }
     }
 });

@@ -131,6 +131,11 @@ impl Admission {
         (self.sessions < self.max_sessions).then(|| self.pending.arrive(ip))
     }
 
+    /// Connection `id` sent its stream header.
+    pub fn spoke(&mut self, id: u64) {
+        self.pending.spoke(id);
+    }
+
     /// Connection `id` logged in; `false` if it was evicted meanwhile or every
     /// session slot is taken.
     pub fn logged_in(&mut self, id: u64) -> bool {

@@ -116,7 +116,7 @@ pub(super) async fn serve(
     account: Arc<Account>,
     ctl: &Mutex<Control>,
 ) -> bool {
-    let login = negotiate(tcp, peer, &settings, &account, ctl);
+    let login = negotiate(tcp, peer, id, &settings, &account, ctl);
     match tokio::time::timeout(settings.auth_timeout, login).await {
         Ok(Ok(mut conn)) => {
             if !lock(ctl).admission.logged_in(id) {
@@ -146,6 +146,7 @@ type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 async fn negotiate(
     tcp: TcpStream,
     peer: SocketAddr,
+    id: u64,
     settings: &LocalSettings,
     account: &Account,
     ctl: &Mutex<Control>,
@@ -155,6 +156,8 @@ async fn negotiate(
     let mut starttls = stanza::element("starttls", NS_TLS, &[]);
     starttls.append_child(stanza::element("required", NS_TLS, &[]));
     open(&mut conn, &domain, &[starttls]).await?;
+    // It spoke: idle sockets are closed before it when the port is full.
+    lock(ctl).admission.spoke(id);
     match conn.next().await? {
         StreamEvent::Element(e) if e.name() == "starttls" && e.ns() == NS_TLS => {}
         _ => {

@@ -3,10 +3,12 @@
 //! idle or slow ones keep newcomers out (hardening issue, defects 4 and 5).
 //!
 //! A newcomer is always admitted. If its address already has `per_address`
-//! connections pending, the oldest of *those* is closed (an address only ever pushes
-//! out its own); if the table is full, the oldest pending connection is closed. An
-//! attacker holding sockets open therefore delays a real peer by at most one
-//! handshake, and needs ever more addresses to do even that.
+//! connections pending, one of *those* is closed (an address only ever pushes out its
+//! own); if the table is full, one pending connection is closed. The one closed is the
+//! oldest that has not sent a byte yet, else the oldest: a real peer speaks at once
+//! (a TLS ClientHello, a stream header), so sockets held open in silence go first and
+//! handshakes in progress are left alone. An attacker holding sockets open therefore
+//! delays nobody, and one that trickles bytes needs ever more addresses.
 //!
 //! The table is plain state; the caller keeps the tasks and closes what it is told.
 
@@ -27,7 +29,8 @@ pub struct Admitted {
 pub struct PendingTable {
     max: usize,
     per_address: usize,
-    order: BTreeMap<u64, IpAddr>,
+    /// Source address, and whether it has spoken yet.
+    order: BTreeMap<u64, (IpAddr, bool)>,
     per_ip: HashMap<IpAddr, usize>,
     next: u64,
 }
@@ -49,28 +52,50 @@ impl PendingTable {
         self.next += 1;
         let id = self.next;
         let mut evict = Vec::new();
-        if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_address {
-            let own = self.order.iter().find(|(_, a)| **a == ip).map(|(i, _)| *i);
-            if let Some(old) = own {
-                self.done(old);
-                evict.push(old);
-            }
-        }
-        if self.order.len() >= self.max
-            && let Some((&old, _)) = self.order.iter().next()
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_address
+            && let Some(old) = self.victim(|a| a == ip)
         {
             self.done(old);
             evict.push(old);
         }
-        self.order.insert(id, ip);
+        if self.order.len() >= self.max
+            && let Some(old) = self.victim(|_| true)
+        {
+            self.done(old);
+            evict.push(old);
+        }
+        self.order.insert(id, (ip, false));
         *self.per_ip.entry(ip).or_default() += 1;
         Admitted { id, evict }
+    }
+
+    /// The connection to close among those whose address passes `from`: the oldest
+    /// silent one, else the oldest.
+    fn victim(&self, from: impl Fn(IpAddr) -> bool) -> Option<u64> {
+        let mut oldest = None;
+        for (id, (ip, spoke)) in &self.order {
+            if !from(*ip) {
+                continue;
+            }
+            if !spoke {
+                return Some(*id);
+            }
+            oldest.get_or_insert(*id);
+        }
+        oldest
+    }
+
+    /// Connection `id` has sent its first bytes.
+    pub fn spoke(&mut self, id: u64) {
+        if let Some((_, spoke)) = self.order.get_mut(&id) {
+            *spoke = true;
+        }
     }
 
     /// Connection `id` is established, refused or closed; whether it was pending
     /// (`false` once it has been evicted).
     pub fn done(&mut self, id: u64) -> bool {
-        let Some(ip) = self.order.remove(&id) else {
+        let Some((ip, _)) = self.order.remove(&id) else {
             return false;
         };
         if let Some(n) = self.per_ip.get_mut(&ip) {
@@ -122,6 +147,20 @@ mod tests {
             "the oldest were evicted"
         );
         assert!(t.done(victim), "another address is untouched");
+    }
+
+    #[test]
+    fn silent_connections_go_before_handshakes_in_progress() {
+        let mut t = PendingTable::new(4, 4);
+        let talking: Vec<u64> = (0..2).map(|_| t.arrive(ip(1)).id).collect();
+        for id in &talking {
+            t.spoke(*id);
+        }
+        let silent = t.arrive(ip(1)).id;
+        let _ = t.arrive(ip(1));
+        // Full: a newcomer closes the oldest silent one, not a handshake under way.
+        assert_eq!(t.arrive(ip(2)).evict, vec![silent]);
+        assert!(t.done(talking[0]) && t.done(talking[1]));
     }
 
     #[test]

@@ -281,8 +281,9 @@ pub struct Accepted {
 /// Handshakes allowed to run at once; a newcomer beyond it closes the oldest.
 pub const MAX_HANDSHAKES: usize = 64;
 /// Handshakes from one address at once; a newcomer beyond it closes that address's
-/// oldest.
-pub const HANDSHAKES_PER_ADDRESS: usize = 4;
+/// oldest silent one (many real peers may share an address behind a NAT, and a node
+/// joining on one host gets a dozen handshakes at once from its neighbours).
+pub const HANDSHAKES_PER_ADDRESS: usize = 16;
 /// How long an accepted connection may stay silent before its first TLS record.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an accepted connection may take to finish the TLS handshake.
@@ -365,7 +366,11 @@ async fn accept_loop(
         let (tls, tx, slots) = (tls.clone(), tx.clone(), handshakes.clone());
         // Spawned under the lock, so the task's clean-up runs after its handle is kept.
         let task = tokio::spawn(async move {
-            let result = handshake(&tls, stream, addr).await;
+            let result = handshake(&tls, stream, addr, || {
+                let mut h = slots.lock().unwrap_or_else(|p| p.into_inner());
+                h.table.spoke(id);
+            })
+            .await;
             {
                 let mut h = slots.lock().unwrap_or_else(|p| p.into_inner());
                 h.table.done(id);
@@ -386,10 +391,11 @@ async fn handshake(
     tls: &TlsContext,
     stream: TcpStream,
     addr: SocketAddr,
+    spoke: impl FnOnce(),
 ) -> Result<Accepted, ConnectError> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(n)) if n > 0 => spoke(),
         Ok(Ok(_)) => return Err(ConnectError::Tls("closed before the handshake".into())),
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Err(_) => return Err(ConnectError::Timeout),

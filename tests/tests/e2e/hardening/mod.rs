@@ -5,3 +5,4 @@ mod app_attach;
 mod links;
 mod local_port;
 mod rejoin;
+mod soak;
