@@ -4,6 +4,7 @@
 
 mod enrollment;
 mod hardening;
+mod netlab;
 mod rfc6940_config_update;
 mod rfc6940_overlay;
 mod rfc6940_storage;
