@@ -122,6 +122,14 @@ pub enum StartupError {
         "no bootstrap node of the overlay answered within {0:?}: check the network, or the bootstrap list (set overlay.may_start on the overlay's first node)"
     )]
     NoBootstrap(Duration),
+    /// Bootstrap nodes answered, but the node could not take its place on the ring.
+    #[error("could not join the overlay within {timeout:?}: {why}")]
+    NotJoined {
+        /// How long it tried.
+        timeout: Duration,
+        /// Why the last attempt failed (which peer could not be linked, and how).
+        why: String,
+    },
     /// Anything else the XMPP node reported.
     #[error("{0}")]
     Node(XmppError),
@@ -275,7 +283,12 @@ impl Device {
                 listen_error("overlay links", addr, source)
             }
             XmppError::Listen { addr, source } => listen_error("direct XMPP streams", addr, source),
-            XmppError::NotJoined(t) => StartupError::NoBootstrap(t),
+            XmppError::NotJoined { timeout, why } => match why {
+                Some(why) if !why.starts_with("no bootstrap node answered") => {
+                    StartupError::NotJoined { timeout, why }
+                }
+                _ => StartupError::NoBootstrap(timeout),
+            },
             other => StartupError::Node(other),
         })?;
         Self::assemble(node, opts, overlay).await

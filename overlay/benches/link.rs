@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         let (tx_b, rx_b) = mpsc::channel(1024);
         let sender = Link::spawn(
             LinkId(1),
-            conn.0,
+            Box::new(conn.0),
             conn.1,
             LinkOptions::default(),
             tx_a,

@@ -370,9 +370,9 @@ impl VirtualNet {
             match &e {
                 Event::Connect {
                     id: cid,
-                    addr,
+                    candidates,
                     expect,
-                } => self.connect(id, *cid, *addr, *expect),
+                } => self.connect(id, *cid, candidates, *expect),
                 Event::CloseLink(link) => self.close(id, *link),
                 _ => {}
             }
@@ -382,11 +382,18 @@ impl VirtualNet {
         }
     }
 
-    fn connect(&mut self, from: NodeId, cid: ConnectId, addr: SocketAddr, expect: Option<NodeId>) {
-        let target = self
-            .by_addr
-            .get(&addr)
-            .copied()
+    /// Connects to the first candidate a live node listens on (the virtual network
+    /// has no NATs: any address that exists is reachable).
+    fn connect(
+        &mut self,
+        from: NodeId,
+        cid: ConnectId,
+        candidates: &[SocketAddr],
+        expect: Option<NodeId>,
+    ) {
+        let target = candidates
+            .iter()
+            .find_map(|a| self.by_addr.get(a).copied())
             .filter(|t| self.is_alive(*t));
         let rtt = match target {
             Some(t) => {
@@ -489,7 +496,7 @@ impl VirtualNet {
                 {
                     self.with(node, |n| n.handle_link_up(link, peer, connect, now));
                 } else if let Some(cid) = connect {
-                    self.with(node, |n| n.handle_connect_failed(cid, now));
+                    self.with(node, |n| n.handle_connect_failed(cid, "no node there", now));
                 }
             }
             Ev::LinkDown { node, link } => {
@@ -501,7 +508,9 @@ impl VirtualNet {
                     self.with(node, |n| n.handle_link_down(link, now));
                 }
             }
-            Ev::ConnectFailed { node, id } => self.with(node, |n| n.handle_connect_failed(id, now)),
+            Ev::ConnectFailed { node, id } => {
+                self.with(node, |n| n.handle_connect_failed(id, "no node there", now))
+            }
             Ev::Timer { node, at } => {
                 let due = self
                     .nodes

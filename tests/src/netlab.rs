@@ -162,8 +162,12 @@ fn available() -> Result<(), String> {
         return Err("the network lab needs root".into());
     }
     for tool in [["ip", "-V"], ["nft", "--version"]] {
-        run(&tool)
-            .map_err(|e| format!("{} is needed ({e}); apt-get install iproute2 nftables", tool[0]))?;
+        run(&tool).map_err(|e| {
+            format!(
+                "{} is needed ({e}); apt-get install iproute2 nftables",
+                tool[0]
+            )
+        })?;
     }
     // Namespaces may be forbidden inside some containers.
     let probe = format!("xlprobe{}", std::process::id());
@@ -209,7 +213,9 @@ impl Lab {
             format!("{}b{}", self.prefix, self.next_link),
         );
         let (ta, tb) = (short(&ta), short(&tb));
-        run(&["ip", "link", "add", &ta, "type", "veth", "peer", "name", &tb])?;
+        run(&[
+            "ip", "link", "add", &ta, "type", "veth", "peer", "name", &tb,
+        ])?;
         run(&["ip", "link", "set", &ta, "netns", a])?;
         run(&["ip", "link", "set", &tb, "netns", b])?;
         run(&["ip", "-n", a, "link", "set", &ta, "name", a_if])?;
@@ -237,15 +243,38 @@ impl Lab {
 
     /// A host on `sw` with the next free address; its default route goes to
     /// `gateway` when given.
-    pub fn host(&mut self, name: &str, sw: &mut Switch, gateway: Option<Ipv4Addr>) -> Result<Host, String> {
+    pub fn host(
+        &mut self,
+        name: &str,
+        sw: &mut Switch,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<Host, String> {
         let ns = self.namespace(name)?;
         let ip = sw.take();
         let port = format!("p{}", sw.next_host);
         self.wire(&ns, "eth0", &sw.ns, &port)?;
         run(&["ip", "-n", &sw.ns, "link", "set", &port, "master", "br0"])?;
-        run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
         if let Some(gw) = gateway {
-            run(&["ip", "-n", &ns, "route", "add", "default", "via", &gw.to_string()])?;
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &gw.to_string(),
+            ])?;
         }
         Ok(Host { ns, ip })
     }
@@ -265,9 +294,35 @@ impl Lab {
         let gw = Ipv4Addr::new(10, lan, 0, 1);
         let port = "lanp";
         self.wire(&router.ns, "lan", &private.ns, port)?;
-        run(&["ip", "-n", &private.ns, "link", "set", port, "master", "br0"])?;
-        run(&["ip", "-n", &router.ns, "addr", "add", &format!("{gw}/24"), "dev", "lan"])?;
-        run(&["ip", "netns", "exec", &router.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        run(&[
+            "ip",
+            "-n",
+            &private.ns,
+            "link",
+            "set",
+            port,
+            "master",
+            "br0",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &router.ns,
+            "addr",
+            "add",
+            &format!("{gw}/24"),
+            "dev",
+            "lan",
+        ])?;
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &router.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
         let host = self.host(name, &mut private, Some(gw))?;
         nat(&router.ns, kind, router.ip, host.ip)?;
         Ok((router, host))
@@ -307,9 +362,7 @@ fn nat(ns: &str, kind: NatKind, wan: Ipv4Addr, host: Ipv4Addr) -> Result<(), Str
         ),
         NatKind::PortRestricted | NatKind::NoUdp => (
             format!("oifname \"eth0\" ip saddr {host} snat to {wan} persistent"),
-            format!(
-                "iifname \"eth0\" ip saddr . th sport @contacted_port {inbound_to_host}"
-            ),
+            format!("iifname \"eth0\" ip saddr . th sport @contacted_port {inbound_to_host}"),
             "iifname \"lan\" update @contacted_port { ip daddr . th dport }".to_owned(),
         ),
         // A random port per new flow; only replies come back (conntrack).

@@ -1,16 +1,22 @@
-//! Attach (§6.5.1) with No-ICE TLS candidates (§6.5.1.11, §6.6.5), and bootstrap
-//! (§11.4).
+//! Attach (§6.5.1) with No-ICE TLS candidates (§6.5.1.11, §6.6.5).
 //!
-//! The node that sends the AttachReq is the TLS server (§6.5.1.13): after its
-//! AttachAns it waits for the answerer to connect. The answerer connects to the
-//! requester's candidate and checks the certificate carries the requester's Node-ID.
+//! The answerer connects to the requester's candidates and checks the certificate
+//! carries the requester's Node-ID; the requester is then the TLS server
+//! (§6.5.1.13). A requester behind a NAT cannot be reached that way, so when no
+//! connection has come [`REVERSE_DIAL_DELAY`] after the AttachAns, the requester
+//! dials the answer's candidates itself (and, having opened the TCP connection, is
+//! the TLS client: see README Decisions). Whichever link comes up first serves; if
+//! both do, both ends keep the one opened by the smaller Node-ID
+//! ([`Node::handle_link_up`]). A requester that cannot reach the answerer either
+//! gives up [`REVERSE_GRACE`] after its own dial failed, not after the full wait.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::dials::MAX_CANDIDATES;
+use super::dials::{MAX_CANDIDATES, dialable};
 use super::transactions::Purpose;
 use super::{Answer, ConnectId, Event, JoinState, Node, Timer};
 use crate::id::NodeId;
@@ -19,6 +25,13 @@ use crate::wire::{AttachReqAns, Body, Destination, ErrorCode, ErrorResponse, Ice
 
 /// How long a requester waits for the answerer's connection.
 const AWAIT_LINK: Duration = Duration::from_secs(15);
+/// How long a requester waits for the answerer's connection before dialling the
+/// answer's candidates itself.
+pub const REVERSE_DIAL_DELAY: Duration = Duration::from_millis(500);
+/// How long a requester still waits for the answerer once its own dial failed.
+pub const REVERSE_GRACE: Duration = Duration::from_secs(3);
+/// Dial failures remembered (for the reasons given in join errors).
+const DIAL_FAILURES: usize = 64;
 
 /// Why the node is opening a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +49,15 @@ pub(crate) enum Connecting {
         peer: NodeId,
         /// Whether it asked for an Update once connected.
         send_update: bool,
-        /// The candidate dialled.
-        addr: std::net::SocketAddr,
+        /// The candidates dialled.
+        addrs: Vec<SocketAddr>,
+    },
+    /// To the answerer of our AttachReq, whose connection did not come.
+    Reverse {
+        /// The answerer.
+        peer: NodeId,
+        /// The candidates dialled.
+        addrs: Vec<SocketAddr>,
     },
 }
 
@@ -52,11 +72,19 @@ pub(crate) struct Attaches {
     pub(crate) requested: HashSet<NodeId>,
     /// Bootstrap attempts that failed since the node last joined (for the backoff).
     pub(crate) bootstrap_failures: u32,
+    /// The answer's candidates of attaches we wait on, for the reverse dial.
+    pub(crate) reverse: HashMap<NodeId, Vec<SocketAddr>>,
+    /// Why the last dials to peers failed, newest last.
+    pub(crate) dial_failures: VecDeque<(NodeId, String)>,
+    /// During a join: the node that will precede this one on the ring (from the
+    /// admitting peer's Update). The join completes only with a link to it and to
+    /// the admitting peer (no place next to a neighbour this node cannot reach).
+    pub(crate) join_predecessor: Option<NodeId>,
 }
 
 impl Node {
     /// Our AttachReqAns: role, a TLS host candidate, and the `send_update` flag.
-    fn attach_body(&mut self, role: &'static [u8], send_update: bool) -> AttachReqAns {
+    pub(crate) fn attach_body(&mut self, role: &'static [u8], send_update: bool) -> AttachReqAns {
         let mut ufrag = [0u8; 8];
         let mut password = [0u8; 16];
         rand::Rng::fill_bytes(&mut self.rng, &mut ufrag);
@@ -66,10 +94,9 @@ impl Node {
             password: Bytes::from(hex::encode(password)),
             role: Bytes::from_static(role),
             candidates: self
-                .cfg
-                .listen_addr
-                .map(IceCandidate::tls_host)
+                .own_addresses()
                 .into_iter()
+                .map(IceCandidate::tls_host)
                 .collect(),
             send_update,
         }
@@ -152,19 +179,19 @@ impl Node {
             }
         } else {
             let on_loopback = self.on_loopback();
-            let addr = self.dials.choose(&req.candidates, on_loopback, now)?;
+            let addrs = self.dials.choose(&req.candidates, on_loopback, now)?;
             let id = ConnectId(self.fresh_id());
             self.attaches.connecting.insert(
                 id,
                 Connecting::Answer {
                     peer: from,
                     send_update: req.send_update,
-                    addr,
+                    addrs: addrs.clone(),
                 },
             );
             self.events.push_back(Event::Connect {
                 id,
-                addr,
+                candidates: addrs,
                 expect: Some(from),
             });
         }
@@ -179,14 +206,18 @@ impl Node {
         if peer == self.me {
             return;
         }
-        if let Body::AttachAns(ans) = &answer.body
-            && let Some(addr) = ans
+        let candidates: Vec<SocketAddr> = match &answer.body {
+            Body::AttachAns(ans) => ans
                 .candidates
                 .iter()
                 .filter_map(IceCandidate::socket_addr)
-                .find(|a| super::dials::dialable(*a, self.on_loopback()).is_ok())
-        {
-            self.remember_peer(peer, addr);
+                .filter(|a| dialable(*a, self.on_loopback()).is_ok())
+                .take(super::dials::MAX_DIALS)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(addr) = candidates.first() {
+            self.remember_peer(peer, *addr);
         }
         if self.link_of.contains_key(&peer) {
             // Already connected: the existing link serves; an Update follows if asked.
@@ -194,10 +225,73 @@ impl Node {
         }
         self.attaches.awaiting.insert(peer, purpose);
         self.timers.set(Timer::AwaitLink(peer), now + AWAIT_LINK);
+        if !candidates.is_empty() {
+            self.attaches.reverse.insert(peer, candidates);
+            self.timers
+                .set(Timer::ReverseDial(peer), now + REVERSE_DIAL_DELAY);
+        }
+    }
+
+    /// The answerer's connection has not come: dial the answer's candidates.
+    pub(crate) fn reverse_dial(&mut self, peer: NodeId) {
+        let Some(addrs) = self.attaches.reverse.remove(&peer) else {
+            return;
+        };
+        if !self.attaches.awaiting.contains_key(&peer) || self.link_of.contains_key(&peer) {
+            return;
+        }
+        let id = ConnectId(self.fresh_id());
+        self.attaches.connecting.insert(
+            id,
+            Connecting::Reverse {
+                peer,
+                addrs: addrs.clone(),
+            },
+        );
+        self.events.push_back(Event::Connect {
+            id,
+            candidates: addrs,
+            expect: Some(peer),
+        });
+    }
+
+    /// Remembers why the connection `id` failed (for join errors).
+    pub(crate) fn note_dial_failure(&mut self, id: ConnectId, why: &str) {
+        let (peer, addrs) = match self.attaches.connecting.get(&id) {
+            Some(Connecting::Answer { peer, addrs, .. } | Connecting::Reverse { peer, addrs }) => {
+                (*peer, addrs)
+            }
+            _ => return,
+        };
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let text = format!("dialling {} failed: {why}", list.join(", "));
+        let failures = &mut self.attaches.dial_failures;
+        failures.retain(|(p, _)| *p != peer);
+        if failures.len() >= DIAL_FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back((peer, text));
+    }
+
+    /// Why reaching `peer` failed, as far as this node knows.
+    pub(crate) fn dial_failure(&self, peer: NodeId) -> String {
+        let ours = self
+            .attaches
+            .dial_failures
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, w)| w.clone());
+        match ours {
+            Some(w) => format!("{w}; it could not reach this node either"),
+            None => "no connection came up in either direction".into(),
+        }
     }
 
     /// The answerer never connected.
     pub(crate) fn attach_expired(&mut self, peer: NodeId, now: Instant) {
+        self.attaches.reverse.remove(&peer);
+        self.timers.cancel(&Timer::ReverseDial(peer));
         if let Some(purpose) = self.attaches.awaiting.remove(&peer) {
             tracing::debug!(node = %self.me, %peer, "attach answered but the peer never connected");
             self.attach_failed(peer, purpose, now);
@@ -251,6 +345,8 @@ impl Node {
         }
         if let Some(purpose) = self.attaches.awaiting.remove(&peer) {
             self.timers.cancel(&Timer::AwaitLink(peer));
+            self.timers.cancel(&Timer::ReverseDial(peer));
+            self.attaches.reverse.remove(&peer);
             self.attach_complete(peer, purpose, now);
         }
     }
@@ -282,74 +378,38 @@ impl Node {
                 Some(Connecting::Answer {
                     peer: p,
                     send_update,
-                    addr,
+                    addrs,
                 }),
                 linked,
             ) => {
                 // A link to someone else than the requester is a failed dial too.
                 let ok = linked == Some(p);
-                self.dials.done(addr, ok, now);
-                if ok {
-                    self.remember_peer(p, addr);
-                }
+                self.dials.done(&addrs, ok, now);
                 if ok && send_update {
                     self.send_update_to(p, true, now);
+                }
+            }
+            (Some(Connecting::Reverse { peer: p, .. }), linked) => {
+                if linked != Some(p) && self.attaches.awaiting.contains_key(&p) {
+                    // Neither end reached the other so far: wait only a little more.
+                    let give_up = now + REVERSE_GRACE;
+                    if self
+                        .timers
+                        .at(&Timer::AwaitLink(p))
+                        .is_some_and(|at| at > give_up)
+                    {
+                        self.timers.set(Timer::AwaitLink(p), give_up);
+                    }
                 }
             }
             (Some(Connecting::Check { addr }), linked) => self.check_connected(addr, linked, now),
             (None, _) => {}
         }
     }
-
-    /// Tries the bootstrap nodes (§11.4).
-    pub(crate) fn bootstrap(&mut self, now: Instant) {
-        if self.state != JoinState::Bootstrapping {
-            return;
-        }
-        // Already linked to a peer (e.g. re-joining after losing all successors): use it.
-        if !self.links.is_empty() {
-            let target = Destination::Resource(self.me.wrapping_add(1).as_resource());
-            self.attach(vec![target], Purpose::BootstrapAttach, now);
-            return;
-        }
-        for addr in self.cfg.bootstrap.clone() {
-            if Some(addr) == self.cfg.listen_addr {
-                continue;
-            }
-            let id = ConnectId(self.fresh_id());
-            self.attaches.connecting.insert(id, Connecting::Bootstrap);
-            self.events.push_back(Event::Connect {
-                id,
-                addr,
-                expect: None,
-            });
-        }
-        if self.attaches.connecting.is_empty() {
-            self.bootstrap_failed(now);
-        }
-    }
-
-    /// No bootstrap path worked: start the overlay if allowed, else try again later.
-    pub(crate) fn bootstrap_failed(&mut self, now: Instant) {
-        if self.state != JoinState::Bootstrapping {
-            return;
-        }
-        if self.cfg.may_start_overlay && self.links.is_empty() {
-            return self.become_joined(now);
-        }
-        // Retry with a doubling delay, up to sixteen times `bootstrap_retry`.
-        let shift = self.attaches.bootstrap_failures.min(4);
-        self.attaches.bootstrap_failures += 1;
-        let retry = self.cfg.bootstrap_retry.saturating_mul(1 << shift);
-        self.events.push_back(Event::JoinFailed(format!(
-            "no bootstrap node reachable; retrying in {retry:?}"
-        )));
-        self.timers.set(Timer::Bootstrap, now + retry);
-    }
 }
 
 /// A candidate list longer than [`MAX_CANDIDATES`] is refused outright.
-fn check_candidate_count(candidates: &[IceCandidate]) -> Result<(), ErrorResponse> {
+pub(crate) fn check_candidate_count(candidates: &[IceCandidate]) -> Result<(), ErrorResponse> {
     if candidates.len() > MAX_CANDIDATES {
         return Err(ErrorResponse::new(
             ErrorCode::InvalidMessage,
@@ -365,84 +425,7 @@ fn check_candidate_count(candidates: &[IceCandidate]) -> Result<(), ErrorRespons
 impl Node {
     /// Whether this node listens on loopback (a development overlay on one host):
     /// only then are loopback candidates meaningful.
-    fn on_loopback(&self) -> bool {
-        self.cfg.listen_addr.is_some_and(|a| a.ip().is_loopback())
-    }
-
-    /// The application's connection to an AppAttach requester's `addr` succeeded
-    /// (`ok`) or failed; a failed address is refused for a while.
-    pub fn app_dial_done(&mut self, addr: std::net::SocketAddr, ok: bool, now: Instant) {
-        self.dials.done(addr, ok, now);
-    }
-
-    /// Asks the node at the end of `destination` for an application connection
-    /// (§6.5.2). The answer names the peer; it then connects to this node's listener
-    /// for `application` (this node is the TLS server, as with Attach, §6.5.1.13).
-    pub fn app_attach(
-        &mut self,
-        destination: Vec<Destination>,
-        application: u16,
-        now: Instant,
-    ) -> super::RequestId {
-        let body = self.app_attach_body(application, b"passive");
-        self.request(destination, Body::AppAttachReq(body), now)
-    }
-
-    fn app_attach_body(&mut self, application: u16, role: &'static [u8]) -> crate::wire::AppAttach {
-        let base = self.attach_body(role, false);
-        let candidates = self
-            .cfg
-            .applications
-            .iter()
-            .filter(|(id, _)| *id == application)
-            .map(|(_, addr)| IceCandidate::tls_host(*addr))
-            .collect();
-        crate::wire::AppAttach {
-            ufrag: base.ufrag,
-            password: base.password,
-            application,
-            role: base.role,
-            candidates,
-        }
-    }
-
-    /// An AppAttachReq (§6.5.2.2): an unsupported Application-ID is Error_Not_Found; a
-    /// supported one is answered and the application told to connect, within the
-    /// limits of [`super::dials`]. The application reports how its dial went with
-    /// [`Node::app_dial_done`].
-    pub(crate) fn on_app_attach(
-        &mut self,
-        from: NodeId,
-        req: crate::wire::AppAttach,
-        now: Instant,
-    ) -> Result<Body, ErrorResponse> {
-        if !self
-            .cfg
-            .applications
-            .iter()
-            .any(|(id, _)| *id == req.application)
-        {
-            return Err(ErrorResponse::new(
-                ErrorCode::NotFound,
-                format!("application {} not supported", req.application),
-            ));
-        }
-        check_candidate_count(&req.candidates)?;
-        if !self.dials.app_attach_allowed(from, now) {
-            return Err(ErrorResponse::new(
-                ErrorCode::Forbidden,
-                "too many AppAttach requests from this node; retry later",
-            ));
-        }
-        let on_loopback = self.on_loopback();
-        let addr = self.dials.choose(&req.candidates, on_loopback, now)?;
-        self.events.push_back(Event::AppAttach {
-            from,
-            application: req.application,
-            addr,
-        });
-        Ok(Body::AppAttachAns(
-            self.app_attach_body(req.application, b"active"),
-        ))
+    pub(crate) fn on_loopback(&self) -> bool {
+        self.own_addresses().iter().any(|a| a.ip().is_loopback())
     }
 }

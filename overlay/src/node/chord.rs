@@ -159,6 +159,17 @@ impl Node {
                 fingers,
             } => (predecessors, successors, fingers),
         };
+        if self.state == (JoinState::Attaching { admitting: from }) {
+            // §10.5 step 3: the admitting peer's view says who will precede us.
+            let me = self.me.0;
+            self.attaches.join_predecessor = preds
+                .iter()
+                .chain(&succs)
+                .chain(std::iter::once(&from))
+                .filter(|p| **p != self.me)
+                .min_by_key(|p| crate::id::distance(p.0, me))
+                .copied();
+        }
         let via = self.link_to(from).map(|_| from);
         if !peer_ready
             && self.knows_better_neighbors_for(from, &preds, &succs)
@@ -277,6 +288,22 @@ impl Node {
         };
         self.timers.cancel(&Timer::JoinAttachDeadline);
         self.join_waiting.clear();
+        // Never take a place next to a neighbour this node has no link to: the two
+        // would each believe they own the same arc.
+        let predecessor = self.attaches.join_predecessor.take();
+        let unlinked = [Some(admitting), predecessor]
+            .into_iter()
+            .flatten()
+            .find(|p| self.link_to(*p).is_none());
+        if let Some(p) = unlinked {
+            let role = if p == admitting {
+                "the admitting peer (the next node on the ring)"
+            } else {
+                "the node that would precede this one on the ring"
+            };
+            let why = format!("could not link to {p}, {role}: {}", self.dial_failure(p));
+            return self.retry_join(why, now);
+        }
         self.state = JoinState::Joining { admitting };
         let req = JoinReq {
             joining_peer_id: self.me,

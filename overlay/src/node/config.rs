@@ -45,8 +45,12 @@ pub struct NodeConfig {
     pub chord_reactive: bool,
     /// Predecessors and successors to keep (at least 3, §10.7).
     pub neighbors: usize,
-    /// Where this node accepts links; offered as the host candidate in Attach.
+    /// Where this node accepts links (the bound address).
     pub listen_addr: Option<SocketAddr>,
+    /// The addresses peers can reach the listener at, offered as host candidates in
+    /// Attach (§6.5.1.1); the runtime fills them from the machine's interfaces when
+    /// `listen_addr` is a wildcard. Empty: `listen_addr` itself.
+    pub advertise: Vec<SocketAddr>,
     /// Bootstrap nodes (§11.4).
     pub bootstrap: Vec<SocketAddr>,
     /// Whether this node may start the overlay if no bootstrap node answers (§6.4.2.1:
@@ -99,6 +103,7 @@ impl NodeConfig {
             chord_reactive: true,
             neighbors: 3,
             listen_addr: None,
+            advertise: Vec::new(),
             bootstrap: Vec::new(),
             may_start_overlay: false,
             bootstrap_retry: Duration::from_secs(5),

@@ -9,8 +9,8 @@
 //! - reads at most [`MAX_CANDIDATES`] candidates, and refuses a longer list;
 //! - never connects to an unspecified, multicast or broadcast address or port 0, nor
 //!   to a loopback address unless it is itself on loopback;
-//! - dials an address at most once at a time ([`DIAL_WINDOW`]), and after a failed
-//!   dial refuses it for [`DIAL_DENY`];
+//! - dials at most [`MAX_DIALS`] of them, an address at most once at a time
+//!   ([`DIAL_WINDOW`]), and after a failed dial refuses it for [`DIAL_DENY`];
 //! - answers at most a burst of [`APP_ATTACH_BURST`] AppAttach requests per peer,
 //!   then one every [`APP_ATTACH_INTERVAL`].
 //!
@@ -29,6 +29,8 @@ use crate::wire::{ErrorCode, ErrorResponse, IceCandidate};
 
 /// Candidates read from one Attach or AppAttach.
 pub const MAX_CANDIDATES: usize = 32;
+/// Candidates dialled for one Attach or AppAttach (the first that connects wins).
+pub const MAX_DIALS: usize = 4;
 /// How long a dial may be in flight before the address may be dialled again.
 pub const DIAL_WINDOW: Duration = Duration::from_secs(15);
 /// How long an address whose dial failed is refused.
@@ -67,56 +69,73 @@ fn refuse(code: ErrorCode, text: String) -> ErrorResponse {
 }
 
 impl Dials {
-    /// The address to connect to for a peer's TLS-TCP candidates, booked as in
-    /// flight; or the error to answer with.
+    /// The addresses to connect to for a peer's TLS-TCP candidates, in the peer's
+    /// order, at most [`MAX_DIALS`], booked as in flight; or the error to answer with.
     pub(crate) fn choose(
         &mut self,
         candidates: &[IceCandidate],
         on_loopback: bool,
         now: Instant,
-    ) -> Result<SocketAddr, ErrorResponse> {
+    ) -> Result<Vec<SocketAddr>, ErrorResponse> {
         self.expire(now);
         let mut why = String::from("no TLS-TCP-FH-NO-ICE candidate: this overlay is No-ICE");
+        let mut chosen: Vec<SocketAddr> = Vec::new();
         let tls = candidates
             .iter()
             .filter(|c| c.overlay_link == link_type::TLS_TCP_FH_NO_ICE)
             .filter_map(IceCandidate::socket_addr);
         for addr in tls {
-            why = match dialable(addr, on_loopback) {
-                Err(e) => format!("candidate {addr} refused: {e}"),
+            if chosen.len() >= MAX_DIALS || chosen.contains(&addr) {
+                continue;
+            }
+            match dialable(addr, on_loopback) {
+                Err(e) => why = format!("candidate {addr} refused: {e}"),
                 Ok(()) if self.denied.contains_key(&addr) => {
-                    format!("candidate {addr} could not be reached less than {DIAL_DENY:?} ago")
+                    why = format!(
+                        "candidate {addr} could not be reached less than {DIAL_DENY:?} ago"
+                    );
                 }
                 Ok(()) if self.in_flight.contains_key(&addr) => {
-                    return Err(refuse(
-                        ErrorCode::InProgress,
-                        format!("a connection to {addr} is already being made"),
-                    ));
+                    why = format!("a connection to {addr} is already being made");
                 }
-                Ok(()) if self.in_flight.len() >= MAX_TRACKED => {
-                    return Err(refuse(
-                        ErrorCode::InProgress,
-                        "too many connections are being made; retry later".into(),
-                    ));
-                }
-                Ok(()) => {
-                    self.in_flight.insert(addr, now + DIAL_WINDOW);
-                    return Ok(addr);
-                }
-            };
+                Ok(()) => chosen.push(addr),
+            }
         }
-        Err(refuse(ErrorCode::IncompatibleWithOverlay, why))
+        if chosen.is_empty() {
+            let code = if why.contains("already being made") {
+                ErrorCode::InProgress
+            } else {
+                ErrorCode::IncompatibleWithOverlay
+            };
+            return Err(refuse(code, why));
+        }
+        if self.in_flight.len() + chosen.len() > MAX_TRACKED {
+            return Err(refuse(
+                ErrorCode::InProgress,
+                "too many connections are being made; retry later".into(),
+            ));
+        }
+        for a in &chosen {
+            self.in_flight.insert(*a, now + DIAL_WINDOW);
+        }
+        Ok(chosen)
     }
 
-    /// The dial to `addr` succeeded (`ok`) or failed.
-    pub(crate) fn done(&mut self, addr: SocketAddr, ok: bool, now: Instant) {
-        self.in_flight.remove(&addr);
-        if !ok {
-            if self.denied.len() >= MAX_TRACKED {
-                self.expire(now);
-            }
+    /// The dial to `addrs` succeeded (`ok`: one of them answered as the peer) or
+    /// failed (all of them are refused for a while).
+    pub(crate) fn done(&mut self, addrs: &[SocketAddr], ok: bool, now: Instant) {
+        for addr in addrs {
+            self.in_flight.remove(addr);
+        }
+        if ok {
+            return;
+        }
+        if self.denied.len() + addrs.len() > MAX_TRACKED {
+            self.expire(now);
+        }
+        for addr in addrs {
             if self.denied.len() < MAX_TRACKED {
-                self.denied.insert(addr, now + DIAL_DENY);
+                self.denied.insert(*addr, now + DIAL_DENY);
             }
         }
     }
@@ -186,7 +205,7 @@ mod tests {
             let e = d.choose(&third, false, t0).unwrap_err();
             assert_eq!(e.code, ErrorCode::InProgress);
         }
-        d.done("198.51.100.9:25".parse().unwrap(), false, t0);
+        d.done(&["198.51.100.9:25".parse().unwrap()], false, t0);
         let e = d
             .choose(&third, false, t0 + Duration::from_secs(30))
             .unwrap_err();
@@ -199,16 +218,20 @@ mod tests {
     }
 
     #[test]
-    fn the_first_usable_candidate_is_chosen() {
+    fn the_usable_candidates_are_chosen_in_order() {
         let mut d = Dials::default();
         let list = [
             tls("127.0.0.1:9"),
             tls("0.0.0.0:9"),
             tls("203.0.113.5:6084"),
+            tls("10.0.0.5:6084"),
         ];
         assert_eq!(
             d.choose(&list, false, Instant::ZERO).unwrap(),
-            "203.0.113.5:6084".parse().unwrap()
+            vec![
+                "203.0.113.5:6084".parse::<SocketAddr>().unwrap(),
+                "10.0.0.5:6084".parse().unwrap()
+            ]
         );
         let e = d.choose(&list[..2], false, Instant::ZERO).unwrap_err();
         assert!(e.to_string().contains("refused"), "{e}");
@@ -238,7 +261,7 @@ mod tests {
         for i in 0..(MAX_TRACKED as u32 + 100) {
             let addr = SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 5));
             if d.choose(&[IceCandidate::tls_host(addr)], false, t0).is_ok() {
-                d.done(addr, false, t0);
+                d.done(&[addr], false, t0);
             }
             let _ = d.app_attach_allowed(NodeId(u128::from(i)), t0);
         }

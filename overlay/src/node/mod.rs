@@ -18,7 +18,9 @@
 //! transaction id, and matched to its answer after the response-origin checks of
 //! §6.3.4.
 
+mod app_attach;
 mod attach;
+mod bootstrap;
 mod chord;
 pub mod config;
 mod deliver;
@@ -41,6 +43,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+pub use attach::{REVERSE_DIAL_DELAY, REVERSE_GRACE};
 pub use config::NodeConfig;
 pub use reconfig::{ConfigAuthority, ConfigChange, ConfigRefusal};
 
@@ -110,13 +113,14 @@ pub enum RequestError {
 /// Something the driver or the application must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Open a TLS link to `addr`. `expect` is the Node-ID the peer must prove; `None`
+    /// Open a link to the peer at one of `candidates` (in order of preference; the
+    /// first that connects wins). `expect` is the Node-ID the peer must prove; `None`
     /// for a bootstrap node. Answer with `handle_link_up` or `handle_connect_failed`.
     Connect {
         /// Echo this in the answer.
         id: ConnectId,
-        /// Where to connect.
-        addr: SocketAddr,
+        /// Where the peer may be reached.
+        candidates: Vec<SocketAddr>,
         /// Who must be at the other end.
         expect: Option<NodeId>,
     },
@@ -138,14 +142,15 @@ pub enum Event {
     /// The Leave procedure finished; close all links.
     Left,
     /// A peer asked for an application connection (AppAttach, §6.5.2) and was answered:
-    /// connect to `addr` over TLS as the client and check the peer is `from`.
+    /// connect to one of `candidates` and check the peer is `from`; report how it went
+    /// with [`Node::app_dial_done`].
     AppAttach {
         /// The verified requester.
         from: NodeId,
         /// The Application-ID (e.g. 5222).
         application: u16,
-        /// The requester's candidate.
-        addr: SocketAddr,
+        /// The requester's candidates this node may dial, in order.
+        candidates: Vec<SocketAddr>,
     },
     /// A newer configuration was verified and applied (§6.5.4); persist `document` and
     /// refresh the TLS trust from [`Node::config`].
@@ -189,6 +194,8 @@ pub(crate) enum Timer {
     Retransmit(u64),
     /// Stop waiting for a peer to connect after its AttachAns.
     AwaitLink(NodeId),
+    /// The peer's connection after its AttachAns has not come: dial it.
+    ReverseDial(NodeId),
     /// Periodic Updates to the neighbours (§10.7.4.1).
     Stabilize,
     /// Periodic finger search (§10.7.4.2).
@@ -217,6 +224,8 @@ pub(crate) struct Conn {
     /// An Update has been received from the peer over this link: it can be routed
     /// through (§6.5.1).
     pub(crate) ready: bool,
+    /// This node opened the link (else the peer did).
+    pub(crate) outgoing: bool,
 }
 
 /// The sans-IO RELOAD peer.
@@ -403,6 +412,7 @@ impl Node {
             match timer {
                 Timer::Retransmit(tid) => self.retransmit(tid, now),
                 Timer::AwaitLink(peer) => self.attach_expired(peer, now),
+                Timer::ReverseDial(peer) => self.reverse_dial(peer),
                 Timer::Stabilize => self.stabilize(now),
                 Timer::FingerRefresh => self.refresh_fingers(now),
                 Timer::Bootstrap => self.bootstrap(now),
@@ -447,6 +457,11 @@ impl Node {
     }
 
     /// A link to `peer` is up. `connect` is set when the node asked for it.
+    ///
+    /// Both ends of an attach may dial (the answerer the requester's candidates, the
+    /// requester the answer's when nothing came), so two links to one peer can come
+    /// up. Both ends then keep the same one: the link opened by the node with the
+    /// smaller Node-ID.
     pub fn handle_link_up(
         &mut self,
         link: LinkId,
@@ -454,15 +469,42 @@ impl Node {
         connect: Option<ConnectId>,
         now: Instant,
     ) {
-        if self.links.len() >= self.cfg.max_connections && !self.link_of.contains_key(&peer) {
+        let outgoing = connect.is_some();
+        if let Some(old) = self.link_of.get(&peer).copied() {
+            let keep_new = self.links.get(&old).is_some_and(|c| {
+                let opener = |out: bool| if out { self.me } else { peer };
+                c.outgoing != outgoing && opener(outgoing) < opener(c.outgoing)
+            });
+            let closed = if keep_new {
+                let ready = self.links.remove(&old).is_some_and(|c| c.ready);
+                self.links.insert(
+                    link,
+                    Conn {
+                        peer,
+                        ready,
+                        outgoing,
+                    },
+                );
+                self.link_of.insert(peer, link);
+                old
+            } else {
+                link
+            };
+            self.events.push_back(Event::CloseLink(closed));
+            if let Some(id) = connect {
+                self.connect_done(id, Some(peer), now);
+            }
+            if keep_new {
+                self.link_ready_for_attach(peer, None, now);
+            }
+            self.flush(now);
+            return;
+        }
+        if self.links.len() >= self.cfg.max_connections {
             self.evict_unused_link(now);
         }
-        if self.link_of.contains_key(&peer)
-            || peer == self.me
-            || self.links.len() >= self.cfg.max_connections
-        {
-            // One link per peer (a simultaneous attach made two), never to ourselves,
-            // and a bounded connection table.
+        if peer == self.me || self.links.len() >= self.cfg.max_connections {
+            // Never to ourselves, and a bounded connection table.
             self.events.push_back(Event::CloseLink(link));
             if let Some(id) = connect {
                 self.connect_done(id, Some(peer), now);
@@ -470,7 +512,14 @@ impl Node {
             self.flush(now);
             return;
         }
-        self.links.insert(link, Conn { peer, ready: false });
+        self.links.insert(
+            link,
+            Conn {
+                peer,
+                ready: false,
+                outgoing,
+            },
+        );
         self.link_of.insert(peer, link);
         self.link_ready_for_attach(peer, connect, now);
         self.flush(now);
@@ -505,8 +554,10 @@ impl Node {
         self.flush(now);
     }
 
-    /// The driver could not open the link asked for by `Event::Connect`.
-    pub fn handle_connect_failed(&mut self, id: ConnectId, now: Instant) {
+    /// The driver could not open the link asked for by `Event::Connect`; `why` says
+    /// what went wrong with each candidate (it is quoted in join errors).
+    pub fn handle_connect_failed(&mut self, id: ConnectId, why: &str, now: Instant) {
+        self.note_dial_failure(id, why);
         self.connect_done(id, None, now);
         self.flush(now);
     }
@@ -533,9 +584,17 @@ impl Node {
     }
 
     fn is_own_bootstrap(&self) -> bool {
-        self.cfg
-            .listen_addr
-            .is_some_and(|a| self.cfg.bootstrap.iter().all(|b| *b == a))
+        let own = self.own_addresses();
+        !own.is_empty() && self.cfg.bootstrap.iter().all(|b| own.contains(b))
+    }
+
+    /// Where peers can reach this node's listener (host candidates).
+    pub fn own_addresses(&self) -> Vec<SocketAddr> {
+        if self.cfg.advertise.is_empty() {
+            self.cfg.listen_addr.into_iter().collect()
+        } else {
+            self.cfg.advertise.clone()
+        }
     }
 
     /// Sends a request to `destination` (a Node-ID or Resource-ID, or a source route) and

@@ -97,12 +97,12 @@ impl Node {
         if self.state != JoinState::Joined {
             return;
         }
-        let own = self.cfg.listen_addr;
+        let own = self.own_addresses();
         let mut targets: Vec<(SocketAddr, Option<NodeId>)> = self
             .cfg
             .bootstrap
             .iter()
-            .filter(|a| Some(**a) != own)
+            .filter(|a| !own.contains(a))
             .map(|a| (*a, None))
             .collect();
         let alone = self.links.is_empty();
@@ -156,7 +156,11 @@ impl Node {
                 self.attaches
                     .connecting
                     .insert(id, Connecting::Check { addr });
-                self.events.push_back(Event::Connect { id, addr, expect });
+                self.events.push_back(Event::Connect {
+                    id,
+                    candidates: vec![addr],
+                    expect,
+                });
             }
         }
     }

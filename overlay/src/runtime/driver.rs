@@ -1,6 +1,6 @@
 //! The tokio driver of one node: a single task owns the sans-IO [`Node`], the
-//! listener, the link tasks and the timers, and serves the async API of
-//! [`Overlay`]. Every channel is bounded.
+//! listeners, the link tasks, the application streams being set up and the timers, and
+//! serves the [`super::Overlay`] handles' commands. Every channel is bounded.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,39 +10,30 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
+use super::apps::{AppError, AppReport, AppStream, Apps};
 use super::clock::Clock;
 use super::link::{Accepted, Link, LinkEvent, LinkOptions, Listener, OversizeResponder};
 use super::tls::{ConnectError, Expect, PeerInfo, TlsContext};
+use super::transport::{LinkStream, dial};
 use crate::id::NodeId;
-use crate::id::ResourceId;
 use crate::link::{LinkConfig, LinkHealth};
-use crate::node::{
-    Answer, ConfigChange, ConnectId, Event, JoinState, LinkId, Node, NodeConfig, RequestError,
-    RequestId,
-};
+use crate::node::{Answer, ConnectId, Event, JoinState, LinkId, Node, RequestError, RequestId};
 use crate::respond::error_response;
 use crate::time::Instant;
-use crate::wire::{
-    Body, Destination, ErrorResponse, FetchAns, KindId, RouteQueryReq, StoreAns,
-    StoredDataSpecifier, StoredDataValue,
-};
+use crate::wire::{Body, Destination, ErrorResponse};
 
 /// The outcome of an outgoing connection.
-type Connected = (
-    ConnectId,
-    Result<(tokio_rustls::TlsStream<tokio::net::TcpStream>, PeerInfo), ConnectError>,
-);
+type Connected = (ConnectId, Result<(LinkStream, PeerInfo), ConnectError>);
 
 /// Starts a request on the node.
-type StartRequest = Box<dyn FnOnce(&mut Node, Instant) -> RequestId + Send>;
+pub(crate) type StartRequest = Box<dyn FnOnce(&mut Node, Instant) -> RequestId + Send>;
+
+/// A closure run on the node inside the driver.
+pub(crate) type WithNode = Box<dyn FnOnce(&mut Node, Instant) + Send>;
 
 /// Commands the API sends to the driver task.
-/// A closure run on the node inside the driver.
-type WithNode = Box<dyn FnOnce(&mut Node, Instant) + Send>;
-
-enum Command {
+pub(crate) enum Command {
     Request {
         destination: Vec<Destination>,
         body: Body,
@@ -55,27 +46,19 @@ enum Command {
         start: StartRequest,
         reply: oneshot::Sender<Result<Answer, RequestError>>,
     },
+    AppAttach {
+        destination: Vec<Destination>,
+        application: u16,
+        reply: oneshot::Sender<Result<AppStream, AppError>>,
+    },
 }
 
 /// Queue sizes.
-const COMMANDS: usize = 256;
 const LINK_EVENTS: usize = 1024;
 const CONNECTS: usize = 64;
-const APP_REQUESTS: usize = 256;
+const APP_REPORTS: usize = 256;
 /// How long a graceful leave may take.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A peer that asked for an application connection and was answered (§6.5.2): the
-/// application connects to `addr` as TLS client and checks the peer is `from`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppRequest {
-    /// The verified requester.
-    pub from: NodeId,
-    /// The Application-ID.
-    pub application: u16,
-    /// Where the requester listens for the application.
-    pub addr: SocketAddr,
-}
+pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A snapshot of the routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,296 +93,49 @@ pub enum StartError {
     Tls(#[from] ConnectError),
 }
 
-/// A running overlay node: the public async API.
-#[derive(Debug, Clone)]
-pub struct Overlay {
-    node_id: NodeId,
-    local_addr: SocketAddr,
-    commands: mpsc::Sender<Command>,
-    state: watch::Receiver<JoinState>,
-    task: Arc<JoinHandle<()>>,
-    apps: Arc<std::sync::Mutex<Option<mpsc::Receiver<AppRequest>>>>,
-    config: watch::Receiver<(u16, Option<Bytes>)>,
+/// Where the driver reports to the [`super::Overlay`] handles.
+pub(crate) struct Outputs {
+    pub(crate) state: watch::Sender<JoinState>,
+    pub(crate) join_error: watch::Sender<Option<String>>,
+    pub(crate) config: watch::Sender<(u16, Option<Bytes>)>,
 }
 
-/// Where the driver reports to the [`Overlay`] handles.
-struct Outputs {
-    state: watch::Sender<JoinState>,
-    apps: mpsc::Sender<AppRequest>,
-    config: watch::Sender<(u16, Option<Bytes>)>,
+/// The node's listeners: overlay links, and one per application.
+pub(crate) struct Listeners {
+    pub(crate) overlay: Listener,
+    pub(crate) apps: Vec<Listener>,
 }
 
-impl Overlay {
-    /// Binds the listener (`config.listen_addr`; port 0 picks one and the real address
-    /// is what Attach offers), starts the driver task and begins joining.
-    pub async fn start(mut config: NodeConfig, link: LinkConfig) -> Result<Overlay, StartError> {
-        let requested = config
-            .listen_addr
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let tls = TlsContext::new(config.credentials.clone(), config.trust.clone())?;
-        let listener = Listener::bind(requested, tls.clone())
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: requested.to_string(),
-                source,
-            })?;
-        let local_addr = listener.local_addr();
-        config.listen_addr = Some(local_addr);
-        let clock = Clock::start();
-        if config.seed == 0 {
-            config.seed = os_seed();
-        }
-        if config.epoch_unix_ms == 0 {
-            config.epoch_unix_ms = clock.start_unix_ms();
-        }
-        let (config_tx, config_rx) = watch::channel((
-            config.configuration_sequence,
-            config.config_document.clone(),
-        ));
-        let node = Node::new(config, clock.now());
-        let node_id = node.node_id();
-        let (commands, command_rx) = mpsc::channel(COMMANDS);
-        let (state_tx, state) = watch::channel(JoinState::Idle);
-        let (apps_tx, apps_rx) = mpsc::channel(APP_REQUESTS);
-        let outputs = Outputs {
-            state: state_tx,
-            apps: apps_tx,
-            config: config_tx,
-        };
-        let driver = Driver::new(node, tls, listener, clock, link, outputs);
-        let span = tracing::info_span!("node", id = %node_id);
-        let task = tokio::spawn(driver.run(command_rx).instrument(span));
-        let apps = Arc::new(std::sync::Mutex::new(Some(apps_rx)));
-        Ok(Overlay {
-            node_id,
-            local_addr,
-            commands,
-            state,
-            task: Arc::new(task),
-            apps,
-            config: config_rx,
-        })
+/// The next connection accepted on any of `listeners`.
+async fn accept_app(listeners: &mut [Listener]) -> Option<Result<Accepted, ConnectError>> {
+    if listeners.is_empty() {
+        return std::future::pending().await;
     }
-
-    /// The AppAttach requests this node answered (once: the first caller takes them).
-    pub fn take_app_requests(&self) -> Option<mpsc::Receiver<AppRequest>> {
-        self.apps.lock().ok().and_then(|mut a| a.take())
-    }
-
-    /// Asks the node at the end of `destination` for an application connection
-    /// (§6.5.2); returns who answered. The peer then connects to this node's
-    /// application listener.
-    pub async fn app_attach(
-        &self,
-        destination: Vec<Destination>,
-        application: u16,
-    ) -> Result<NodeId, RequestError> {
-        Ok(self
-            .call(move |n, now| n.app_attach(destination, application, now))
-            .await?
-            .from)
-    }
-
-    /// Reports how the application's connection to an AppAttach requester went (see
-    /// [`Node::app_dial_done`]); an address that failed is refused for a while.
-    pub async fn app_dial_done(&self, addr: SocketAddr, ok: bool) {
-        let _ = self
-            .with_node_at(move |n, now| n.app_dial_done(addr, ok, now))
-            .await;
-    }
-
-    /// This node's Node-ID.
-    pub fn node_id(&self) -> NodeId {
-        self.node_id
-    }
-
-    /// The address the node listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The current join state.
-    pub fn state(&self) -> JoinState {
-        *self.state.borrow()
-    }
-
-    /// Waits until the node has joined (or `timeout` passes).
-    pub async fn joined(&self, timeout: Duration) -> bool {
-        let mut rx = self.state.clone();
-        let wait = rx.wait_for(|s| *s == JoinState::Joined);
-        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
-    }
-
-    /// Sends a request and waits for its answer.
-    pub async fn request(
-        &self,
-        destination: Vec<Destination>,
-        body: Body,
-    ) -> Result<Answer, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Request {
-                destination,
-                body,
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Shutdown)?;
-        rx.await.unwrap_or(Err(RequestError::Shutdown))
-    }
-
-    /// Pings a destination (§6.5.3); the answer names who responded.
-    pub async fn ping(&self, destination: Destination) -> Result<Answer, RequestError> {
-        self.request(vec![destination.clone()], Body::PingReq(Default::default()))
-            .await
-    }
-
-    /// Asks the peer at `via` where it would route `destination` (§6.4.2.4, §10.8).
-    pub async fn route_query(
-        &self,
-        via: NodeId,
-        destination: Destination,
-    ) -> Result<NodeId, RequestError> {
-        let body = Body::RouteQueryReq(RouteQueryReq {
-            send_update: false,
-            destination,
-            overlay_specific_data: Bytes::new(),
-        });
-        match self.request(vec![Destination::Node(via)], body).await?.body {
-            Body::RouteQueryAns(a) => Ok(a.next_peer),
-            other => Err(RequestError::Invalid(format!(
-                "unexpected answer {:?}",
-                other.code()
-            ))),
-        }
-    }
-
-    /// The routing table now.
-    pub async fn neighbors(&self) -> Result<Neighbors, RequestError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Neighbors(tx))
-            .await
-            .map_err(|_| RequestError::Shutdown)?;
-        rx.await.map_err(|_| RequestError::Shutdown)
-    }
-
-    /// Runs `f` on the node inside the driver and returns its result (for usages built
-    /// on the core, and for tests that inspect a node).
-    pub async fn with_node<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Node) -> T + Send + 'static,
-    ) -> Result<T, RequestError> {
-        self.with_node_at(move |node, _| f(node)).await
-    }
-
-    /// Like [`Overlay::with_node`], with the node's current time.
-    pub async fn with_node_at<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Node, Instant) -> T + Send + 'static,
-    ) -> Result<T, RequestError> {
-        let (tx, rx) = oneshot::channel();
-        let run = Box::new(move |node: &mut Node, now: Instant| {
-            let _ = tx.send(f(node, now));
-        });
-        self.commands
-            .send(Command::With(run))
-            .await
-            .map_err(|_| RequestError::Shutdown)?;
-        rx.await.map_err(|_| RequestError::Shutdown)
-    }
-
-    /// Applies a verified configuration (e.g. one fetched from the configuration
-    /// server) and pushes it to the connected peers (§6.5.4).
-    pub async fn apply_config(&self, change: ConfigChange) -> Result<(), RequestError> {
-        self.with_node_at(move |node, now| node.apply_config(change, now))
-            .await
-    }
-
-    /// The configuration in use: its sequence and signed document. It changes when a
-    /// newer one arrives in ConfigUpdate; persist it then.
-    pub fn configuration(&self) -> watch::Receiver<(u16, Option<Bytes>)> {
-        self.config.clone()
-    }
-
-    /// Starts a request with `start` (e.g. [`Node::store`]) and waits for its answer.
-    pub async fn call(
-        &self,
-        start: impl FnOnce(&mut Node, Instant) -> RequestId + Send + 'static,
-    ) -> Result<Answer, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Call {
-                start: Box::new(start),
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Shutdown)?;
-        rx.await.unwrap_or(Err(RequestError::Shutdown))
-    }
-
-    /// Stores signed values at `resource` (§7.4.1).
-    pub async fn store(
-        &self,
-        resource: ResourceId,
-        kinds: Vec<(KindId, Vec<StoredDataValue>)>,
-        lifetime: Duration,
-    ) -> Result<StoreAns, RequestError> {
-        match self
-            .call(move |n, now| n.store(resource, kinds, lifetime, now))
-            .await?
-            .body
-        {
-            Body::StoreAns(a) => Ok(a),
-            other => Err(RequestError::Invalid(format!(
-                "unexpected answer {:?}",
-                other.code()
-            ))),
-        }
-    }
-
-    /// Fetches values at `resource` (§7.4.2); values whose signatures fail are dropped.
-    pub async fn fetch(
-        &self,
-        resource: ResourceId,
-        specifiers: Vec<StoredDataSpecifier>,
-    ) -> Result<FetchAns, RequestError> {
-        match self
-            .call(move |n, now| n.fetch(resource, specifiers, now))
-            .await?
-            .body
-        {
-            Body::FetchAns(a) => Ok(a),
-            other => Err(RequestError::Invalid(format!(
-                "unexpected answer {:?}",
-                other.code()
-            ))),
-        }
-    }
-
-    /// Leaves the overlay gracefully (§10.9) and stops.
-    pub async fn leave(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Leave(tx)).await.is_ok() {
-            let _ = tokio::time::timeout(LEAVE_TIMEOUT + Duration::from_secs(1), rx).await;
-        }
-    }
-
-    /// Stops at once, as if the process died: links drop without a Leave.
-    pub fn kill(&self) {
-        self.task.abort();
-    }
-
-    /// Whether the driver has stopped.
-    pub fn is_stopped(&self) -> bool {
-        self.task.is_finished()
-    }
+    let polls = listeners.iter_mut().map(|l| Box::pin(l.accept()));
+    futures_select_first(polls).await
 }
 
-struct Driver {
+/// The first of several futures to finish.
+async fn futures_select_first<F: std::future::Future + Unpin>(
+    futures: impl Iterator<Item = F>,
+) -> F::Output {
+    let mut futures: Vec<F> = futures.collect();
+    std::future::poll_fn(move |cx| {
+        for f in futures.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::future::Future::poll(std::pin::Pin::new(f), cx)
+            {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+pub(crate) struct Driver {
     node: Node,
     tls: TlsContext,
-    listener: Listener,
+    listeners: Listeners,
     clock: Clock,
     link_options: LinkOptions,
     links: HashMap<LinkId, Link>,
@@ -412,16 +148,21 @@ struct Driver {
     link_rx: mpsc::Receiver<(LinkId, LinkEvent)>,
     connect_tx: mpsc::Sender<Connected>,
     connect_rx: mpsc::Receiver<Connected>,
+    apps: Apps,
+    app_reports: mpsc::Receiver<AppReport>,
+    /// AppAttach requests in flight: the Node-ID each is for.
+    app_requests: HashMap<RequestId, NodeId>,
 }
 
 impl Driver {
-    fn new(
+    pub(crate) fn new(
         node: Node,
         tls: TlsContext,
-        listener: Listener,
+        listeners: Listeners,
         clock: Clock,
         config: LinkConfig,
         out: Outputs,
+        app_streams: mpsc::Sender<AppStream>,
     ) -> Driver {
         let creds = node.config().credentials.clone();
         let ttl = node.config().initial_ttl;
@@ -435,10 +176,14 @@ impl Driver {
         });
         let (link_tx, link_rx) = mpsc::channel(LINK_EVENTS);
         let (connect_tx, connect_rx) = mpsc::channel(CONNECTS);
+        let (reports_tx, app_reports) = mpsc::channel(APP_REPORTS);
         Driver {
+            apps: Apps::new(tls.clone(), app_streams, reports_tx),
+            app_reports,
+            app_requests: HashMap::new(),
             node,
             tls,
-            listener,
+            listeners,
             clock,
             link_options: LinkOptions {
                 config,
@@ -457,10 +202,11 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let now = self.clock.now();
         self.node.join(now);
         let mut leave_deadline: Option<tokio::time::Instant> = None;
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             if self.drain() {
                 break;
@@ -481,16 +227,22 @@ impl Driver {
                     }
                 },
                 Some((link, event)) = self.link_rx.recv() => self.link_event(link, event),
-                Some(accepted) = self.listener.accept() => match accepted {
+                Some(accepted) = self.listeners.overlay.accept() => match accepted {
                     Ok(Accepted { stream, peer }) => self.link_up(stream, peer, None),
                     Err(e) => tracing::debug!(error = %e, "incoming link refused"),
                 },
+                Some(accepted) = accept_app(&mut self.listeners.apps) => match accepted {
+                    Ok(Accepted { stream, peer }) => self.apps.accepted(stream, peer),
+                    Err(e) => tracing::debug!(error = %e, "incoming application connection refused"),
+                },
+                Some(report) = self.app_reports.recv() => self.app_report(report),
+                _ = sweep.tick() => self.apps.expire(),
                 Some((id, result)) = self.connect_rx.recv() => match result {
                     Ok((stream, peer)) => self.link_up(stream, peer, Some(id)),
                     Err(e) => {
                         tracing::debug!(error = %e, "outgoing link failed");
                         let now = self.clock.now();
-                        self.node.handle_connect_failed(id, now);
+                        self.node.handle_connect_failed(id, &e.to_string(), now);
                     }
                 },
                 () = sleep_until(timeout) => {
@@ -547,8 +299,51 @@ impl Driver {
                 let id = start(&mut self.node, now);
                 self.pending.insert(id, reply);
             }
+            Command::AppAttach {
+                destination,
+                application,
+                reply,
+            } => {
+                let Some(Destination::Node(peer)) = destination.last().cloned() else {
+                    let _ = reply.send(Err(AppError::NotANode));
+                    return None;
+                };
+                self.apps.expect(peer, application, reply);
+                let id = self.node.app_attach(destination, application, now);
+                self.app_requests.insert(id, peer);
+            }
         }
         None
+    }
+
+    /// The answer to one of our AppAttach requests.
+    fn app_answered(&mut self, peer: NodeId, result: Result<Answer, RequestError>) {
+        let result = match result {
+            Err(e) => Err(AppError::Attach(e.to_string())),
+            Ok(a) if a.from != peer => Err(AppError::WrongPeer {
+                expected: peer,
+                answered: a.from,
+            }),
+            Ok(a) => match &a.body {
+                Body::AppAttachAns(ans) => Ok(self.node.app_answer_candidates(ans)),
+                other => Err(AppError::Attach(format!(
+                    "unexpected answer {:?}",
+                    other.code()
+                ))),
+            },
+        };
+        self.apps.answered(peer, result);
+    }
+
+    fn app_report(&mut self, report: AppReport) {
+        match report {
+            AppReport::Reversed { peer, result } => self.apps.reversed(peer, result),
+            AppReport::Answered { addrs, ok } => {
+                let now = self.clock.now();
+                self.node.app_dial_done(&addrs, ok, now);
+            }
+            AppReport::ReverseDue(peer) => self.apps.reverse_due(peer),
+        }
     }
 
     fn link_event(&mut self, link: LinkId, event: LinkEvent) {
@@ -571,12 +366,7 @@ impl Driver {
         }
     }
 
-    fn link_up(
-        &mut self,
-        stream: tokio_rustls::TlsStream<tokio::net::TcpStream>,
-        peer: PeerInfo,
-        connect: Option<ConnectId>,
-    ) {
+    fn link_up(&mut self, stream: LinkStream, peer: PeerInfo, connect: Option<ConnectId>) {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         let peer_id = peer.node_id();
@@ -611,19 +401,31 @@ impl Driver {
         let mut left = false;
         while let Some(event) = self.node.poll_event() {
             match event {
-                Event::Connect { id, addr, expect } => self.connect(id, addr, expect),
+                Event::Connect {
+                    id,
+                    candidates,
+                    expect,
+                } => self.connect(id, candidates, expect),
                 Event::CloseLink(link) => {
                     if let Some(l) = self.links.remove(&link) {
                         l.close();
                     }
                 }
                 Event::Response { request, result } => {
-                    if let Some(reply) = self.pending.remove(&request) {
+                    if let Some(peer) = self.app_requests.remove(&request) {
+                        self.app_answered(peer, result);
+                    } else if let Some(reply) = self.pending.remove(&request) {
                         let _ = reply.send(result);
                     }
                 }
-                Event::Joined => tracing::info!("joined the overlay"),
-                Event::JoinFailed(why) => tracing::warn!(%why, "join attempt failed"),
+                Event::Joined => {
+                    tracing::info!("joined the overlay");
+                    let _ = self.out.join_error.send(None);
+                }
+                Event::JoinFailed(why) => {
+                    tracing::warn!(%why, "join attempt failed");
+                    let _ = self.out.join_error.send(Some(why));
+                }
                 Event::NeighborsChanged => {}
                 Event::ConfigChanged { sequence, document } => {
                     // New roots, bad nodes and revoked CAs apply to the next handshakes.
@@ -636,17 +438,8 @@ impl Driver {
                 Event::AppAttach {
                     from,
                     application,
-                    addr,
-                } => {
-                    let request = AppRequest {
-                        from,
-                        application,
-                        addr,
-                    };
-                    if self.out.apps.try_send(request).is_err() {
-                        tracing::warn!(%from, application, "application queue full; AppAttach dropped");
-                    }
-                }
+                    candidates,
+                } => self.apps.dial_requester(from, application, candidates),
             }
         }
         let state = self.node.state();
@@ -656,20 +449,20 @@ impl Driver {
         left
     }
 
-    fn connect(&mut self, id: ConnectId, addr: SocketAddr, expect: Option<NodeId>) {
+    fn connect(&mut self, id: ConnectId, candidates: Vec<SocketAddr>, expect: Option<NodeId>) {
         let tls = self.tls.clone();
         let tx = self.connect_tx.clone();
         let expect = expect.map_or(Expect::AnyNode, Expect::Node);
         self.connect_tasks.retain(|t| !t.is_finished());
         self.connect_tasks.push(tokio::spawn(async move {
-            let result = tls.connect(addr, expect).await;
+            let result = dial(&tls, &candidates, expect).await;
             let _ = tx.send((id, result)).await;
         }));
     }
 }
 
 /// A seed from the operating system's RNG, for nodes not given one.
-fn os_seed() -> u64 {
+pub(crate) fn os_seed() -> u64 {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);

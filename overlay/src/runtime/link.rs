@@ -12,11 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio_rustls::TlsStream;
 
 use super::admission::PendingTable;
 use super::clock::Clock;
 use super::tls::{ConnectError, PeerInfo, TlsContext};
+use super::transport::LinkStream;
 use crate::id::NodeId;
 use crate::link::{FramedLink, LinkConfig, LinkError, LinkHealth};
 use crate::wire::ForwardingHeader;
@@ -85,7 +85,7 @@ impl Link {
     /// tagged with `id`.
     pub fn spawn(
         id: LinkId,
-        stream: TlsStream<TcpStream>,
+        stream: LinkStream,
         peer: PeerInfo,
         options: LinkOptions,
         events: mpsc::Sender<(LinkId, LinkEvent)>,
@@ -156,7 +156,7 @@ struct LinkTask {
 }
 
 impl LinkTask {
-    async fn run(self, stream: TlsStream<TcpStream>) {
+    async fn run(self, stream: LinkStream) {
         let LinkTask {
             id,
             peer_node,
@@ -272,8 +272,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// An authenticated incoming connection.
 #[derive(Debug)]
 pub struct Accepted {
-    /// The TLS stream.
-    pub stream: TlsStream<TcpStream>,
+    /// The stream.
+    pub stream: LinkStream,
     /// Who connected.
     pub peer: PeerInfo,
 }
@@ -403,5 +403,8 @@ async fn handshake(
     tokio::time::timeout(ACCEPT_TIMEOUT, tls.accept(stream, addr))
         .await
         .map_err(|_| ConnectError::Timeout)?
-        .map(|(stream, peer)| Accepted { stream, peer })
+        .map(|(stream, peer)| Accepted {
+            stream: Box::new(stream),
+            peer,
+        })
 }

@@ -56,14 +56,14 @@ async fn accept(p: &mut Pair) -> Result<Accepted, ConnectError> {
 
 fn spawn(
     id: u64,
-    accepted: (tokio_rustls::TlsStream<tokio::net::TcpStream>, PeerInfo),
+    accepted: (impl super::AsyncStream + 'static, PeerInfo),
     options: LinkOptions,
 ) -> (Link, mpsc::Receiver<(LinkId, LinkEvent)>) {
     let (tx, rx) = mpsc::channel(16);
     (
         Link::spawn(
             LinkId(id),
-            accepted.0,
+            Box::new(accepted.0),
             accepted.1,
             options,
             tx,

@@ -45,6 +45,9 @@ pub enum ConnectError {
     /// Connect and handshake took longer than [`HANDSHAKE_TIMEOUT`].
     #[error("connection timed out")]
     Timeout,
+    /// No candidate connected; what went wrong with each.
+    #[error("no candidate connected ({0})")]
+    Candidates(String),
 }
 
 impl ConnectError {

@@ -28,7 +28,11 @@ fn reach(proto: &str, port: u16, to: &str, port_to: u16) -> String {
         "tcp" => format!("s.connect(('{to}', {port_to}))"),
         _ => format!("s.sendto(b'x', ('{to}', {port_to}))"),
     };
-    let kind = if proto == "tcp" { "SOCK_STREAM" } else { "SOCK_DGRAM" };
+    let kind = if proto == "tcp" {
+        "SOCK_STREAM"
+    } else {
+        "SOCK_DGRAM"
+    };
     format!(
         "import socket; s = socket.socket(socket.AF_INET, socket.{kind}); \
          s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', {port})); \
@@ -39,7 +43,14 @@ fn reach(proto: &str, port: u16, to: &str, port_to: u16) -> String {
 
 /// Whether `from` reaches a listener on `to` (TCP or UDP): what the listener saw as
 /// the source, or `None`.
-async fn probe(proto: &str, from: &Host, from_port: u16, to: &Host, to_ip: &str, to_port: u16) -> Option<String> {
+async fn probe(
+    proto: &str,
+    from: &Host,
+    from_port: u16,
+    to: &Host,
+    to_ip: &str,
+    to_port: u16,
+) -> Option<String> {
     let server = to.spawn_python(&listen(proto, to_port));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = from.python(&reach(proto, from_port, to_ip, to_port));
@@ -68,18 +79,34 @@ async fn nat_routers_map_and_filter_as_rfc_4787_says() {
         let seen = seen.unwrap_or_else(|| panic!("{kind:?}: TCP out"));
         assert!(seen.starts_with(&rtr), "{kind:?}: seen as {seen}");
         let kept = seen.ends_with(" 40000");
-        assert_eq!(kept, kind != NatKind::Symmetric, "{kind:?}: port kept? {seen}");
+        assert_eq!(
+            kept,
+            kind != NatKind::Symmetric,
+            "{kind:?}: port kept? {seen}"
+        );
         let udp_out = probe("udp", &host, 40_001, &server, &srv, 7001).await;
-        assert_eq!(udp_out.is_some(), kind != NatKind::NoUdp, "{kind:?}: UDP out");
+        assert_eq!(
+            udp_out.is_some(),
+            kind != NatKind::NoUdp,
+            "{kind:?}: UDP out"
+        );
         // In, unasked, from a host the NATed host never contacted.
         let unasked = probe("tcp", &other, 41_000, &host, &rtr, 7002).await;
-        assert_eq!(unasked.is_some(), kind == NatKind::FullCone, "{kind:?}: unasked in");
+        assert_eq!(
+            unasked.is_some(),
+            kind == NatKind::FullCone,
+            "{kind:?}: unasked in"
+        );
         // In from the server's address the host contacted, from another port.
         if kind != NatKind::NoUdp {
             let _ = host.python(&reach("udp", 7003, &srv, 7004));
             let back = probe("udp", &server, 7005, &host, &rtr, 7003).await;
             let open = matches!(kind, NatKind::FullCone | NatKind::AddressRestricted);
-            assert_eq!(back.is_some(), open, "{kind:?}: in from a contacted address, other port");
+            assert_eq!(
+                back.is_some(),
+                open,
+                "{kind:?}: in from a contacted address, other port"
+            );
         }
     }
 }

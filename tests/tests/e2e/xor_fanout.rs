@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use xor_overlay::id::NodeId;
 use xor_overlay::identity::testca::TestCa;
 use xor_overlay::node::RequestError;
-use xor_overlay::runtime::{Expect, Listener, Overlay, TlsContext};
+use xor_overlay::runtime::{Expect, LinkStream, Overlay, TlsContext};
 use xor_overlay::wire::{DataValue, Destination, Encode, ErrorCode, StoredDataValue};
 use xor_tests::{loopback_config, start, wait_stable, xmpp_config};
 use xor_xmpp::kind::{XMPP_LOCATION, resource_of, xmpp_location_kind};
@@ -384,32 +384,22 @@ async fn read_some(io: &mut (impl AsyncReadExt + Unpin)) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A TLS stream from `target` to a listener holding mallory's certificate.
-async fn raw_stream(
-    ca: &mut TestCa,
-    _via: &Overlay,
-    target: &XmppNode,
-) -> tokio_rustls::TlsStream<tokio::net::TcpStream> {
+/// A direct stream between `target` and mallory (an AppAttach from a plain node).
+async fn raw_stream(ca: &mut TestCa, via: &Overlay, target: &XmppNode) -> LinkStream {
     let id = NodeId(0xd1 << 120 | rand_id());
-    let mut cfg = loopback_config(ca, "mallory@m.example", id, Some(_via.local_addr()), 99);
+    let mut cfg = loopback_config(ca, "mallory@m.example", id, Some(via.local_addr()), 99);
     cfg.kinds
         .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
-    let tls = TlsContext::new(cfg.credentials.clone(), cfg.trust.clone()).unwrap();
-    let mut listener = Listener::bind("127.0.0.1:0".parse().unwrap(), tls)
-        .await
-        .unwrap();
-    cfg.applications = vec![(XMPP_APPLICATION, listener.local_addr())];
+    cfg.applications = vec![(XMPP_APPLICATION, "127.0.0.1:0".parse().unwrap())];
     let mallory = start(cfg).await.unwrap();
     assert!(mallory.joined(Duration::from_secs(20)).await);
     let dest = vec![Destination::Node(target.overlay().node_id())];
-    let (answer, accepted) = tokio::join!(
-        mallory.app_attach(dest, XMPP_APPLICATION),
-        listener.accept()
-    );
-    answer.expect("the device answers the AppAttach");
-    let acc = accepted.unwrap().unwrap();
+    let stream = mallory
+        .app_attach(dest, XMPP_APPLICATION)
+        .await
+        .expect("the device answers the AppAttach and connects");
     std::mem::forget(mallory); // keep the overlay node alive for the stream's duration
-    acc.stream
+    stream.stream
 }
 
 fn rand_id() -> u128 {

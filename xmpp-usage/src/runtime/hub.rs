@@ -1,5 +1,7 @@
-//! The hub: one task that owns the direct streams, the expected incoming connections
-//! and the fan-out router, and hands stanzas to the application.
+//! The hub: one task that owns the direct streams, the devices being connected to and
+//! the fan-out router, and hands stanzas to the application. Connections come from
+//! the overlay runtime (`Overlay::app_attach` and its application streams); the hub
+//! never dials or listens itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
 use xor_overlay::id::NodeId;
-use xor_overlay::runtime::{Accepted, AppRequest, Expect, Overlay, PeerInfo, TlsContext};
+use xor_overlay::runtime::{AppStream, Overlay};
 
 use super::XmppEvent;
 use super::stream::{self, Role, StreamReport, StreamSettings};
@@ -17,8 +19,8 @@ use crate::fanout::{Device, Router};
 use crate::jid::Jid;
 use crate::resolve::Route;
 
-/// How long an AppAttach plus the connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an AppAttach plus the connection may take (the runtime gives up first).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Requests to the hub.
 pub(crate) enum HubMsg {
@@ -35,10 +37,8 @@ pub(crate) enum HubMsg {
     },
     /// Connected devices.
     Devices(oneshot::Sender<Vec<Device>>),
-    /// A TLS connection on the application listener.
-    Accepted(Accepted),
-    /// A peer's AppAttach was answered: connect to it.
-    AppRequest(AppRequest),
+    /// A direct connection from the overlay runtime (ours or a peer's AppAttach).
+    Stream(AppStream),
     /// An AppAttach of ours failed.
     AttachFailed { node: NodeId, why: String },
     /// Close every stream and stop.
@@ -73,7 +73,6 @@ struct Expected {
 pub(crate) struct Hub {
     me: Jid,
     overlay: Overlay,
-    tls: TlsContext,
     settings: StreamSettings,
     router: Router,
     streams: HashMap<NodeId, Vec<StreamEntry>>,
@@ -90,7 +89,6 @@ impl Hub {
     pub(crate) fn new(
         me: Jid,
         overlay: Overlay,
-        tls: TlsContext,
         settings: StreamSettings,
         events: mpsc::Sender<XmppEvent>,
         reports_tx: mpsc::Sender<StreamReport>,
@@ -101,7 +99,6 @@ impl Hub {
             router: Router::new(me.clone()),
             me,
             overlay,
-            tls,
             settings,
             streams: HashMap::new(),
             expected: HashMap::new(),
@@ -187,8 +184,7 @@ impl Hub {
             HubMsg::Devices(reply) => {
                 let _ = reply.send(self.devices());
             }
-            HubMsg::Accepted(acc) => self.accepted(acc),
-            HubMsg::AppRequest(req) => self.app_request(req),
+            HubMsg::Stream(s) => self.stream(s),
             HubMsg::AttachFailed { node, why } => {
                 if let Some(exp) = self.expected.remove(&node) {
                     for w in exp.waiters {
@@ -239,99 +235,57 @@ impl Hub {
         let overlay = self.overlay.clone();
         let hub = self.self_tx.clone();
         tokio::spawn(async move {
-            match overlay
+            let msg = match overlay
                 .app_attach(route.destinations.clone(), XMPP_APPLICATION)
                 .await
             {
-                Ok(answered) if answered == route.node => {}
-                Ok(other) => {
-                    let why = format!(
-                        "AppAttach answered by {other}, not the device {}",
-                        route.node
-                    );
-                    let _ = hub
-                        .send(HubMsg::AttachFailed {
-                            node: route.node,
-                            why,
-                        })
-                        .await;
-                }
-                Err(e) => {
-                    let _ = hub
-                        .send(HubMsg::AttachFailed {
-                            node: route.node,
-                            why: format!("AppAttach failed: {e}"),
-                        })
-                        .await;
-                }
-            }
+                Ok(stream) => HubMsg::Stream(stream),
+                Err(e) => HubMsg::AttachFailed {
+                    node: route.node,
+                    why: e.to_string(),
+                },
+            };
+            let _ = hub.send(msg).await;
         });
     }
 
-    /// A TLS connection on our application listener: only a device we AppAttached to
-    /// may connect, and it must carry the JID we resolved it under.
-    fn accepted(&mut self, acc: Accepted) {
-        let node = acc.peer.node_id();
-        let Some(exp) = self.expected.get(&node) else {
-            tracing::warn!(%node, "unexpected application connection closed");
-            return; // dropping the stream closes it
-        };
-        let expect = exp.jid.clone();
-        self.spawn_stream(acc.stream, acc.peer, Role::Initiator { expect });
-    }
-
-    /// A peer AppAttached to us and was answered: connect to it as TLS client, checking
-    /// its certificate names the requester (RFC 6940 §6.5.1.13).
-    fn app_request(&mut self, req: AppRequest) {
-        if req.application != XMPP_APPLICATION {
+    /// A direct connection from the runtime. Ours (we sent the AppAttach): we open
+    /// the XMPP stream, expecting the user we resolved the device under; a peer's: we
+    /// answer its stream.
+    fn stream(&mut self, s: AppStream) {
+        if s.application != XMPP_APPLICATION {
             return;
         }
-        let tls = self.tls.clone();
-        let hub = self.self_tx.clone();
-        let settings = self.settings.clone();
-        let reports = self.reports_tx.clone();
+        let node = s.peer.node_id();
+        let role = if s.requested {
+            let known = self.expected.get(&node).map(|e| e.jid.clone()).or_else(|| {
+                self.streams
+                    .get(&node)
+                    .and_then(|v| v.first())
+                    .map(|e| e.device.jid.clone())
+            });
+            let Some(expect) = known else {
+                tracing::debug!(%node, "a stream for a device nobody waits for; closed");
+                return;
+            };
+            Role::Initiator { expect }
+        } else {
+            Role::Responder
+        };
         let id = self.fresh_id();
-        let overlay = self.overlay.clone();
-        tokio::spawn(async move {
-            let connected = tls.connect(req.addr, Expect::Node(req.from)).await;
-            overlay.app_dial_done(req.addr, connected.is_ok()).await;
-            match connected {
-                Ok((io, peer)) => {
-                    stream::run(id, io, peer, Role::Responder, settings, reports).await
-                }
-                Err(e) => {
-                    tracing::debug!(from = %req.from, error = %e, "could not connect to an AppAttach requester");
-                    let _ = hub
-                        .send(HubMsg::AttachFailed {
-                            node: req.from,
-                            why: e.to_string(),
-                        })
-                        .await;
-                }
-            }
-        });
+        tokio::spawn(stream::run(
+            id,
+            s.stream,
+            s.peer,
+            role,
+            self.settings.clone(),
+            self.reports_tx.clone(),
+        ));
     }
 
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    fn spawn_stream(
-        &mut self,
-        io: tokio_rustls::TlsStream<tokio::net::TcpStream>,
-        peer: PeerInfo,
-        role: Role,
-    ) {
-        let id = self.fresh_id();
-        tokio::spawn(stream::run(
-            id,
-            io,
-            peer,
-            role,
-            self.settings.clone(),
-            self.reports_tx.clone(),
-        ));
     }
 
     async fn report(&mut self, report: StreamReport) {

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use xor_overlay::identity::{Credentials, TrustStore};
 use xor_overlay::link::LinkConfig;
 use xor_overlay::node::{NodeConfig, RequestError};
-use xor_overlay::runtime::{Listener, Overlay, StartError, TlsContext};
+use xor_overlay::runtime::{Overlay, StartError};
 use xor_overlay::wire::{
     DataValue, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
 };
@@ -144,8 +144,13 @@ pub enum XmppError {
     #[error("the certificate does not carry {0} as id-on-xmppAddr")]
     WrongIdentity(String),
     /// The node could not join the overlay.
-    #[error("could not join the overlay within {0:?} (no bootstrap node reachable?)")]
-    NotJoined(Duration),
+    #[error("could not join the overlay within {timeout:?}: {}", why.as_deref().unwrap_or("no bootstrap node answered"))]
+    NotJoined {
+        /// How long it tried.
+        timeout: Duration,
+        /// Why the last attempt failed.
+        why: Option<String>,
+    },
     /// Binding the stream listener failed.
     #[error("cannot listen for direct streams on {addr}: {source}")]
     Listen {
@@ -217,25 +222,32 @@ impl XmppNode {
         if !vouched {
             return Err(XmppError::WrongIdentity(cfg.jid.to_string()));
         }
-        let tls = TlsContext::new(cfg.node.credentials.clone(), cfg.node.trust.clone())
-            .map_err(StartError::Tls)?;
-        let listener = Listener::bind(cfg.stream_listen, tls.clone())
-            .await
-            .map_err(|source| XmppError::Listen {
-                addr: cfg.stream_listen,
-                source,
-            })?;
-        let stream_addr = advertised(listener.local_addr(), cfg.node.listen_addr);
-        cfg.node.applications = vec![(XMPP_APPLICATION, stream_addr)];
+        // The runtime listens for direct streams and offers its addresses in AppAttach.
+        cfg.node.applications = vec![(XMPP_APPLICATION, cfg.stream_listen)];
         if cfg.node.kinds.get(cfg.location_kind).is_none() {
             cfg.node
                 .kinds
                 .insert(xmpp_location_kind(cfg.location_kind, 64, 1024));
         }
-        let overlay = Overlay::start(cfg.node.clone(), cfg.link.clone()).await?;
+        let stream_listen = cfg.stream_listen;
+        let overlay = Overlay::start(cfg.node.clone(), cfg.link.clone())
+            .await
+            .map_err(|e| match e {
+                StartError::Listen { addr, source } if addr == stream_listen.to_string() => {
+                    XmppError::Listen {
+                        addr: stream_listen,
+                        source,
+                    }
+                }
+                other => XmppError::Start(other),
+            })?;
         if !overlay.joined(cfg.join_timeout).await {
+            let why = overlay.join_error();
             overlay.kill();
-            return Err(XmppError::NotJoined(cfg.join_timeout));
+            return Err(XmppError::NotJoined {
+                timeout: cfg.join_timeout,
+                why,
+            });
         }
         let me = cfg.jid.with_resource(cfg.resource.clone());
         let (events_tx, events_rx) = mpsc::channel(1024);
@@ -261,7 +273,6 @@ impl XmppNode {
         let hub = Hub::new(
             me.clone(),
             overlay.clone(),
-            tls,
             settings,
             events_tx,
             reports_tx,
@@ -269,6 +280,11 @@ impl XmppNode {
             fresh,
         );
         cfg.node.listen_addr = Some(overlay.local_addr());
+        cfg.node.applications = overlay
+            .app_addresses(XMPP_APPLICATION)
+            .into_iter()
+            .map(|a| (XMPP_APPLICATION, a))
+            .collect();
         let cfg = Arc::new(cfg);
         let node = XmppNode {
             me,
@@ -280,12 +296,11 @@ impl XmppNode {
             resolved: Arc::new(Mutex::new(std::collections::HashMap::new())),
         };
         let mut tasks = vec![tokio::spawn(hub.run(hub_rx, reports_rx))];
-        tasks.push(tokio::spawn(accept_loop(listener, hub_tx.clone())));
-        if let Some(mut requests) = overlay.take_app_requests() {
+        if let Some(mut streams) = overlay.take_app_streams() {
             let hub = hub_tx.clone();
             tasks.push(tokio::spawn(async move {
-                while let Some(r) = requests.recv().await {
-                    if hub.send(HubMsg::AppRequest(r)).await.is_err() {
+                while let Some(s) = streams.recv().await {
+                    if hub.send(HubMsg::Stream(s)).await.is_err() {
                         return;
                     }
                 }
@@ -397,7 +412,7 @@ impl XmppNode {
             .unwrap_or_else(|| Err("stopped".into()))
     }
 
-    /// The address of the direct-stream listener (what AppAttach offers).
+    /// An address of the direct-stream listener (what AppAttach offers first).
     pub fn stream_addr(&self) -> Option<SocketAddr> {
         self.cfg.node.applications.first().map(|(_, a)| *a)
     }
@@ -554,31 +569,6 @@ impl XmppNode {
             for task in t.drain(..) {
                 task.abort();
             }
-        }
-    }
-}
-
-/// The address peers should connect to: the listener's port on the overlay address
-/// when the listener bound to all interfaces.
-fn advertised(bound: SocketAddr, overlay: Option<SocketAddr>) -> SocketAddr {
-    match overlay {
-        Some(o) if bound.ip().is_unspecified() && !o.ip().is_unspecified() => {
-            SocketAddr::new(o.ip(), bound.port())
-        }
-        _ if bound.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), bound.port()),
-        _ => bound,
-    }
-}
-
-async fn accept_loop(mut listener: Listener, hub: mpsc::Sender<HubMsg>) {
-    while let Some(accepted) = listener.accept().await {
-        match accepted {
-            Ok(acc) => {
-                if hub.send(HubMsg::Accepted(acc)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "direct stream refused"),
         }
     }
 }

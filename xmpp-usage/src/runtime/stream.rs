@@ -1,20 +1,20 @@
 //! One direct XMPP stream over TLS (XEP-0415 "Direct XMPP streams"): the RFC 6120
 //! stream negotiation, stanza checks, keep-alives and the clean close.
 //!
-//! The AppAttach requester is the TLS server (RFC 6940 §6.5.1.13) and opens the XMPP
-//! stream (the *initiator*); the answerer connected as TLS client and *responds*. Both
-//! sides were authenticated by TLS: the peer's certificate carries the Node-ID at the
-//! end of the destination list and the JID it claims. Its stream header must name that
-//! JID and every stanza's `from` must be that JID (else `invalid-from`).
+//! The AppAttach requester opens the XMPP stream (the *initiator*) and the answerer
+//! *responds*, whichever of them opened the connection underneath (the overlay
+//! runtime's application streams, `xor_overlay::runtime::apps`). Both sides were
+//! authenticated by TLS: the peer's certificate carries the Node-ID at the end of the
+//! destination list and the JID it claims. Its stream header must name that JID and
+//! every stanza's `from` must be that JID (else `invalid-from`).
 
 use std::time::Duration;
 
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsStream;
 use xor_overlay::id::NodeId;
+use xor_overlay::runtime::LinkStream;
 
 use crate::fanout::Device;
 use crate::jid::Jid;
@@ -60,7 +60,7 @@ pub(crate) struct StreamSettings {
     pub(crate) handshake_timeout: Duration,
 }
 
-type Conn = XmlIo<TlsStream<TcpStream>>;
+type Conn = XmlIo<LinkStream>;
 
 /// The JIDs the peer's certificate vouches for.
 fn cert_jids(peer: &xor_overlay::runtime::PeerInfo) -> Vec<Jid> {
@@ -186,7 +186,7 @@ fn check(mut el: Element, device: &Device) -> Result<Element, StreamError> {
 /// Runs a stream until it ends; reports to the hub.
 pub(crate) async fn run(
     id: u64,
-    io: TlsStream<TcpStream>,
+    io: LinkStream,
     peer: xor_overlay::runtime::PeerInfo,
     role: Role,
     settings: StreamSettings,

@@ -17,13 +17,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Mutex;
 use xor_enrollment::client::load_profile;
 use xor_node::devnet::{DOMAIN, DevNet, OVERLAY, PASSWORD};
 use xor_overlay::id::NodeId;
 use xor_overlay::link::{FramedLink, LinkConfig};
 use xor_overlay::node::NodeConfig;
-use xor_overlay::runtime::{Expect, Listener, Overlay, TlsContext};
+use xor_overlay::runtime::{Expect, Overlay, TlsContext};
 use xor_overlay::time::Instant as CoreInstant;
 use xor_overlay::wire::{
     AppAttach, Body, Destination, ForwardingHeader, Fragment, IceCandidate, RawMessage,
@@ -139,13 +138,11 @@ async fn chat_until(
     r
 }
 
-/// Mallory: an enrolled device's overlay node with a listener of its own for direct
-/// streams, and a second enrolled device (not in the overlay) whose links carry the
-/// fragment flood (a node keeps one link per peer, so the first device's would be
-/// closed as a duplicate).
+/// Mallory: an enrolled device's overlay node that takes direct streams, and a second
+/// enrolled device (not in the overlay) whose links carry the fragment flood (a node
+/// keeps one link per peer, so the first device's would be closed as a duplicate).
 struct Mallory {
     overlay: Overlay,
-    streams: Mutex<Listener>,
     flooder: TlsContext,
 }
 
@@ -163,24 +160,16 @@ async fn mallory(net: &DevNet, bootstrap: SocketAddr) -> Mallory {
     .unwrap();
     cfg.listen_addr = Some(SocketAddr::new(LOCALHOST, 0));
     cfg.bootstrap = vec![bootstrap];
-    let tls = TlsContext::new(profile.credentials, trust.clone()).unwrap();
     let second = net.enroll("mallory", "flood").await.unwrap();
     let second = load_profile(&second.profile, OVERLAY).unwrap();
     let flooder = TlsContext::new(second.credentials, trust).unwrap();
-    let streams = Listener::bind(SocketAddr::new(LOCALHOST, 0), tls)
-        .await
-        .unwrap();
-    cfg.applications = vec![(XMPP_APPLICATION, streams.local_addr())];
+    cfg.applications = vec![(XMPP_APPLICATION, SocketAddr::new(LOCALHOST, 0))];
     let overlay = Overlay::start(cfg, LinkConfig::default()).await.unwrap();
     assert!(
         overlay.joined(Duration::from_secs(30)).await,
         "mallory joins"
     );
-    Mallory {
-        overlay,
-        streams: Mutex::new(streams),
-        flooder,
-    }
+    Mallory { overlay, flooder }
 }
 
 fn app_attach(candidates: Vec<IceCandidate>) -> Body {
@@ -200,14 +189,9 @@ async fn deep_stanzas(m: &Mallory, victim: NodeId, until: Instant) -> usize {
     while Instant::now() < until {
         let ask = m
             .overlay
-            .app_attach(vec![Destination::Node(victim)], XMPP_APPLICATION);
-        let mut streams = m.streams.lock().await;
-        let (answer, accepted) = tokio::join!(
-            ask,
-            tokio::time::timeout(Duration::from_secs(5), streams.accept())
-        );
-        drop(streams);
-        if let (Ok(_), Ok(Some(Ok(acc)))) = (answer, accepted) {
+            .app_attach(vec![Destination::Node(victim)], XMPP_APPLICATION)
+            .await;
+        if let Ok(acc) = ask {
             let mut io = acc.stream;
             let header = format!(
                 "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='mallory@{DOMAIN}/evil' to='u1@{DOMAIN}' version='1.0'>"

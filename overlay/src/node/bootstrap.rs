@@ -1,0 +1,62 @@
+//! Bootstrap (§11.4): the first links to the overlay, and trying again.
+
+use super::attach::Connecting;
+use super::transactions::Purpose;
+use super::{ConnectId, Event, JoinState, Node, Timer};
+use crate::time::Instant;
+use crate::wire::Destination;
+
+impl Node {
+    /// Tries the bootstrap nodes (§11.4).
+    pub(crate) fn bootstrap(&mut self, now: Instant) {
+        if self.state != JoinState::Bootstrapping {
+            return;
+        }
+        // Already linked to a peer (e.g. re-joining after losing all successors): use it.
+        if !self.links.is_empty() {
+            let target = Destination::Resource(self.me.wrapping_add(1).as_resource());
+            self.attach(vec![target], Purpose::BootstrapAttach, now);
+            return;
+        }
+        let own = self.own_addresses();
+        for addr in self.cfg.bootstrap.clone() {
+            if own.contains(&addr) {
+                continue;
+            }
+            let id = ConnectId(self.fresh_id());
+            self.attaches.connecting.insert(id, Connecting::Bootstrap);
+            self.events.push_back(Event::Connect {
+                id,
+                candidates: vec![addr],
+                expect: None,
+            });
+        }
+        if self.attaches.connecting.is_empty() {
+            self.bootstrap_failed(now);
+        }
+    }
+
+    /// No bootstrap path worked: start the overlay if allowed, else try again later.
+    pub(crate) fn bootstrap_failed(&mut self, now: Instant) {
+        if self.state != JoinState::Bootstrapping {
+            return;
+        }
+        if self.cfg.may_start_overlay && self.links.is_empty() {
+            return self.become_joined(now);
+        }
+        self.retry_join("no bootstrap node answered".into(), now);
+    }
+
+    /// The join failed for `why`: say so and try again with a doubling delay, up to
+    /// sixteen times `bootstrap_retry`.
+    pub(crate) fn retry_join(&mut self, why: String, now: Instant) {
+        self.state = JoinState::Bootstrapping;
+        let shift = self.attaches.bootstrap_failures.min(4);
+        self.attaches.bootstrap_failures += 1;
+        let retry = self.cfg.bootstrap_retry.saturating_mul(1 << shift);
+        tracing::warn!(node = %self.me, %why, ?retry, "join attempt failed");
+        self.events
+            .push_back(Event::JoinFailed(format!("{why}; retrying in {retry:?}")));
+        self.timers.set(Timer::Bootstrap, now + retry);
+    }
+}
