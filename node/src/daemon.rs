@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use xor_enrollment::authority::{KindResolver, configure_node};
 use xor_enrollment::client::{load_profile, save_profile_document};
 use xor_enrollment::config::{Document, KindSpec};
+use xor_overlay::node::JoinFailure;
 use xor_xmpp::Jid;
 use xor_xmpp::fanout::Delivery;
 use xor_xmpp::kind::{XMPP_LOCATION, xmpp_location_kind};
@@ -123,7 +124,7 @@ pub enum StartupError {
     )]
     NoBootstrap(Duration),
     /// Bootstrap nodes answered, but the node could not take its place on the ring.
-    #[error("could not join the overlay within {timeout:?}: {why}")]
+    #[error("could not join the overlay (tried for up to {timeout:?}): {why}")]
     NotJoined {
         /// How long it tried.
         timeout: Duration,
@@ -284,10 +285,11 @@ impl Device {
             }
             XmppError::Listen { addr, source } => listen_error("direct XMPP streams", addr, source),
             XmppError::NotJoined { timeout, why } => match why {
-                Some(why) if !why.starts_with("no bootstrap node answered") => {
-                    StartupError::NotJoined { timeout, why }
-                }
-                _ => StartupError::NoBootstrap(timeout),
+                None | Some(JoinFailure::NoBootstrap(_)) => StartupError::NoBootstrap(timeout),
+                Some(why) => StartupError::NotJoined {
+                    timeout,
+                    why: why.to_string(),
+                },
             },
             other => StartupError::Node(other),
         })?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
+use xor_overlay::node::JoinState;
 use xor_xmpp::Jid;
 use xor_xmpp::runtime::XmppNode;
 
@@ -66,9 +67,14 @@ impl Reporter {
             overlay.node_id(),
             overlay.local_addr()
         );
+        let reachable: Vec<String> = overlay.advertised().iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "reachable   at {}", reachable.join(", "));
         match overlay.neighbors().await {
             Ok(n) => {
                 let _ = writeln!(out, "state       {:?}, {} links open", n.state, n.links);
+                if let Some(why) = overlay.join_error().filter(|_| n.state != JoinState::Joined) {
+                    let _ = writeln!(out, "last join   failed: {why}");
+                }
                 let _ = writeln!(out, "predecessors {}", list(&n.predecessors));
                 let _ = writeln!(out, "successors  {}", list(&n.successors));
                 let _ = writeln!(out, "fingers     {} distinct", n.fingers.len());

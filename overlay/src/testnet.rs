@@ -111,6 +111,8 @@ pub struct VirtualNet {
     /// Every event every node reported, in order.
     pub events: Vec<(Instant, NodeId, Event)>,
     record_events: bool,
+    /// Nodes nobody can connect to (behind a NAT): they can only dial out.
+    unreachable: std::collections::BTreeSet<NodeId>,
 }
 
 impl std::fmt::Debug for VirtualNet {
@@ -138,6 +140,7 @@ impl VirtualNet {
             observer: None,
             events: Vec::new(),
             record_events: true,
+            unreachable: Default::default(),
         }
     }
 
@@ -159,6 +162,12 @@ impl VirtualNet {
     /// The address a node listens on.
     pub fn address_of(index: u32) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + index)), 4000)
+    }
+
+    /// Makes `id` unreachable, as behind a NAT: connections to it fail, its own
+    /// connections succeed.
+    pub fn set_unreachable(&mut self, id: NodeId) {
+        self.unreachable.insert(id);
     }
 
     /// Adds a node (not joined yet). Its `listen_addr` must be unique.
@@ -404,7 +413,9 @@ impl VirtualNet {
         };
         let at = self.now + rtt * 2; // TCP and TLS handshakes
         match target {
-            Some(t) if expect.is_none_or(|e| e == t) && t != from => {
+            Some(t)
+                if expect.is_none_or(|e| e == t) && t != from && !self.unreachable.contains(&t) =>
+            {
                 let (la, lb) = (LinkId(self.next_link), LinkId(self.next_link + 1));
                 self.next_link += 2;
                 self.nodes

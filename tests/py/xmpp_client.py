@@ -12,6 +12,7 @@ and prints JSON events on stdout, one per line:
   {"event": "online", "jid": "..."}
   {"event": "message", "from": "...", "body": "...", "type": "..."}
   {"event": "presence", "from": "...", "type": "available"}
+  {"event": "error", "from": "...", "condition": "...", "text": "..."}  (a bounced message)
   {"event": "failed", "why": "..."}
 The server certificate is not checked: the node's local port uses a self-signed one.
 """
@@ -44,6 +45,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199")
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
+        self.add_event_handler("message_error", self.on_message)
         self.add_event_handler("presence", self.on_presence)
         self.add_event_handler("failed_auth", lambda _: emit(event="failed", why="auth"))
         self.add_event_handler(
@@ -57,6 +59,14 @@ class Client(slixmpp.ClientXMPP):
         asyncio.get_event_loop().create_task(self.commands())
 
     def on_message(self, msg):
+        if msg["type"] == "error":
+            emit(
+                event="error",
+                **{"from": str(msg["from"])},
+                condition=msg["error"]["condition"],
+                text=msg["error"]["text"],
+            )
+            return
         emit(
             event="message",
             **{"from": str(msg["from"])},

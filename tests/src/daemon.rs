@@ -9,26 +9,62 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The `xor-node` program of this workspace: next to the test binary's directory
-/// (`cargo test --workspace` builds it for the node's own tests), else built now.
+/// The `xor-node` program of this workspace, built from the current sources: `cargo
+/// test --workspace` builds it for the node's own tests; a test run of this package
+/// alone builds it here, once, if it is missing or older than any source file.
 pub fn xor_node_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> → target/<profile>/xor-node
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_owned();
-    let bin = dir.join("xor-node");
-    if !bin.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "xor-node", "--bin", "xor-node"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building xor-node failed");
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test> → target/<profile>/xor-node
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_owned();
+        let bin = dir.join("xor-node");
+        if stale(&bin) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-p", "xor-node", "--bin", "xor-node"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building xor-node failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// Whether `bin` is missing or older than a source file of the crates it is built
+/// from.
+fn stale(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs: Vec<PathBuf> = ["node", "xmpp-usage", "overlay", "enrollment"]
+        .iter()
+        .map(|c| root.join(c).join("src"))
+        .collect();
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m > built)
+            {
+                return true;
+            }
+        }
     }
-    bin
+    false
 }
 
 /// A free TCP port on `ip` (bound and released: the caller binds it next).

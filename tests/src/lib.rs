@@ -6,6 +6,7 @@ pub mod clients;
 pub mod daemon;
 pub mod dns;
 pub mod external;
+pub mod labnet;
 pub mod netlab;
 pub mod operator;
 pub mod prosody;

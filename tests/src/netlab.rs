@@ -170,7 +170,11 @@ fn available() -> Result<(), String> {
         })?;
     }
     // Namespaces may be forbidden inside some containers.
-    let probe = format!("xlprobe{}", std::process::id());
+    let probe = format!(
+        "xlprobe{}x{}",
+        std::process::id(),
+        LABS.fetch_add(1, Ordering::SeqCst)
+    );
     run(&["ip", "netns", "add", &probe])?;
     run(&["ip", "netns", "del", &probe])
 }

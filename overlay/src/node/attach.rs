@@ -74,12 +74,17 @@ pub(crate) struct Attaches {
     pub(crate) bootstrap_failures: u32,
     /// The answer's candidates of attaches we wait on, for the reverse dial.
     pub(crate) reverse: HashMap<NodeId, Vec<SocketAddr>>,
+    /// Requesters whose AttachReq we answered and that may connect to us themselves
+    /// (when our dial cannot reach them): whether they asked for an Update, and until
+    /// when we expect them.
+    pub(crate) answered: HashMap<NodeId, (bool, Instant)>,
     /// Why the last dials to peers failed, newest last.
     pub(crate) dial_failures: VecDeque<(NodeId, String)>,
-    /// During a join: the node that will precede this one on the ring (from the
-    /// admitting peer's Update). The join completes only with a link to it and to
-    /// the admitting peer (no place next to a neighbour this node cannot reach).
-    pub(crate) join_predecessor: Option<NodeId>,
+    /// During a join: the peers the Updates received so far name (and their senders).
+    /// The closest of them before this node will precede it on the ring; the join
+    /// completes only with a link to it and to the admitting peer (no place next to a
+    /// neighbour this node cannot reach).
+    pub(crate) join_seen: std::collections::BTreeSet<NodeId>,
 }
 
 impl Node {
@@ -180,6 +185,14 @@ impl Node {
         } else {
             let on_loopback = self.on_loopback();
             let addrs = self.dials.choose(&req.candidates, on_loopback, now)?;
+            if self.attaches.answered.len() >= 1024 {
+                self.attaches.answered.retain(|_, (_, until)| *until > now);
+            }
+            if self.attaches.answered.len() < 1024 {
+                self.attaches
+                    .answered
+                    .insert(from, (req.send_update, now + AWAIT_LINK));
+            }
             let id = ConnectId(self.fresh_id());
             self.attaches.connecting.insert(
                 id,
@@ -223,6 +236,7 @@ impl Node {
             // Already connected: the existing link serves; an Update follows if asked.
             return self.attach_complete(peer, purpose, now);
         }
+        tracing::debug!(node = %self.me, %peer, ?candidates, "attach answered; waiting for the peer's connection");
         self.attaches.awaiting.insert(peer, purpose);
         self.timers.set(Timer::AwaitLink(peer), now + AWAIT_LINK);
         if !candidates.is_empty() {
@@ -240,6 +254,7 @@ impl Node {
         if !self.attaches.awaiting.contains_key(&peer) || self.link_of.contains_key(&peer) {
             return;
         }
+        tracing::debug!(node = %self.me, %peer, candidates = ?addrs, "the answerer did not connect; dialling it");
         let id = ConnectId(self.fresh_id());
         self.attaches.connecting.insert(
             id,
@@ -310,8 +325,13 @@ impl Node {
         if self.join_waiting.remove(&peer) {
             self.maybe_send_join(now);
         }
-        if purpose == Purpose::BootstrapAttach {
-            self.bootstrap_failed(now);
+        if purpose == Purpose::BootstrapAttach && self.state == JoinState::Bootstrapping {
+            // The admitting peer answered but no link came up with it.
+            let why = format!(
+                "could not link to {peer}, the admitting peer (the next node on the ring): {}",
+                self.dial_failure(peer)
+            );
+            self.retry_join(super::JoinFailure::Unlinkable(why), now);
         }
     }
 
@@ -340,8 +360,37 @@ impl Node {
         connect: Option<ConnectId>,
         now: Instant,
     ) {
-        if let Some(id) = connect {
-            self.connect_done(id, Some(peer), now);
+        match connect {
+            Some(id) => self.connect_done(id, Some(peer), now),
+            None => {
+                // The requester of an attach we answered connected to us itself (our
+                // dial to it failed, or has not come through): the link serves, and
+                // the Update it asked for goes out now.
+                if let Some((send_update, until)) = self.attaches.answered.remove(&peer)
+                    && until > now
+                {
+                    let mut ours: Vec<ConnectId> = self
+                        .attaches
+                        .connecting
+                        .iter()
+                        .filter(
+                            |(_, c)| matches!(c, Connecting::Answer { peer: p, .. } if *p == peer),
+                        )
+                        .map(|(id, _)| *id)
+                        .collect();
+                    ours.sort(); // no decision on hash-map order (seeded runs replay)
+                    for id in ours {
+                        if let Some(Connecting::Answer { addrs, .. }) =
+                            self.attaches.connecting.remove(&id)
+                        {
+                            self.dials.done(&addrs, true, now);
+                        }
+                    }
+                    if send_update {
+                        self.send_update_to(peer, true, now);
+                    }
+                }
+            }
         }
         if let Some(purpose) = self.attaches.awaiting.remove(&peer) {
             self.timers.cancel(&Timer::AwaitLink(peer));
@@ -385,8 +434,11 @@ impl Node {
                 // A link to someone else than the requester is a failed dial too.
                 let ok = linked == Some(p);
                 self.dials.done(&addrs, ok, now);
-                if ok && send_update {
-                    self.send_update_to(p, true, now);
+                if ok {
+                    self.attaches.answered.remove(&p);
+                    if send_update {
+                        self.send_update_to(p, true, now);
+                    }
                 }
             }
             (Some(Connecting::Reverse { peer: p, .. }), linked) => {

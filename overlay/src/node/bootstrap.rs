@@ -2,7 +2,7 @@
 
 use super::attach::Connecting;
 use super::transactions::Purpose;
-use super::{ConnectId, Event, JoinState, Node, Timer};
+use super::{ConnectId, Event, JoinFailure, JoinState, Node, Timer};
 use crate::time::Instant;
 use crate::wire::Destination;
 
@@ -44,19 +44,21 @@ impl Node {
         if self.cfg.may_start_overlay && self.links.is_empty() {
             return self.become_joined(now);
         }
-        self.retry_join("no bootstrap node answered".into(), now);
+        self.retry_join(
+            JoinFailure::NoBootstrap("no bootstrap node answered".into()),
+            now,
+        );
     }
 
     /// The join failed for `why`: say so and try again with a doubling delay, up to
     /// sixteen times `bootstrap_retry`.
-    pub(crate) fn retry_join(&mut self, why: String, now: Instant) {
+    pub(crate) fn retry_join(&mut self, why: JoinFailure, now: Instant) {
         self.state = JoinState::Bootstrapping;
         let shift = self.attaches.bootstrap_failures.min(4);
         self.attaches.bootstrap_failures += 1;
         let retry = self.cfg.bootstrap_retry.saturating_mul(1 << shift);
-        tracing::warn!(node = %self.me, %why, ?retry, "join attempt failed");
-        self.events
-            .push_back(Event::JoinFailed(format!("{why}; retrying in {retry:?}")));
+        tracing::warn!(node = %self.me, %why, ?retry, "join attempt failed; retrying");
+        self.events.push_back(Event::JoinFailed(why));
         self.timers.set(Timer::Bootstrap, now + retry);
     }
 }

@@ -3,7 +3,7 @@
 use rand::Rng;
 
 use super::transactions::Purpose;
-use super::{Event, JoinState, Node, RequestError, Timer};
+use super::{Event, JoinFailure, JoinState, Node, RequestError, Timer};
 use crate::chord::table::{finger_start, finger_valid};
 use crate::id::{NodeId, ResourceId};
 use crate::identity::VerifiedSigner;
@@ -159,16 +159,17 @@ impl Node {
                 fingers,
             } => (predecessors, successors, fingers),
         };
-        if self.state == (JoinState::Attaching { admitting: from }) {
-            // §10.5 step 3: the admitting peer's view says who will precede us.
-            let me = self.me.0;
-            self.attaches.join_predecessor = preds
-                .iter()
-                .chain(&succs)
-                .chain(std::iter::once(&from))
-                .filter(|p| **p != self.me)
-                .min_by_key(|p| crate::id::distance(p.0, me))
-                .copied();
+        if matches!(
+            self.state,
+            JoinState::Bootstrapping | JoinState::Attaching { .. }
+        ) {
+            // §10.5 step 3: the Updates during the join say who will precede us.
+            let seen = &mut self.attaches.join_seen;
+            for p in preds.iter().chain(&succs).chain(std::iter::once(&from)) {
+                if seen.len() < 256 {
+                    seen.insert(*p);
+                }
+            }
         }
         let via = self.link_to(from).map(|_| from);
         if !peer_ready
@@ -290,7 +291,11 @@ impl Node {
         self.join_waiting.clear();
         // Never take a place next to a neighbour this node has no link to: the two
         // would each believe they own the same arc.
-        let predecessor = self.attaches.join_predecessor.take();
+        let me = self.me.0;
+        let predecessor = std::mem::take(&mut self.attaches.join_seen)
+            .into_iter()
+            .filter(|p| *p != self.me)
+            .min_by_key(|p| crate::id::distance(p.0, me));
         let unlinked = [Some(admitting), predecessor]
             .into_iter()
             .flatten()
@@ -302,7 +307,7 @@ impl Node {
                 "the node that would precede this one on the ring"
             };
             let why = format!("could not link to {p}, {role}: {}", self.dial_failure(p));
-            return self.retry_join(why, now);
+            return self.retry_join(JoinFailure::Unlinkable(why), now);
         }
         self.state = JoinState::Joining { admitting };
         let req = JoinReq {
@@ -330,12 +335,8 @@ impl Node {
 
     pub(crate) fn join_failed(&mut self, error: RequestError, now: Instant) {
         if matches!(self.state, JoinState::Joining { .. }) {
-            tracing::warn!(node = %self.me, %error, "join refused; starting over");
-            self.state = JoinState::Bootstrapping;
-            self.events
-                .push_back(Event::JoinFailed(format!("join failed: {error}")));
-            self.timers
-                .set(Timer::Bootstrap, now + self.cfg.bootstrap_retry);
+            let why = JoinFailure::Refused(format!("the admitting peer refused the join: {error}"));
+            self.retry_join(why, now);
         }
     }
 

@@ -135,8 +135,8 @@ pub enum Event {
     },
     /// The node is part of the ring (§10.5 step 9 done, or it started the overlay).
     Joined,
-    /// No bootstrap node could be reached; the node keeps trying.
-    JoinFailed(String),
+    /// A join attempt failed; the node keeps trying.
+    JoinFailed(JoinFailure),
     /// The neighbour table changed.
     NeighborsChanged,
     /// The Leave procedure finished; close all links.
@@ -160,6 +160,22 @@ pub enum Event {
         /// The signed document.
         document: Bytes,
     },
+}
+
+/// Why a join attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinFailure {
+    /// No bootstrap node answered (it may still be starting).
+    #[error("{0}")]
+    NoBootstrap(String),
+    /// The place on the ring is next to a peer this node cannot link to in either
+    /// direction (behind NATs, say); trying again does not help until the overlay
+    /// changes.
+    #[error("{0}")]
+    Unlinkable(String),
+    /// The admitting peer refused the join.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where the node is in its life.
@@ -575,7 +591,9 @@ impl Node {
                 self.become_joined(now);
             } else {
                 self.events
-                    .push_back(Event::JoinFailed("no bootstrap nodes configured".into()));
+                    .push_back(Event::JoinFailed(JoinFailure::NoBootstrap(
+                        "no bootstrap nodes configured".into(),
+                    )));
             }
         } else {
             self.bootstrap(now);

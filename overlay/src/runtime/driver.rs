@@ -18,7 +18,9 @@ use super::tls::{ConnectError, Expect, PeerInfo, TlsContext};
 use super::transport::{LinkStream, dial};
 use crate::id::NodeId;
 use crate::link::{LinkConfig, LinkHealth};
-use crate::node::{Answer, ConnectId, Event, JoinState, LinkId, Node, RequestError, RequestId};
+use crate::node::{
+    Answer, ConnectId, Event, JoinFailure, JoinState, LinkId, Node, RequestError, RequestId,
+};
 use crate::respond::error_response;
 use crate::time::Instant;
 use crate::wire::{Body, Destination, ErrorResponse};
@@ -96,7 +98,7 @@ pub enum StartError {
 /// Where the driver reports to the [`super::Overlay`] handles.
 pub(crate) struct Outputs {
     pub(crate) state: watch::Sender<JoinState>,
-    pub(crate) join_error: watch::Sender<Option<String>>,
+    pub(crate) join_error: watch::Sender<Option<JoinFailure>>,
     pub(crate) config: watch::Sender<(u16, Option<Bytes>)>,
 }
 

@@ -20,7 +20,9 @@ use super::link::Listener;
 use super::tls::TlsContext;
 use crate::id::{NodeId, ResourceId};
 use crate::link::LinkConfig;
-use crate::node::{Answer, ConfigChange, JoinState, Node, NodeConfig, RequestError, RequestId};
+use crate::node::{
+    Answer, ConfigChange, JoinFailure, JoinState, Node, NodeConfig, RequestError, RequestId,
+};
 use crate::time::Instant;
 use crate::wire::{
     Body, Destination, FetchAns, KindId, RouteQueryReq, StoreAns, StoredDataSpecifier,
@@ -38,7 +40,7 @@ pub struct Overlay {
     applications: Vec<(u16, SocketAddr)>,
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<JoinState>,
-    join_error: watch::Receiver<Option<String>>,
+    join_error: watch::Receiver<Option<JoinFailure>>,
     task: Arc<JoinHandle<()>>,
     apps: Arc<std::sync::Mutex<Option<mpsc::Receiver<AppStream>>>>,
     config: watch::Receiver<(u16, Option<Bytes>)>,
@@ -165,8 +167,34 @@ impl Overlay {
     }
 
     /// Why the last join attempt failed, while the node has not joined.
-    pub fn join_error(&self) -> Option<String> {
+    pub fn join_error(&self) -> Option<JoinFailure> {
         self.join_error.borrow().clone()
+    }
+
+    /// Waits until the node has joined, or a join attempt failed for a reason that
+    /// trying again will not cure ([`JoinFailure::Unlinkable`]), or `timeout` passed
+    /// (then the last failure, if any, says why).
+    pub async fn wait_joined(&self, timeout: Duration) -> Result<(), Option<JoinFailure>> {
+        let mut state = self.state.clone();
+        let mut errors = self.join_error.clone();
+        let wait = async {
+            loop {
+                if *state.borrow_and_update() == JoinState::Joined {
+                    return Ok(());
+                }
+                if let Some(f @ JoinFailure::Unlinkable(_)) = errors.borrow_and_update().clone() {
+                    return Err(Some(f));
+                }
+                tokio::select! {
+                    r = state.changed() => if r.is_err() { return Err(None) },
+                    r = errors.changed() => if r.is_err() { return Err(None) },
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(self.join_error()),
+        }
     }
 
     /// This node's Node-ID.

@@ -4,6 +4,8 @@
 
 mod enrollment;
 mod hardening;
+mod lab_lan;
+mod lab_nat;
 mod netlab;
 mod rfc6940_config_update;
 mod rfc6940_overlay;

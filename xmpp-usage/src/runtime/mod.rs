@@ -33,7 +33,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xor_overlay::identity::{Credentials, TrustStore};
 use xor_overlay::link::LinkConfig;
-use xor_overlay::node::{NodeConfig, RequestError};
+use xor_overlay::node::{JoinFailure, NodeConfig, RequestError};
 use xor_overlay::runtime::{Overlay, StartError};
 use xor_overlay::wire::{
     DataValue, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
@@ -144,12 +144,12 @@ pub enum XmppError {
     #[error("the certificate does not carry {0} as id-on-xmppAddr")]
     WrongIdentity(String),
     /// The node could not join the overlay.
-    #[error("could not join the overlay within {timeout:?}: {}", why.as_deref().unwrap_or("no bootstrap node answered"))]
+    #[error("could not join the overlay (tried for up to {timeout:?}): {}", why.as_ref().map_or_else(|| "no bootstrap node answered".to_owned(), ToString::to_string))]
     NotJoined {
-        /// How long it tried.
+        /// How long it could try.
         timeout: Duration,
         /// Why the last attempt failed.
-        why: Option<String>,
+        why: Option<JoinFailure>,
     },
     /// Binding the stream listener failed.
     #[error("cannot listen for direct streams on {addr}: {source}")]
@@ -183,6 +183,25 @@ pub enum XmppError {
 
 /// How long a send waits for room in a stream's queue before giving that device up.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
+/// Attempts at the first registration, and the delay after the first failure (it
+/// grows by itself each time).
+const REGISTER_ATTEMPTS: u32 = 5;
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether a failed store may succeed once the ring has settled: no answer, no route
+/// yet, or a forwarding loop between nodes whose tables still disagree.
+fn transient(e: &XmppError) -> bool {
+    match e {
+        XmppError::Register(RequestError::Timeout(_) | RequestError::NoRoute) => true,
+        XmppError::Register(RequestError::Error(err)) => matches!(
+            err.code,
+            xor_overlay::wire::ErrorCode::InvalidMessage
+                | xor_overlay::wire::ErrorCode::NotFound
+                | xor_overlay::wire::ErrorCode::InProgress
+        ),
+        _ => false,
+    }
+}
 
 /// Recipients' routes and when they were looked up.
 type RouteCache = std::collections::HashMap<Jid, (Vec<Route>, tokio::time::Instant)>;
@@ -241,8 +260,7 @@ impl XmppNode {
                 }
                 other => XmppError::Start(other),
             })?;
-        if !overlay.joined(cfg.join_timeout).await {
-            let why = overlay.join_error();
+        if let Err(why) = overlay.wait_joined(cfg.join_timeout).await {
             overlay.kill();
             return Err(XmppError::NotJoined {
                 timeout: cfg.join_timeout,
@@ -306,8 +324,19 @@ impl XmppNode {
                 }
             }));
         }
-        node.register(XmppLocation::device(overlay.node_id(), cfg.priority))
-            .await?;
+        // Right after a join the ring may still be settling (several nodes joining at
+        // once disagree for a moment on who is responsible): try a few times.
+        let location = XmppLocation::device(overlay.node_id(), cfg.priority);
+        let mut attempt = 1;
+        while let Err(e) = node.register(location.clone()).await {
+            if attempt >= REGISTER_ATTEMPTS || !transient(&e) {
+                node.kill();
+                return Err(e);
+            }
+            tracing::debug!(error = %e, attempt, "registration failed; retrying");
+            tokio::time::sleep(REGISTER_RETRY * attempt).await;
+            attempt += 1;
+        }
         tasks.push(tokio::spawn(maintain(node.clone())));
         if let Ok(mut t) = node.tasks.lock() {
             t.extend(tasks);
@@ -446,8 +475,13 @@ impl XmppNode {
     /// are looked up again at once.
     pub async fn send(&self, stanza: Element) -> Result<SendReport, XmppError> {
         match self.send_once(stanza.clone()).await {
-            Err(XmppError::Unreachable { .. }) if self.forget(&stanza).await => {
-                self.send_once(stanza).await
+            Err(first @ XmppError::Unreachable { .. }) if self.forget(&stanza).await => {
+                // Looked up afresh: if that fails too, the first failure says best
+                // why (the second is often a refusal to retry the same dial so soon).
+                match self.send_once(stanza).await {
+                    Err(XmppError::Unreachable { .. }) => Err(first),
+                    other => other,
+                }
             }
             other => other,
         }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha12Rng;
 use crate::chord::{check_ring, check_stable};
 use crate::id::NodeId;
 use crate::identity::testca::TestCa;
-use crate::node::{Event, JoinState, NodeConfig};
+use crate::node::{Event, JoinFailure, JoinState, NodeConfig};
 use crate::testnet::{ConstantLatency, VirtualNet};
 use crate::time::Instant;
 

@@ -340,3 +340,46 @@ fn a_node_without_links_keeps_looking_for_the_overlay_rfc6940_10_7_1() {
     r.net.run_for(secs(90));
     r.assert_stable();
 }
+
+/// A node behind a NAT (it can dial out, nobody can dial it) whose place on the ring
+/// is next to another such node: neither can link to the other, so it must not take
+/// that place — else both would believe they own the same arc. The ring invariants
+/// hold at every step, and the node says why it did not join.
+#[test]
+fn a_node_does_not_join_next_to_a_neighbour_it_cannot_link_to() {
+    let mut r = Ring::new(13);
+    for i in 0..4u128 {
+        r.add_with(NodeId((i * 4 + 1) << 124));
+        r.settle(secs(60));
+    }
+    r.assert_stable();
+    // x sits between two reachable nodes; y right after x.
+    let x = NodeId((2 << 124) + 5);
+    let y = NodeId((2 << 124) + 9);
+    let cfg = r.config_at(4, x);
+    r.net.add(cfg);
+    r.net.set_unreachable(x);
+    r.ids.push(x);
+    r.net.join(x);
+    r.run_checked(secs(30));
+    assert_eq!(r.net.node(x).unwrap().state(), JoinState::Joined);
+    let cfg = r.config_at(5, y);
+    r.net.add(cfg);
+    r.net.set_unreachable(y);
+    r.net.record_events(true);
+    r.net.join(y);
+    r.run_checked(secs(120));
+    assert_ne!(r.net.node(y).unwrap().state(), JoinState::Joined);
+    let why = r
+        .net
+        .take_events()
+        .into_iter()
+        .find_map(|(_, n, e)| match e {
+            Event::JoinFailed(JoinFailure::Unlinkable(w)) if n == y => Some(w),
+            _ => None,
+        })
+        .expect("the join failure says why");
+    assert!(why.contains(&x.to_string()), "{why}");
+    // The nodes on the ring (all but y) are stable.
+    check_stable(&r.net.views(), 3).unwrap();
+}

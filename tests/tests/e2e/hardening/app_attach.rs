@@ -12,7 +12,7 @@ use xor_overlay::identity::testca::TestCa;
 use xor_overlay::node::RequestError;
 use xor_overlay::node::dials::MAX_CANDIDATES;
 use xor_overlay::runtime::Overlay;
-use xor_overlay::wire::{AppAttach, Body, Destination, ErrorCode, IceCandidate};
+use xor_overlay::wire::{AppAttach, AttachReqAns, Body, Destination, ErrorCode, IceCandidate};
 use xor_tests::{loopback_config, start, xmpp_config};
 use xor_xmpp::XMPP_APPLICATION;
 use xor_xmpp::runtime::XmppNode;
@@ -133,6 +133,60 @@ async fn app_attach_cannot_aim_a_node_at_a_third_party() {
         assert!(r.is_err(), "{bad}: {r:?}");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // Attach (§6.5.1) is held to the same rules: a fresh third-party address is
+    // dialled once, then refused; hundreds of candidates are refused unread.
+    let third2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr2 = third2.local_addr().unwrap();
+    let hits2 = Arc::new(AtomicUsize::new(0));
+    let counter2 = hits2.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = third2.accept().await {
+            counter2.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let attach = |candidates: Vec<IceCandidate>| {
+        Body::AttachReq(AttachReqAns {
+            ufrag: Bytes::from_static(b"0123456789abcdef"),
+            password: Bytes::from_static(b"0123456789abcdef0123456789abcdef"),
+            role: Bytes::from_static(b"passive"),
+            candidates,
+            send_update: false,
+        })
+    };
+    // Attach is answered by whatever node the overlay routes it to; aim it at the
+    // victim's Node-ID and count what reaches the third party.
+    for _ in 0..20 {
+        let _ = mallory
+            .request(
+                vec![Destination::Node(victim_id)],
+                attach(vec![IceCandidate::tls_host(addr2)]),
+            )
+            .await;
+    }
+    let many: Vec<IceCandidate> = (0..300)
+        .map(|i| {
+            IceCandidate::tls_host(
+                format!("127.0.0.{}:{}", 2 + i % 200, 2000 + i)
+                    .parse()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    match mallory
+        .request(vec![Destination::Node(victim_id)], attach(many))
+        .await
+    {
+        Err(RequestError::Error(e)) => assert_eq!(e.code, ErrorCode::InvalidMessage),
+        other => panic!("hundreds of Attach candidates: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        hits2.load(Ordering::SeqCst) <= 1,
+        "{} Attach dials",
+        hits2.load(Ordering::SeqCst)
+    );
     mallory.kill();
     victim.kill();
 }
