@@ -179,3 +179,30 @@ pub(super) fn parse(text: &str) -> Result<Element, ConfigError> {
     }
     root.ok_or_else(|| xml_err(0, "no root element"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(levels: usize) -> String {
+        format!("{}{}", "<a>".repeat(levels), "</a>".repeat(levels))
+    }
+
+    /// The configuration document is read with an explicit stack: nesting up to the
+    /// limit is read, one level more is an error, and 100,000 levels cost no
+    /// recursion (hardening issue, defect 1).
+    #[test]
+    fn nesting_is_limited_at_the_limit() {
+        let root = parse(&nested(MAX_DEPTH)).expect("at the limit");
+        let mut depth = 1;
+        let mut el = &root;
+        while let Some(c) = el.children.first() {
+            depth += 1;
+            el = c;
+        }
+        assert_eq!(depth, MAX_DEPTH);
+        let e = parse(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("nested too deeply"), "{e}");
+        assert!(parse(&nested(100_000)).is_err());
+    }
+}
