@@ -67,12 +67,19 @@ impl Reporter {
             overlay.node_id(),
             overlay.local_addr()
         );
-        let reachable: Vec<String> = overlay.advertised().iter().map(ToString::to_string).collect();
+        let reachable: Vec<String> = overlay
+            .advertised()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let _ = writeln!(out, "reachable   at {}", reachable.join(", "));
         match overlay.neighbors().await {
             Ok(n) => {
                 let _ = writeln!(out, "state       {:?}, {} links open", n.state, n.links);
-                if let Some(why) = overlay.join_error().filter(|_| n.state != JoinState::Joined) {
+                if let Some(why) = overlay
+                    .join_error()
+                    .filter(|_| n.state != JoinState::Joined)
+                {
                     let _ = writeln!(out, "last join   failed: {why}");
                 }
                 let _ = writeln!(out, "predecessors {}", list(&n.predecessors));
