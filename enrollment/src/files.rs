@@ -66,25 +66,34 @@ pub fn pem_der(text: &[u8]) -> Option<Vec<u8>> {
         .map(|c| c.to_vec())
 }
 
+/// Every certificate in PEM text, in order (at least one).
+pub fn parse_certs(text: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(text)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM text".into());
+    }
+    Ok(certs)
+}
+
+/// A PKCS#8 P-256 private key from PEM text.
+pub fn parse_key(text: &[u8]) -> Result<KeyPair, String> {
+    let der = PrivatePkcs8KeyDer::from_pem_slice(text).map_err(|e| format!("bad PEM key: {e}"))?;
+    KeyPair::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|e| e.to_string())
+}
+
 /// Every certificate in a PEM file, in order.
 pub fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, FileError> {
     let text = fs::read(path).map_err(|e| FileError::new(path, e))?;
-    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&text)
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| FileError::new(path, format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(FileError::new(path, "no certificate in the file"));
-    }
-    Ok(certs)
+    parse_certs(&text).map_err(|e| FileError::new(path, e))
 }
 
 /// A PKCS#8 P-256 private key from a PEM file.
 pub fn read_key(path: &Path) -> Result<KeyPair, FileError> {
     let text = fs::read(path).map_err(|e| FileError::new(path, e))?;
-    let der = PrivatePkcs8KeyDer::from_pem_slice(&text)
-        .map_err(|e| FileError::new(path, format!("bad PEM key: {e}")))?;
-    KeyPair::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|e| FileError::new(path, e))
+    parse_key(&text).map_err(|e| FileError::new(path, e))
 }
 
 /// The PEM of a key.

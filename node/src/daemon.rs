@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use xor_enrollment::authority::{KindResolver, configure_node};
-use xor_enrollment::client::{load_profile, save_profile_document};
+use xor_enrollment::client::{Profile, load_profile, save_profile_document};
 use xor_enrollment::config::{Document, KindSpec};
 use xor_overlay::node::JoinFailure;
 use xor_xmpp::Jid;
@@ -206,6 +206,72 @@ fn listen_error(what: &'static str, addr: impl ToString, why: impl ToString) -> 
     }
 }
 
+/// The XMPP node's configuration from an enrolled profile (`source` names where the
+/// profile came from, for messages): the certificate must be valid now and carry an
+/// XMPP address, and the overlay's configuration document must be usable.
+pub fn node_config(
+    profile: &Profile,
+    overlay: &str,
+    resource: &str,
+    source: &str,
+) -> Result<XmppConfig, StartupError> {
+    let identity = profile.credentials.identity().clone();
+    let now = now_unix();
+    if now > identity.not_after {
+        return Err(StartupError::Certificate {
+            dir: source.to_owned(),
+            when: format!("expired on {}", date(identity.not_after)),
+        });
+    }
+    if now < identity.not_before {
+        return Err(StartupError::Certificate {
+            dir: source.to_owned(),
+            when: format!("is not valid before {}", date(identity.not_before)),
+        });
+    }
+    let jid = identity
+        .xmpp_addrs
+        .iter()
+        .find_map(|a| Jid::parse(a).ok())
+        .ok_or_else(|| StartupError::Profile {
+            dir: source.to_owned(),
+            why: "the certificate carries no XMPP address (id-on-xmppAddr)".into(),
+        })?;
+    let config_error = |e: xor_enrollment::config::ConfigError| StartupError::Config {
+        dir: source.to_owned(),
+        why: e.to_string(),
+    };
+    let trust = xor_enrollment::config::sign::trust_of(&profile.config).map_err(config_error)?;
+    let mut cfg = XmppConfig::new(overlay, profile.credentials.clone(), trust, jid, resource);
+    let usage = usage_kinds();
+    configure_node(
+        &profile.config,
+        profile.document.clone(),
+        &mut cfg.node,
+        Some(&usage),
+    )
+    .map_err(config_error)?;
+    Ok(cfg)
+}
+
+/// Starts the XMPP node, saying in the user's terms why it did not.
+pub async fn start_node(cfg: XmppConfig) -> Result<XmppNode, StartupError> {
+    XmppNode::start(cfg).await.map_err(|e| match e {
+        XmppError::Start(xor_overlay::runtime::StartError::Listen { addr, source }) => {
+            listen_error("overlay links", addr, source)
+        }
+        XmppError::Listen { addr, source } => listen_error("direct XMPP streams", addr, source),
+        XmppError::NotJoined { timeout, why } => match why {
+            None | Some(JoinFailure::NoBootstrap(_)) => StartupError::NoBootstrap(timeout),
+            Some(why) => StartupError::NotJoined {
+                timeout,
+                why: why.to_string(),
+            },
+        },
+        other => StartupError::Node(other),
+    })
+}
+
 impl Device {
     /// Loads the profile, joins the overlay, registers the device and opens the local
     /// client port.
@@ -225,49 +291,7 @@ impl Device {
             dir: dir.clone(),
             why: e.to_string(),
         })?;
-        let identity = profile.credentials.identity().clone();
-        let now = now_unix();
-        if now > identity.not_after {
-            return Err(StartupError::Certificate {
-                dir,
-                when: format!("expired on {}", date(identity.not_after)),
-            });
-        }
-        if now < identity.not_before {
-            return Err(StartupError::Certificate {
-                dir,
-                when: format!("is not valid before {}", date(identity.not_before)),
-            });
-        }
-        let jid = identity
-            .xmpp_addrs
-            .iter()
-            .find_map(|a| Jid::parse(a).ok())
-            .ok_or_else(|| StartupError::Profile {
-                dir: dir.clone(),
-                why: "the certificate carries no XMPP address (id-on-xmppAddr)".into(),
-            })?;
-        let config_error = |e: xor_enrollment::config::ConfigError| StartupError::Config {
-            dir: dir.clone(),
-            why: e.to_string(),
-        };
-        let trust =
-            xor_enrollment::config::sign::trust_of(&profile.config).map_err(config_error)?;
-        let mut cfg = XmppConfig::new(
-            &overlay,
-            profile.credentials.clone(),
-            trust,
-            jid,
-            opts.resource.clone(),
-        );
-        let usage = usage_kinds();
-        configure_node(
-            &profile.config,
-            profile.document.clone(),
-            &mut cfg.node,
-            Some(&usage),
-        )
-        .map_err(config_error)?;
+        let mut cfg = node_config(&profile, &overlay, &opts.resource, &dir)?;
         cfg.node.listen_addr = Some(opts.overlay_listen);
         cfg.node.bootstrap.extend(opts.bootstrap.iter().copied());
         cfg.node.may_start_overlay = opts.may_start;
@@ -279,20 +303,7 @@ impl Device {
             std::net::TcpListener::bind(c.listen)
                 .map_err(|e| listen_error("your XMPP client", c.listen, e))?;
         }
-        let node = XmppNode::start(cfg).await.map_err(|e| match e {
-            XmppError::Start(xor_overlay::runtime::StartError::Listen { addr, source }) => {
-                listen_error("overlay links", addr, source)
-            }
-            XmppError::Listen { addr, source } => listen_error("direct XMPP streams", addr, source),
-            XmppError::NotJoined { timeout, why } => match why {
-                None | Some(JoinFailure::NoBootstrap(_)) => StartupError::NoBootstrap(timeout),
-                Some(why) => StartupError::NotJoined {
-                    timeout,
-                    why: why.to_string(),
-                },
-            },
-            other => StartupError::Node(other),
-        })?;
+        let node = start_node(cfg).await?;
         Self::assemble(node, opts, overlay).await
     }
 

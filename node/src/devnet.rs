@@ -154,6 +154,22 @@ impl DevNet {
         &self.ca_root
     }
 
+    /// The overlay's root certificate as PEM (what an embedding trusts for HTTPS).
+    pub fn root_pem(&self) -> String {
+        xor_enrollment::files::pem("CERTIFICATE", &self.ca_root)
+    }
+
+    /// A builder for an embedded device of `user` (enrolled over HTTPS with
+    /// [`PASSWORD`] when started, overlay listener on loopback); the caller adds a
+    /// bootstrap node or lets it start the overlay.
+    pub fn embed(&self, user: &str) -> crate::embed::Builder {
+        crate::embed::Builder::new(OVERLAY)
+            .config_url(self.config_url.clone())
+            .http_roots_pem(self.root_pem().as_bytes())
+            .enroll(format!("{user}@{DOMAIN}"), PASSWORD)
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
     /// Enrolls a device of `user` over HTTPS and returns the options to start it with:
     /// loopback ports, the first device's address as bootstrap (the first device
     /// starts the overlay) and a client port with password [`PASSWORD`].

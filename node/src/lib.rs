@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod devnet;
+pub mod embed;
 pub mod fallback;
 pub mod local;
 pub mod roster;

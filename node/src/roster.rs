@@ -155,12 +155,30 @@ impl Roster {
         })
     }
 
-    fn save(&self) {
-        let Some(path) = &self.path else { return };
+    /// A roster kept in memory, from the text of [`Roster::to_toml`] (an embedding
+    /// that keeps its own savedata).
+    pub fn from_toml(text: &str) -> Result<Roster, String> {
+        let file = toml::from_str::<File>(text).map_err(|e| e.to_string())?;
+        if file.item.len() > MAX_ITEMS {
+            return Err(format!("more than {MAX_ITEMS} contacts"));
+        }
+        Ok(Roster {
+            path: None,
+            items: file.item.into_iter().map(|i| (i.jid.clone(), i)).collect(),
+        })
+    }
+
+    /// The roster as the roster file holds it.
+    pub fn to_toml(&self) -> Result<String, String> {
         let file = File {
             item: self.items.values().cloned().collect(),
         };
-        match toml::to_string(&file) {
+        toml::to_string(&file).map_err(|e| e.to_string())
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.path else { return };
+        match self.to_toml() {
             Ok(text) => {
                 if let Err(e) = xor_enrollment::files::write_atomic(path, text.as_bytes(), true) {
                     tracing::warn!(error = %e, "cannot save the roster");

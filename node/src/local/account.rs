@@ -134,6 +134,11 @@ impl Account {
             .collect()
     }
 
+    /// The roster as TOML text (see [`Roster::to_toml`]).
+    pub fn roster_toml(&self) -> Result<String, String> {
+        lock(&self.roster).to_toml()
+    }
+
     /// A new client session: its id and the stanzas for it (messages that arrived
     /// while no client was connected come first).
     pub fn attach(&self) -> (u64, mpsc::Receiver<Element>) {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // helpers in a test binary fail the test on any error
 
+mod embed;
 mod enrollment;
 mod hardening;
 mod lab_lan;

@@ -1,0 +1,243 @@
+//! A game embeds xor through `xor_node::embed`: two players enroll over HTTPS with a
+//! password, join, subscribe to each other, chat both ways, see presence and each
+//! other's reachable devices; a game that stops draining events loses only the oldest
+//! ones (counted), never stalls the node; savedata restarts a device without files.
+
+use std::time::Duration;
+
+use xor_node::devnet::{DevNet, OVERLAY};
+use xor_node::embed::{Builder, Chat, ChatError, ChatEvent, Show};
+use xor_node::roster::Subscription;
+
+/// Waits for the first event `want` accepts, skipping others.
+async fn expect(chat: &Chat, what: &str, want: impl Fn(&ChatEvent) -> bool) -> ChatEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, chat.next_event()).await {
+            Ok(Some(e)) if want(&e) => return e,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("{}: closed while waiting for {what}", chat.jid()),
+            Err(_) => panic!("{}: no {what} within 20 s", chat.jid()),
+        }
+    }
+}
+
+async fn players(net: &DevNet, bob_events: usize) -> (Chat, Chat) {
+    let alice = net
+        .embed("alice")
+        .start_overlay(true)
+        .start()
+        .await
+        .expect("alice starts");
+    let bob = net
+        .embed("bob")
+        .bootstrap(alice.overlay_address())
+        .event_capacity(bob_events)
+        .start()
+        .await
+        .expect("bob starts");
+    (alice, bob)
+}
+
+fn message(body: &str) -> impl Fn(&ChatEvent) -> bool + '_ {
+    move |e| matches!(e, ChatEvent::Message { body: b, .. } if b == body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_players_subscribe_chat_and_see_presence_and_devices() {
+    let net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let (alice, bob) = players(&net, 256).await;
+    assert_eq!(alice.jid().to_string(), "alice@example.org/game");
+
+    // Subscription both ways (RFC 6121 §3).
+    alice.subscribe("bob@example.org").await.unwrap();
+    expect(&bob, "alice's request", |e| {
+        matches!(e, ChatEvent::SubscriptionRequest { from } if from.to_string() == "alice@example.org")
+    })
+    .await;
+    bob.approve("alice@example.org").await.unwrap();
+    expect(&alice, "bob's approval", |e| {
+        matches!(e, ChatEvent::SubscriptionApproved { from } if from.to_string() == "bob@example.org")
+    })
+    .await;
+    let contacts = alice.contacts();
+    assert_eq!(contacts.len(), 1, "{contacts:?}");
+    assert_eq!(contacts[0].subscription, Subscription::To);
+
+    // Bob's status reaches alice, who may see it.
+    bob.set_presence(Show::Away, Some("brb")).await.unwrap();
+    let p = expect(
+        &alice,
+        "bob's presence",
+        |e| matches!(e, ChatEvent::Presence { show: Some(s), .. } if s == "away"),
+    )
+    .await;
+    let ChatEvent::Presence { from, status, .. } = p else {
+        unreachable!()
+    };
+    assert_eq!(from.to_string(), "bob@example.org/game");
+    assert_eq!(status.as_deref(), Some("brb"));
+
+    // Messages both ways: to a bare JID, and an answer to the full JID.
+    let id = alice.send_message("bob@example.org", "gg").await.unwrap();
+    let got = expect(&bob, "alice's message", message("gg")).await;
+    let ChatEvent::Message {
+        from, id: got_id, ..
+    } = got
+    else {
+        unreachable!()
+    };
+    assert_eq!(from.to_string(), "alice@example.org/game");
+    assert_eq!(got_id, Some(id));
+    bob.send_message(&from.to_string(), "rematch?")
+        .await
+        .unwrap();
+    expect(&alice, "bob's answer", message("rematch?")).await;
+
+    // Which of bob's devices can be reached.
+    let devices = alice.devices_of("bob@example.org").await.unwrap();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0].reachable, Ok(()));
+    assert_eq!(
+        devices[0].jid.as_ref().map(ToString::to_string).as_deref(),
+        Some("bob@example.org/game")
+    );
+
+    // A user nobody registered: the failure comes back with the message's id.
+    let id = alice
+        .send_message("nobody@example.org", "hello?")
+        .await
+        .unwrap();
+    let failed = expect(&alice, "the failure", |e| {
+        matches!(e, ChatEvent::MessageFailed { .. })
+    })
+    .await;
+    assert!(
+        matches!(&failed, ChatEvent::MessageFailed { id: Some(i), .. } if *i == id),
+        "{failed:?}"
+    );
+
+    // Bad arguments are errors, not panics.
+    assert!(matches!(
+        alice.send_message("not a jid@@", "x").await,
+        Err(ChatError::Jid(_))
+    ));
+    assert!(matches!(
+        alice
+            .send_message(
+                "bob@example.org",
+                &"x".repeat(xor_node::embed::MAX_BODY + 1)
+            )
+            .await,
+        Err(ChatError::Invalid(_))
+    ));
+
+    // Bob leaves: alice sees him go offline.
+    bob.shutdown().await.unwrap();
+    expect(&alice, "bob going offline", |e| {
+        matches!(
+            e,
+            ChatEvent::Presence {
+                available: false,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(matches!(bob.shutdown().await, Err(ChatError::Closed)));
+    assert!(matches!(
+        bob.send_message("alice@example.org", "x").await,
+        Err(ChatError::Closed)
+    ));
+    alice.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_that_stops_draining_loses_only_the_oldest_events_and_never_stalls_the_node() {
+    let net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let (alice, bob) = players(&net, 8).await;
+    // Bob's game never takes an event while alice sends 50 messages.
+    for n in 0..50 {
+        alice
+            .send_message("bob@example.org", &format!("m{n}"))
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while bob.dropped_events() < 42 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} dropped",
+            bob.dropped_events()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The newest eight are kept, in order (the initial presence events went first).
+    let mut kept = Vec::new();
+    while let Some(e) = bob.try_next_event() {
+        if let ChatEvent::Message { body, .. } = e {
+            kept.push(body);
+        }
+    }
+    let newest: Vec<String> = (42..50).map(|n| format!("m{n}")).collect();
+    assert_eq!(kept, newest);
+    // The node kept working throughout: the next message arrives at once.
+    alice
+        .send_message("bob@example.org", "still here")
+        .await
+        .unwrap();
+    expect(&bob, "a message after the overflow", message("still here")).await;
+    bob.send_message("alice@example.org", "yes").await.unwrap();
+    expect(&alice, "bob's answer", message("yes")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savedata_restarts_a_device_with_its_identity_and_contacts() {
+    let net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let (alice, bob) = players(&net, 256).await;
+    bob.subscribe("alice@example.org").await.unwrap();
+    expect(&alice, "bob's request", |e| {
+        matches!(e, ChatEvent::SubscriptionRequest { .. })
+    })
+    .await;
+    alice.approve("bob@example.org").await.unwrap();
+    expect(&bob, "alice's approval", |e| {
+        matches!(e, ChatEvent::SubscriptionApproved { .. })
+    })
+    .await;
+    let node_id = bob.node().overlay().node_id();
+    let saved = bob.savedata().to_bytes();
+    bob.shutdown().await.unwrap();
+
+    // Garbage and another overlay's savedata are refused with a reason.
+    for (bytes, overlay) in [
+        (b"not toml at all".to_vec(), OVERLAY),
+        (saved.clone(), "other.xor"),
+        (vec![0xff, 0xfe], OVERLAY),
+    ] {
+        let err = Builder::new(overlay)
+            .savedata(&bytes)
+            .start()
+            .await
+            .expect_err("bad savedata is refused");
+        assert!(matches!(err, ChatError::Config(_)), "{err}");
+    }
+
+    let bob = Builder::new(OVERLAY)
+        .savedata(&saved)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .bootstrap(alice.overlay_address())
+        .start()
+        .await
+        .expect("bob starts again from savedata");
+    assert_eq!(bob.node().overlay().node_id(), node_id);
+    let contacts = bob.contacts();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0].jid.to_string(), "alice@example.org");
+    assert_eq!(contacts[0].subscription, Subscription::To);
+    alice
+        .send_message("bob@example.org", "welcome back")
+        .await
+        .unwrap();
+    expect(&bob, "a message after the restart", message("welcome back")).await;
+}
