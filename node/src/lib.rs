@@ -16,3 +16,8 @@ pub mod local;
 pub mod roster;
 pub mod sasl;
 pub mod status;
+
+/// The README's code blocks, compiled as doc tests (the embedding example must build).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

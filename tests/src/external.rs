@@ -25,26 +25,34 @@ fn available(ok: bool, what: &str) -> bool {
     false
 }
 
-/// Whether slixmpp can be imported by `python3`.
-pub fn have_slixmpp() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import slixmpp"])
+/// Whether `program args…` runs and succeeds; otherwise SKIPPED (or a failure
+/// under `XOR_REQUIRE_EXTERNAL`) naming `what` to install.
+pub fn have(program: &str, args: &[&str], what: &str) -> bool {
+    let ok = std::process::Command::new(program)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    available(ok, "slixmpp (pip install slixmpp)")
+    available(ok, what)
+}
+
+/// Whether slixmpp can be imported by `python3`.
+pub fn have_slixmpp() -> bool {
+    have(
+        "python3",
+        &["-c", "import slixmpp"],
+        "slixmpp (pip install slixmpp)",
+    )
 }
 
 /// Whether Prosody is installed.
 pub fn have_prosody() -> bool {
-    let ok = std::process::Command::new("prosodyctl")
-        .arg("about")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    available(ok, "Prosody (apt-get install prosody)")
+    have(
+        "prosodyctl",
+        &["about"],
+        "Prosody (apt-get install prosody)",
+    )
 }
 
 fn script() -> PathBuf {
