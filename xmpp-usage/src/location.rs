@@ -2,14 +2,21 @@
 //!
 //! ```text
 //! struct { XmppLocationType type; uint16 length; XmppLocationData data; } XmppLocation;
-//! xmpp_location_address(1): opaque address;                 (a prepared bare JID)
-//! xmpp_location_route(2):   uint8 priority; Destination destination_list;
+//! xmpp_location_address(1): opaque address<0..2^16-1>;     (a prepared bare JID)
+//! xmpp_location_route(2):   uint8 priority; Destination destination_list<0..2^16-1>;
 //! ```
 //!
-//! The XEP gives `address` and `destination_list` no length prefix of their own: each
-//! fills the rest of `length`, and the destination list is a sequence of `Destination`
-//! values as in the RELOAD URI (RFC 6940 §14.15). Types this implementation does not
-//! know are kept as bytes ("This type can be extended").
+//! In the presentation language of RFC 6940 §6.3.1, which the XEP uses, `<0..2^16-1>`
+//! is a variable-length vector: `address` and `destination_list` each carry their own
+//! 2-byte length inside `length`, and the destination list is a sequence of
+//! `Destination` values (§6.3.2.2). Bytes after the vector inside `length` are an
+//! error. Types this implementation does not know are kept as bytes ("This type can
+//! be extended").
+//!
+//! Earlier versions of xor omitted the two inner prefixes. No migration reads that
+//! form: a record lives at most its lifetime (an hour by default) and every device
+//! stores its own again at start and every 48 minutes, so an old record is skipped
+//! by resolution as malformed until its device runs this version.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use xor_overlay::id::NodeId;
@@ -72,8 +79,10 @@ impl Encode for XmppLocation {
             XmppLocation::Address(jid) => {
                 out.put_u8(TYPE_ADDRESS);
                 put_prefixed(out, Width::U16, "length", |out| {
-                    out.put_slice(jid.as_bytes());
-                    Ok(())
+                    put_prefixed(out, Width::U16, "address", |out| {
+                        out.put_slice(jid.as_bytes());
+                        Ok(())
+                    })
                 })
             }
             XmppLocation::Route {
@@ -83,7 +92,9 @@ impl Encode for XmppLocation {
                 out.put_u8(TYPE_ROUTE);
                 put_prefixed(out, Width::U16, "length", |out| {
                     out.put_u8(*priority);
-                    destinations.iter().try_for_each(|d| d.encode(out))
+                    put_prefixed(out, Width::U16, "destination_list", |out| {
+                        destinations.iter().try_for_each(|d| d.encode(out))
+                    })
                 })
             }
             XmppLocation::Unknown { kind, data } => {
@@ -103,12 +114,28 @@ impl Decode for XmppLocation {
         let (rest, data) = opaque(after_type, Width::U16, "length")?;
         let loc = match kind {
             0 => return invalid(i, "type", "XmppLocationType 0 is not defined"),
-            TYPE_ADDRESS => match std::str::from_utf8(data) {
-                Ok(s) if !s.is_empty() => XmppLocation::Address(s.to_owned()),
-                _ => return invalid(data, "address", "an address is a non-empty UTF-8 bare JID"),
-            },
+            TYPE_ADDRESS => {
+                let (after, address) = opaque(data, Width::U16, "address")?;
+                if !after.is_empty() {
+                    return invalid(after, "length", "bytes after the address");
+                }
+                match std::str::from_utf8(address) {
+                    Ok(s) if !s.is_empty() => XmppLocation::Address(s.to_owned()),
+                    _ => {
+                        return invalid(
+                            address,
+                            "address",
+                            "an address is a non-empty UTF-8 bare JID",
+                        );
+                    }
+                }
+            }
             TYPE_ROUTE => {
-                let (list, priority) = u8_(data, "priority")?;
+                let (after_priority, priority) = u8_(data, "priority")?;
+                let (after, list) = opaque(after_priority, Width::U16, "destination_list")?;
+                if !after.is_empty() {
+                    return invalid(after, "length", "bytes after the destination list");
+                }
                 let destinations = elements(list, "destination_list", Destination::parse)?;
                 if !matches!(destinations.last(), Some(Destination::Node(_))) {
                     return invalid(
@@ -141,9 +168,10 @@ mod tests {
 
     #[test]
     fn route_bytes_xep0415() {
-        // type route(2), length 19, priority 7, Destination node(1) length 16 + id
+        // type route(2), length 21, priority 7, destination_list length 18:
+        // Destination node(1) length 16 + id
         let loc = XmppLocation::device(NodeId(0x0102), 7);
-        let bytes = h("02 0013 07 01 10 00000000000000000000000000000102");
+        let bytes = h("02 0015 07 0012 01 10 00000000000000000000000000000102");
         assert_eq!(loc.to_bytes().unwrap().as_ref(), &bytes[..]);
         assert_eq!(XmppLocation::decode(&bytes).unwrap(), loc);
         assert_eq!(loc.node(), Some(NodeId(0x0102)));
@@ -151,8 +179,9 @@ mod tests {
 
     #[test]
     fn address_bytes_xep0415() {
+        // type address(1), length 20, address length 18
         let loc = XmppLocation::Address("romeo@montague.lit".into());
-        let mut bytes = h("01 0012");
+        let mut bytes = h("01 0014 0012");
         bytes.extend_from_slice(b"romeo@montague.lit");
         assert_eq!(loc.to_bytes().unwrap().as_ref(), &bytes[..]);
         assert_eq!(XmppLocation::decode(&bytes).unwrap(), loc);
@@ -173,24 +202,44 @@ mod tests {
     }
 
     #[test]
-    fn malformed_locations_are_errors() {
-        assert_eq!(
-            XmppLocation::decode(&h("02 0004 07 01 10 00"))
-                .unwrap_err()
-                .field,
-            "destination_data"
+    fn a_route_through_a_peer_lists_every_hop() {
+        // A client's route (RFC 6940 §4.2.1): its admitting peer, then the client.
+        let loc = XmppLocation::Route {
+            priority: 3,
+            destinations: vec![
+                Destination::Node(NodeId(0xaa)),
+                Destination::Node(NodeId(0xbb)),
+            ],
+        };
+        let bytes = h(
+            "02 0027 03 0024 01 10 000000000000000000000000000000aa 01 10 000000000000000000000000000000bb",
         );
+        assert_eq!(loc.to_bytes().unwrap().as_ref(), &bytes[..]);
+        assert_eq!(XmppLocation::decode(&bytes).unwrap(), loc);
+        assert_eq!(loc.node(), Some(NodeId(0xbb)));
+    }
+
+    #[test]
+    fn malformed_locations_are_errors() {
+        let field = |s: &str| XmppLocation::decode(&h(s)).unwrap_err().field;
+        // A destination cut short inside its list.
+        assert_eq!(field("02 0006 07 0003 01 10 00"), "destination_data");
+        // An empty destination list: a route needs the device.
+        assert_eq!(field("02 0003 07 0000"), "destination_list");
+        // The list's length runs past `length`.
+        assert_eq!(field("02 0003 07 0012"), "destination_list");
+        // The earlier form without the inner prefix.
         assert_eq!(
-            XmppLocation::decode(&h("02 0001 07")).unwrap_err().field,
+            field("02 0013 07 01 10 00000000000000000000000000000102"),
             "destination_list"
         );
+        // Bytes after the vector inside `length`.
         assert_eq!(
-            XmppLocation::decode(&h("01 0000")).unwrap_err().field,
-            "address"
-        );
-        assert_eq!(
-            XmppLocation::decode(&h("02 00ff 07")).unwrap_err().field,
+            field("02 0016 07 0012 01 10 00000000000000000000000000000102 ff"),
             "length"
         );
+        assert_eq!(field("01 0002 0000"), "address");
+        assert_eq!(field("01 0004 0001 41 42"), "length");
+        assert_eq!(field("02 00ff 07"), "length");
     }
 }

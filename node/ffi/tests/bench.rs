@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 use xor_node::devnet::{DevNet, OVERLAY, PASSWORD};
 
 fn lib_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_owned()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,5 +56,9 @@ async fn c_api_memory_idle_cpu_and_throughput() {
         .await
         .unwrap();
     println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
