@@ -75,11 +75,14 @@ impl Reporter {
         let _ = writeln!(out, "reachable   at {}", reachable.join(", "));
         match overlay.neighbors().await {
             Ok(n) => {
-                let _ = writeln!(out, "state       {:?}, {} links open", n.state, n.links);
-                if let Some(why) = overlay
-                    .join_error()
-                    .filter(|_| n.state != JoinState::Joined)
-                {
+                let state = match n.state {
+                    JoinState::Client { peer } => format!(
+                        "client (RFC 6940 §4.2.1) through peer {peer}: stores nothing for others"
+                    ),
+                    other => format!("{other:?}"),
+                };
+                let _ = writeln!(out, "state       {state}, {} links open", n.links);
+                if let Some(why) = overlay.join_error().filter(|_| !n.state.in_overlay()) {
                     let _ = writeln!(out, "last join   failed: {why}");
                 }
                 let _ = writeln!(out, "predecessors {}", list(&n.predecessors));

@@ -336,6 +336,16 @@ impl Node {
     }
 
     fn attach_complete(&mut self, peer: NodeId, purpose: Purpose, now: Instant) {
+        if purpose == Purpose::BootstrapAttach
+            && self.cfg.client
+            && matches!(
+                self.state,
+                JoinState::Bootstrapping | JoinState::Client { .. }
+            )
+        {
+            // §4.2.1: the peer responsible for our Node-ID is all a client needs.
+            return self.become_client(peer, now);
+        }
         if purpose == Purpose::BootstrapAttach && self.state == JoinState::Bootstrapping {
             // The admitting peer answers with an Update (send_update), which carries on
             // the join (§10.5 steps 2–3).

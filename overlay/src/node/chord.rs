@@ -138,6 +138,17 @@ impl Node {
 
     /// An Update from `from` (§10.7.3).
     fn on_update(&mut self, from: NodeId, update: ChordUpdate, now: Instant) {
+        if self.cfg.client && !self.state.in_overlay()
+            || matches!(self.state, JoinState::Client { .. })
+        {
+            // A client routes through its peer and learns no neighbours (§4.2.1).
+            if let Some(link) = self.link_to(from)
+                && let Some(conn) = self.links.get_mut(&link)
+            {
+                conn.ready = true;
+            }
+            return;
+        }
         if let Some(link) = self.link_to(from)
             && let Some(conn) = self.links.get_mut(&link)
         {
@@ -471,6 +482,7 @@ impl Node {
     pub(crate) fn peer_lost(&mut self, peer: NodeId, now: Instant) {
         self.attaches.awaiting.remove(&peer);
         self.timers.cancel(&Timer::AwaitLink(peer));
+        self.client_peer_lost(peer, now);
         if !self.table.remove(peer) {
             return;
         }

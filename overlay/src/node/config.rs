@@ -58,6 +58,15 @@ pub struct NodeConfig {
     pub may_start_overlay: bool,
     /// How long to wait between attempts to reach a bootstrap node.
     pub bootstrap_retry: Duration,
+    /// Take part as a client (§4.2.1) rather than a peer: link to the peer responsible
+    /// for this Node-ID, route everything through it, store nothing for others, never
+    /// enter anyone's routing table. For nodes that come and go quickly or cannot be
+    /// reached by ring neighbours.
+    pub client: bool,
+    /// How often a client asks which peer is responsible for its Node-ID, and moves
+    /// to it when that changed (§4.2.1: "the client would then need to form a
+    /// connection to the appropriate peer").
+    pub client_check_interval: Duration,
     /// Fragment messages larger than this on the way out (§6.7); `None` for stream
     /// links, which carry whole messages.
     pub fragment_mtu: Option<usize>,
@@ -107,6 +116,8 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             may_start_overlay: false,
             bootstrap_retry: Duration::from_secs(5),
+            client: false,
+            client_check_interval: Duration::from_secs(120),
             fragment_mtu: None,
             max_connections: 512,
             reassembly: Default::default(),

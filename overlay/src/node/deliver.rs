@@ -297,7 +297,10 @@ impl Node {
     pub(crate) fn fail_purpose(&mut self, purpose: &Purpose, error: RequestError, now: Instant) {
         match purpose {
             Purpose::Api(id) => self.complete(*id, Err(error)),
-            Purpose::BootstrapAttach => self.bootstrap_failed(now),
+            Purpose::BootstrapAttach => {
+                self.client_check_failed(&error, now);
+                self.bootstrap_failed(now)
+            }
             Purpose::Attach {
                 target: Some(peer), ..
             } => self.attach_request_failed(*peer, now),

@@ -22,6 +22,7 @@ mod app_attach;
 mod attach;
 mod bootstrap;
 mod chord;
+mod client;
 pub mod config;
 mod deliver;
 pub mod dials;
@@ -197,6 +198,12 @@ pub enum JoinState {
     },
     /// On the ring.
     Joined,
+    /// A client (§4.2.1): linked to the peer responsible for its Node-ID, which routes
+    /// to it; not on the ring.
+    Client {
+        /// The peer responsible for this node's Node-ID.
+        peer: NodeId,
+    },
     /// Leave requests sent.
     Leaving,
     /// Gone.
@@ -231,6 +238,8 @@ pub(crate) enum Timer {
     ReplicaRetry,
     /// Look for another ring through a bootstrap node (§10.7.4.4).
     PartitionCheck,
+    /// A client asks again which peer is responsible for it (§4.2.1).
+    ClientCheck,
 }
 
 /// A connected peer.
@@ -438,6 +447,7 @@ impl Node {
                 Timer::LeaveDeadline => self.finish_leave(true, now),
                 Timer::ReplicaRetry => self.sync_replicas(now),
                 Timer::PartitionCheck => self.partition_check(now),
+                Timer::ClientCheck => self.client_check(now),
             }
         }
         self.flush(now);

@@ -61,6 +61,9 @@ impl Node {
     /// The link of the ready peer to route `k` through (§10.3). A node that has not
     /// joined sends everything through any peer it is attached to (§4.2.1).
     fn next_link(&self, k: u128) -> Option<LinkId> {
+        if let Some(l) = self.client_of().and_then(|p| self.link_to(p)) {
+            return Some(l); // §4.2.1: a client sends everything through its peer
+        }
         if let NextHop::Peer(p) = self.table.closest_preceding(k)
             && let Some(l) = self.link_to(p)
         {

@@ -171,7 +171,7 @@ impl Overlay {
         self.join_error.borrow().clone()
     }
 
-    /// Waits until the node has joined, or a join attempt failed for a reason that
+    /// Waits until the node has joined (as a peer or a client), or a join attempt failed for a reason that
     /// trying again will not cure ([`JoinFailure::Unlinkable`]), or `timeout` passed
     /// (then the last failure, if any, says why).
     pub async fn wait_joined(&self, timeout: Duration) -> Result<(), Option<JoinFailure>> {
@@ -179,7 +179,7 @@ impl Overlay {
         let mut errors = self.join_error.clone();
         let wait = async {
             loop {
-                if *state.borrow_and_update() == JoinState::Joined {
+                if state.borrow_and_update().in_overlay() {
                     return Ok(());
                 }
                 if let Some(f @ JoinFailure::Unlinkable(_)) = errors.borrow_and_update().clone() {
@@ -212,10 +212,15 @@ impl Overlay {
         *self.state.borrow()
     }
 
-    /// Waits until the node has joined (or `timeout` passes).
+    /// The join state as it changes (a client's peer included).
+    pub fn state_watch(&self) -> watch::Receiver<JoinState> {
+        self.state.clone()
+    }
+
+    /// Waits until the node has joined, as a peer or a client (or `timeout` passes).
     pub async fn joined(&self, timeout: Duration) -> bool {
         let mut rx = self.state.clone();
-        let wait = rx.wait_for(|s| *s == JoinState::Joined);
+        let wait = rx.wait_for(|s| s.in_overlay());
         matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
     }
 

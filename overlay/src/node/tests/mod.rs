@@ -3,6 +3,7 @@
 //! every event.
 
 mod bad_input;
+mod client;
 mod ring;
 mod routing;
 mod storage;
