@@ -25,6 +25,11 @@ bootstrap = []
 # Start a new overlay when no bootstrap node answers (the first node of a private
 # overlay only).
 may_start = false
+# "peer": take a place on the ring, route and store for others (a desktop that stays
+# on). "client": link to the one peer responsible for this node and use the overlay
+# through it, storing nothing for others (RFC 6940 §4.2.1) — for short sessions, or a
+# machine its ring neighbours cannot reach.
+role = "peer"
 # Where direct XMPP streams from other users' devices arrive (0 picks a port).
 stream_listen = "0.0.0.0:0"
 # How long to wait for the overlay at start-up, in seconds.
@@ -104,6 +109,17 @@ pub struct NodeFile {
     pub log: LogSection,
 }
 
+/// How a node takes part in the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// On the ring: routes and stores for others.
+    #[default]
+    Peer,
+    /// Through the peer responsible for it (RFC 6940 §4.2.1).
+    Client,
+}
+
 /// `[overlay]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +133,9 @@ pub struct OverlaySection {
     /// May start a new overlay.
     #[serde(default)]
     pub may_start: bool,
+    /// Peer or client (§4.2.1).
+    #[serde(default)]
+    pub role: Role,
     /// Direct stream listener.
     #[serde(default = "default_stream_listen")]
     pub stream_listen: SocketAddr,
@@ -131,6 +150,7 @@ impl Default for OverlaySection {
             listen: default_overlay_listen(),
             bootstrap: Vec::new(),
             may_start: false,
+            role: Role::Peer,
             stream_listen: default_stream_listen(),
             join_timeout: default_join_timeout(),
         }
@@ -335,6 +355,19 @@ mod tests {
         assert_eq!(f.overlay.listen.port(), 6084);
         assert!(f.fallback.is_none());
         assert!(!f.profile.starts_with("~"));
+        assert_eq!(f.overlay.role, Role::Peer);
+    }
+
+    #[test]
+    fn the_role_is_peer_or_client() {
+        let f = |role: &str| {
+            NodeFile::parse(&format!(
+                "profile = \"/p\"\n[overlay]\nrole = \"{role}\"\n[client]\nenabled = false\n"
+            ))
+        };
+        assert_eq!(f("client").unwrap().overlay.role, Role::Client);
+        assert_eq!(f("peer").unwrap().overlay.role, Role::Peer);
+        assert!(f("server").unwrap_err().contains("role"));
     }
 
     #[test]

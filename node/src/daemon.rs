@@ -49,6 +49,8 @@ pub struct DeviceOptions {
     pub bootstrap: Vec<SocketAddr>,
     /// Start a new overlay when no bootstrap node answers.
     pub may_start: bool,
+    /// Take part as an RFC 6940 §4.2.1 client instead of a peer.
+    pub overlay_client: bool,
     /// Direct stream listener.
     pub stream_listen: SocketAddr,
     /// How long to wait for the join.
@@ -71,6 +73,7 @@ impl DeviceOptions {
             overlay_listen: any,
             bootstrap: Vec::new(),
             may_start: false,
+            overlay_client: false,
             stream_listen: any,
             join_timeout: Duration::from_secs(30),
             client: None,
@@ -295,6 +298,7 @@ impl Device {
         cfg.node.listen_addr = Some(opts.overlay_listen);
         cfg.node.bootstrap.extend(opts.bootstrap.iter().copied());
         cfg.node.may_start_overlay = opts.may_start;
+        cfg.node.client = opts.overlay_client;
         cfg.priority = opts.priority;
         cfg.stream_listen = opts.stream_listen;
         cfg.join_timeout = opts.join_timeout;

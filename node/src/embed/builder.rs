@@ -52,6 +52,7 @@ pub struct Builder {
     listen: SocketAddr,
     bootstrap: Vec<SocketAddr>,
     may_start: bool,
+    client: Option<bool>,
     storage_limit: Option<usize>,
     event_capacity: usize,
     join_timeout: Duration,
@@ -72,6 +73,7 @@ impl Builder {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             bootstrap: Vec::new(),
             may_start: false,
+            client: None,
             storage_limit: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             join_timeout: Duration::from_secs(30),
@@ -157,6 +159,16 @@ impl Builder {
     /// Start a new overlay when no bootstrap node answers (the overlay's first node).
     pub fn start_overlay(mut self, yes: bool) -> Builder {
         self.may_start = yes;
+        self
+    }
+
+    /// Take part as a client (RFC 6940 §4.2.1: through the peer responsible for this
+    /// device, storing and routing nothing for others) or as a peer on the ring.
+    /// Default: a client — a game comes and goes with its matches, and a ring peer
+    /// that leaves often costs the overlay repairs and data hand-overs — except for
+    /// the node that starts the overlay, which must be a peer.
+    pub fn client(mut self, yes: bool) -> Builder {
+        self.client = Some(yes);
         self
     }
 
@@ -266,6 +278,12 @@ impl Builder {
         cfg.node.listen_addr = Some(self.listen);
         cfg.node.bootstrap.extend(self.bootstrap.iter().copied());
         cfg.node.may_start_overlay = self.may_start;
+        cfg.node.client = self.client.unwrap_or(!self.may_start);
+        if cfg.node.client && self.may_start {
+            return Err(ChatError::Config(
+                "the node that starts the overlay must be a peer, not a client".into(),
+            ));
+        }
         if let Some(limit) = self.storage_limit {
             cfg.node.storage_limits.max_bytes = limit;
         }

@@ -241,3 +241,86 @@ async fn savedata_restarts_a_device_with_its_identity_and_contacts() {
         .unwrap();
     expect(&bob, "a message after the restart", message("welcome back")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_joins_as_a_client_by_default_and_is_reached_through_its_peer() {
+    use xor_overlay::node::JoinState;
+    use xor_overlay::wire::Destination;
+    use xor_xmpp::Jid;
+
+    let net = DevNet::start(&["alice", "bob", "carol"]).await.unwrap();
+    // The node that starts the overlay cannot be a client.
+    let err = net
+        .embed("alice")
+        .start_overlay(true)
+        .client(true)
+        .start()
+        .await
+        .expect_err("a client cannot start the overlay");
+    assert!(matches!(err, ChatError::Config(_)), "{err}");
+    let alice = net
+        .embed("alice")
+        .start_overlay(true)
+        .start()
+        .await
+        .unwrap();
+    let carol = net
+        .embed("carol")
+        .bootstrap(alice.overlay_address())
+        .client(false)
+        .start()
+        .await
+        .unwrap();
+    let bob = net
+        .embed("bob")
+        .bootstrap(alice.overlay_address())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(alice.node().overlay().state(), JoinState::Joined);
+    assert_eq!(carol.node().overlay().state(), JoinState::Joined);
+    // Bob is a client of the peer responsible for his Node-ID (alice or carol).
+    let JoinState::Client { peer } = bob.node().overlay().state() else {
+        panic!("bob is {:?}", bob.node().overlay().state());
+    };
+    let peers = [
+        alice.node().overlay().node_id(),
+        carol.node().overlay().node_id(),
+    ];
+    assert!(peers.contains(&peer));
+    // His location record says so: the destination list goes through that peer.
+    let routes = carol
+        .node()
+        .resolve(&Jid::parse("bob@example.org").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        routes[0].destinations,
+        vec![
+            Destination::Node(peer),
+            Destination::Node(bob.node().overlay().node_id())
+        ]
+    );
+    // Chat both ways with both peers.
+    for (other, name) in [(&alice, "alice"), (&carol, "carol")] {
+        other
+            .send_message("bob@example.org", &format!("hi bob, {name} here"))
+            .await
+            .unwrap();
+        let body = format!("hi bob, {name} here");
+        expect(&bob, "a message through the peer", message(&body)).await;
+        bob.send_message(&format!("{name}@example.org"), "hi back")
+            .await
+            .unwrap();
+        expect(other, "bob's answer", message("hi back")).await;
+    }
+    // A client stores nothing for the overlay.
+    let stored = bob
+        .node()
+        .overlay()
+        .with_node(|n| n.storage().values())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}

@@ -267,3 +267,31 @@ async fn the_local_port_refuses_bad_input_and_keeps_serving_the_user() {
     bob.shutdown().await;
     net.shutdown();
 }
+
+/// A desktop configured with `role = "client"` (RFC 6940 §4.2.1): its ordinary XMPP
+/// client chats with another user's through it, and `status` says what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_in_client_role_chats_and_says_so_in_status() {
+    logs();
+    if !have_slixmpp() {
+        return;
+    }
+    let mut net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    let mut opts = net.enroll("bob", "laptop").await.unwrap();
+    opts.overlay_client = true;
+    let bob = net.start_device(opts).await.unwrap();
+    let status = bob.reporter().status().await;
+    assert!(
+        status.contains("client (RFC 6940 §4.2.1) through peer"),
+        "{status}"
+    );
+    let mut a = Slix::login("alice@example.org", PASSWORD, port(&alice)).await;
+    let mut b = Slix::login("bob@example.org", PASSWORD, port(&bob)).await;
+    a.message("bob@example.org", "to a client").await;
+    assert!(b.got("to a client", WAIT).await.is_some(), "{:?}", b.seen);
+    b.message("alice@example.org", "from a client").await;
+    assert!(a.got("from a client", WAIT).await.is_some(), "{:?}", a.seen);
+    a.quit().await;
+    b.quit().await;
+}

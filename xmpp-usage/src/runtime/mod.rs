@@ -33,10 +33,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xor_overlay::identity::{Credentials, TrustStore};
 use xor_overlay::link::LinkConfig;
-use xor_overlay::node::{JoinFailure, NodeConfig, RequestError};
+use xor_overlay::node::{JoinFailure, JoinState, NodeConfig, RequestError};
 use xor_overlay::runtime::{Overlay, StartError};
 use xor_overlay::wire::{
-    DataValue, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
+    DataValue, Destination, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
 };
 
 use self::hub::{Hub, HubMsg};
@@ -326,9 +326,8 @@ impl XmppNode {
         }
         // Right after a join the ring may still be settling (several nodes joining at
         // once disagree for a moment on who is responsible): try a few times.
-        let location = XmppLocation::device(overlay.node_id(), cfg.priority);
         let mut attempt = 1;
-        while let Err(e) = node.register(location.clone()).await {
+        while let Err(e) = node.register(node.own_location()).await {
             if attempt >= REGISTER_ATTEMPTS || !transient(&e) {
                 node.kill();
                 return Err(e);
@@ -338,6 +337,7 @@ impl XmppNode {
             attempt += 1;
         }
         tasks.push(tokio::spawn(maintain(node.clone())));
+        tasks.push(tokio::spawn(follow_client_peer(node.clone())));
         if let Ok(mut t) = node.tasks.lock() {
             t.extend(tasks);
         }
@@ -357,6 +357,22 @@ impl XmppNode {
     /// The incoming stanzas and device events (the first caller takes them).
     pub async fn events(&self) -> Option<mpsc::Receiver<XmppEvent>> {
         self.events.lock().await.take()
+    }
+
+    /// This device's route: to its Node-ID, through its peer when it is a client
+    /// (RFC 6940 §4.2.1: "the Destination List needed to reach the client needs to be
+    /// learnable via other mechanisms, such as being stored in the overlay by a
+    /// usage"; XEP-0415's `destination_list`).
+    pub fn own_location(&self) -> XmppLocation {
+        let me = Destination::Node(self.overlay.node_id());
+        let destinations = match self.overlay.state() {
+            JoinState::Client { peer } => vec![Destination::Node(peer), me],
+            _ => vec![me],
+        };
+        XmppLocation::Route {
+            priority: self.cfg.priority,
+            destinations,
+        }
     }
 
     /// Stores this device's location record (XMPP-LOCATION, keyed by its Node-ID).
@@ -618,13 +634,30 @@ async fn maintain(node: XmppNode) {
     loop {
         tick.tick().await;
         if tokio::time::Instant::now() >= next_registration {
-            let location = XmppLocation::device(node.overlay.node_id(), node.cfg.priority);
-            if let Err(e) = node.register(location).await {
+            if let Err(e) = node.register(node.own_location()).await {
                 tracing::warn!(error = %e, "location refresh failed; retrying");
                 continue;
             }
             next_registration = tokio::time::Instant::now() + refresh;
         }
         node.connect_own_devices().await;
+    }
+}
+
+/// A client that moved to another peer (§4.2.1) stores its new route at once, so the
+/// others reach it through the peer that now routes to it.
+async fn follow_client_peer(node: XmppNode) {
+    let mut watch = node.overlay.state_watch();
+    let mut registered = node.overlay.state();
+    while watch.changed().await.is_ok() {
+        let state = *watch.borrow_and_update();
+        if matches!(state, JoinState::Client { .. }) && state != registered {
+            match node.register(node.own_location()).await {
+                Ok(()) => registered = state,
+                Err(e) => {
+                    tracing::warn!(error = %e, "storing the new route failed; the refresh retries")
+                }
+            }
+        }
     }
 }
