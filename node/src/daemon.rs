@@ -20,7 +20,7 @@ use xor_xmpp::runtime::{XmppConfig, XmppError, XmppEvent, XmppNode};
 
 use crate::c2s_client::ClientOptions;
 use crate::fallback::Fallback;
-use crate::local::{Account, LocalServer, LocalSettings, self_signed_tls};
+use crate::local::{Account, LocalServer, LocalSettings, local_port_tls};
 use crate::roster::Roster;
 
 /// The local client port of a device.
@@ -340,9 +340,11 @@ impl Device {
         let local = match &opts.client {
             Some(c) => {
                 let tls =
-                    self_signed_tls(node.jid().domain()).map_err(|why| StartupError::Config {
-                        dir: opts.profile.display().to_string(),
-                        why,
+                    local_port_tls(Some(&opts.profile), node.jid().domain()).map_err(|why| {
+                        StartupError::Config {
+                            dir: opts.profile.display().to_string(),
+                            why,
+                        }
                     })?;
                 let settings = LocalSettings::new(c.listen, c.password.clone(), tls);
                 match LocalServer::start(settings, account.clone()).await {

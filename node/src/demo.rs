@@ -174,6 +174,21 @@ pub async fn run(stay: bool) -> Result<(), String> {
             println!("        {line}");
         }
     }
+    // The demo's own clients log out first: a session left behind would take the
+    // messages meant for the user's client (and keep them from the offline queue).
+    let mut devices = Vec::new();
+    for s in seats {
+        s.client.close().await;
+        devices.push(s.device);
+    }
+    for d in &devices {
+        for _ in 0..50 {
+            if d.account().sessions() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     if stay {
         println!("\nstill running: log in with any XMPP client (self-signed certificate),");
         println!(
@@ -182,9 +197,8 @@ pub async fn run(stay: bool) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
     }
     println!("\nshutting down: every device removes its location record and leaves");
-    for s in seats {
-        s.client.close().await;
-        s.device.shutdown().await;
+    for d in devices {
+        d.shutdown().await;
     }
     net.shutdown();
     if missed > 0 {

@@ -5,12 +5,16 @@ Usage: xmpp_client.py JID PASSWORD HOST PORT
 
 Reads JSON commands from stdin, one per line:
   {"message": {"to": "bob@example.org", "body": "hi"}}
+  {"message": {"to": "bob@example.org/phone", "body": "hi", "private": true}}
+  {"carbons": true}                      (XEP-0280 enable; answers "carbons-enabled")
+  {"raw": "<message to='@@' ...>...</message>"}
   {"subscribe": "bob@example.org"}
   {"presence": {}}
   {"quit": true}
 and prints JSON events on stdout, one per line:
   {"event": "online", "jid": "..."}
-  {"event": "message", "from": "...", "body": "...", "type": "..."}
+  {"event": "message", "from": "...", "body": "...", "type": "...", "delay": "stamp"|null}
+  {"event": "carbon", "kind": "received"|"sent", "from": "...", "to": "...", "body": "..."}
   {"event": "presence", "from": "...", "type": "available"}
   {"event": "error", "from": "...", "condition": "...", "text": "..."}  (a bounced message)
   {"event": "failed", "why": "..."}
@@ -21,8 +25,11 @@ import asyncio
 import json
 import ssl
 import sys
+import xml.etree.ElementTree as ET
 
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 
 def emit(**event):
@@ -43,6 +50,18 @@ class Client(slixmpp.ClientXMPP):
         self.auto_subscribe = True
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
+        # Carbons (XEP-0280) are handled by hand (with slixmpp's xep_0280 plugin
+        # loaded, two of the suites' clients missed messages; not understood yet,
+        # noted in the closing note of the session that found it). A carbon has
+        # no body of its own, so slixmpp's "message" event does not fire for it.
+        for kind in ("received", "sent"):
+            self.register_handler(
+                Callback(
+                    "carbon " + kind,
+                    MatchXPath("{jabber:client}message/{urn:xmpp:carbons:2}" + kind),
+                    self.on_message,
+                )
+            )
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("message_error", self.on_message)
@@ -59,6 +78,25 @@ class Client(slixmpp.ClientXMPP):
         asyncio.get_event_loop().create_task(self.commands())
 
     def on_message(self, msg):
+        for kind in ("received", "sent"):
+            wrapper = msg.xml.find("{urn:xmpp:carbons:2}" + kind)
+            if wrapper is None:
+                continue
+            inner = wrapper.find(
+                "{urn:xmpp:forward:0}forwarded/{jabber:client}message"
+            )
+            body = None if inner is None else inner.find("{jabber:client}body")
+            emit(
+                event="carbon",
+                kind=kind,
+                **{
+                    "from": "" if inner is None else inner.get("from", ""),
+                    "to": "" if inner is None else inner.get("to", ""),
+                    "wrapper_from": str(msg["from"]),
+                },
+                body=None if body is None else body.text,
+            )
+            return
         if msg["type"] == "error":
             emit(
                 event="error",
@@ -67,11 +105,13 @@ class Client(slixmpp.ClientXMPP):
                 text=msg["error"]["text"],
             )
             return
+        delay = msg.xml.find("{urn:xmpp:delay}delay")
         emit(
             event="message",
             **{"from": str(msg["from"])},
             body=msg["body"],
             type=msg["type"],
+            delay=None if delay is None else delay.get("stamp"),
         )
 
     def on_presence(self, p):
@@ -90,7 +130,17 @@ class Client(slixmpp.ClientXMPP):
             cmd = json.loads(line)
             if "message" in cmd:
                 m = cmd["message"]
-                self.send_message(mto=m["to"], mbody=m["body"], mtype="chat")
+                msg = self.make_message(mto=m["to"], mbody=m["body"], mtype="chat")
+                if m.get("private"):
+                    msg.xml.append(ET.Element("{urn:xmpp:carbons:2}private"))
+                msg.send()
+            elif "carbons" in cmd:
+                iq = self.make_iq_set()
+                iq.xml.append(ET.Element("{urn:xmpp:carbons:2}enable"))
+                await iq.send()
+                emit(event="carbons-enabled")
+            elif "raw" in cmd:
+                self.send_raw(cmd["raw"])
             elif "subscribe" in cmd:
                 self.send_presence_subscription(pto=cmd["subscribe"])
             elif "presence" in cmd:

@@ -3,13 +3,18 @@
 //!
 //! - A stanza to a bare JID goes to every connected device of that user; to a full JID,
 //!   only to the device with that resource.
-//! - The sender's other devices get a `sent` carbon of every message.
-//! - A device that receives a message from another user forwards it to its user's
-//!   other devices as a `received` carbon. Carbons are never forwarded again, so there
-//!   are no loops.
+//! - The sender's other devices get a `sent` carbon of every message eligible for
+//!   carbons (XEP-0280 §6: chat, or normal with a body or IM payload, and no
+//!   `<private/>`).
+//! - A device that receives an eligible message from another user forwards it to its
+//!   user's other devices as a `received` carbon — to a bare JID (which every device
+//!   also gets directly) or to this device's full JID (which only it gets). Carbons are
+//!   never forwarded again, so there are no loops.
 //! - Every message carries an `<origin-id/>`; each device delivers a given
 //!   (sender, origin-id) to its application once, whether it came directly or as a
-//!   carbon.
+//!   carbon. Only messages are suppressed, and only by origin-id: iq and presence ids
+//!   are unique within a session only (RFC 6120 §8.1.3), so an iq or presence reusing
+//!   an id from an earlier session is new, and no path delivers them twice.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -73,10 +78,15 @@ impl Router {
         &self.me
     }
 
-    /// Whether (sender, id) was seen before; remembers it.
+    /// Whether this message (sender, origin-id) was seen before; remembers it. Other
+    /// stanzas are never duplicates (see the module docs).
     fn duplicate(&mut self, sender: &Jid, stanza: &Element) -> bool {
-        let id = stanza::origin_id(stanza).or_else(|| stanza.attr("id").map(str::to_owned));
-        let Some(id) = id else { return false };
+        if stanza.name() != "message" {
+            return false;
+        }
+        let Some(id) = stanza::origin_id(stanza) else {
+            return false;
+        };
         let key = (sender.bare_str(), id);
         if !self.seen.insert(key.clone()) {
             return true;
@@ -118,7 +128,7 @@ impl Router {
                 plan.send.push((d.node, stanza.clone()));
             }
         }
-        if is_message {
+        if is_message && stanza::carbon_eligible(&stanza) {
             for d in own
                 .iter()
                 .filter(|d| d.jid != self.me && !recipients.contains(d))
@@ -159,8 +169,7 @@ impl Router {
             }),
             send: vec![],
         };
-        let addressed_to_device = stanza::to(&stanza).is_some_and(|t| !t.is_bare());
-        if stanza.name() == "message" && !own_device && !addressed_to_device {
+        if !own_device && stanza::carbon_eligible(&stanza) {
             for d in own
                 .iter()
                 .filter(|d| d.jid != self.me && d.node != from.node)
@@ -221,6 +230,62 @@ mod tests {
             plan.send.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             vec![NodeId(2)]
         );
+    }
+
+    #[test]
+    fn iq_and_presence_ids_from_an_earlier_session_are_not_duplicates() {
+        let romeo = dev(7, "romeo@m.lit/phone");
+        let mut r = Router::new(Jid::parse("juliet@c.lit/a").unwrap());
+        let iq: Element =
+            "<iq xmlns='jabber:client' type='get' id='1' from='romeo@m.lit/phone'><ping xmlns='urn:xmpp:ping'/></iq>"
+                .parse()
+                .unwrap();
+        let presence: Element = "<presence xmlns='jabber:client' id='1' from='romeo@m.lit/phone'/>"
+            .parse()
+            .unwrap();
+        for _ in 0..3 {
+            assert!(r.incoming(iq.clone(), &romeo, &[]).deliver.is_some());
+            assert!(r.incoming(presence.clone(), &romeo, &[]).deliver.is_some());
+        }
+        // A message without an origin-id reusing an id is new too.
+        let mut m = stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "hi");
+        stanza::set_attr(&mut m, "id", "1");
+        assert!(r.incoming(m.clone(), &romeo, &[]).deliver.is_some());
+        assert!(r.incoming(m, &romeo, &[]).deliver.is_some());
+    }
+
+    #[test]
+    fn full_jid_messages_are_carbon_copied_and_private_ones_are_not_xep0280() {
+        let romeo = dev(7, "romeo@m.lit/phone");
+        let other = dev(2, "juliet@c.lit/b");
+        let mut a = Router::new(Jid::parse("juliet@c.lit/a").unwrap());
+        let mut m = stanza::chat(&Jid::parse("juliet@c.lit/a").unwrap(), "just you");
+        stanza::set_attr(&mut m, "from", "romeo@m.lit/phone");
+        stanza::ensure_origin_id(&mut m, || "f1".into());
+        let plan = a.incoming(m.clone(), &romeo, std::slice::from_ref(&other));
+        assert_eq!(plan.send.len(), 1, "a received carbon for juliet/b");
+        assert_eq!(
+            stanza::unwrap_carbon(&plan.send[0].1).map(|(k, _)| k),
+            Some(Carbon::Received)
+        );
+        let mut p = m.clone();
+        p.append_child(stanza::element("private", stanza::NS_CARBONS, &[]));
+        stanza::set_attr(&mut p, "id", "p");
+        p.remove_child("origin-id", stanza::NS_SID);
+        stanza::ensure_origin_id(&mut p, || "f2".into());
+        let plan = a.incoming(p.clone(), &romeo, std::slice::from_ref(&other));
+        assert!(plan.deliver.is_some());
+        assert!(plan.send.is_empty(), "<private/> is not carbon-copied");
+        // Nor sent carbons of a private message, nor of a headline.
+        let mut r = Router::new(Jid::parse("romeo@m.lit/phone").unwrap());
+        let own = [dev(9, "romeo@m.lit/laptop")];
+        let juliet = [dev(1, "juliet@c.lit/a")];
+        let mut q = stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "secret");
+        q.append_child(stanza::element("private", stanza::NS_CARBONS, &[]));
+        assert_eq!(r.outgoing(q, &juliet, &own, || "q".into()).send.len(), 1);
+        let mut h = stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "news");
+        stanza::set_attr(&mut h, "type", "headline");
+        assert_eq!(r.outgoing(h, &juliet, &own, || "h".into()).send.len(), 1);
     }
 
     #[test]

@@ -71,6 +71,23 @@ pub fn ensure_origin_id(el: &mut Element, fresh: impl FnOnce() -> String) -> Str
     id
 }
 
+/// Whether a message is eligible for carbons (XEP-0280 §6): no `<private/>` child,
+/// and of type `chat`, or of type `normal` (or none) with a body, or carrying a chat
+/// state (XEP-0085) or a receipt (XEP-0184). Errors, group chat and headlines are not.
+pub fn carbon_eligible(el: &Element) -> bool {
+    if el.name() != "message" || el.has_child("private", NS_CARBONS) {
+        return false;
+    }
+    let im_payload = el.children().any(|c| {
+        c.ns() == "http://jabber.org/protocol/chatstates" || c.ns() == "urn:xmpp:receipts"
+    });
+    match el.attr("type").unwrap_or("normal") {
+        "chat" => true,
+        "normal" => el.has_child("body", NS_CLIENT) || im_payload,
+        _ => false,
+    }
+}
+
 /// Which carbon (XEP-0280 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carbon {

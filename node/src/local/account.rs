@@ -73,6 +73,28 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// `urn:xmpp:delay` (XEP-0203).
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+
+/// A message kept for later, stamped with when it arrived (XEP-0203: "the entity that
+/// delays the delivery … MUST add the delay element"), unless it already was.
+fn delayed(mut el: Element, domain: &str) -> Element {
+    if !el.has_child("delay", NS_DELAY) {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = now
+            .replace_nanosecond(0)
+            .unwrap_or(now)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        el.append_child(stanza::element(
+            "delay",
+            NS_DELAY,
+            &[("from", domain), ("stamp", &stamp)],
+        ));
+    }
+    el
+}
+
 fn iq_result(iq: &Element, child: Option<Element>) -> Element {
     let mut r = stanza::element("iq", NS_CLIENT, &[("type", "result")]);
     if let Some(id) = iq.attr("id") {
@@ -187,7 +209,7 @@ impl Account {
                     st.offline.pop_front();
                     st.dropped_offline += 1;
                 }
-                st.offline.push_back(el);
+                st.offline.push_back(delayed(el, self.jid.domain()));
             }
             return;
         }
@@ -249,6 +271,22 @@ impl Account {
 
     fn client_stanza(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
         let to = stanza::to(&el);
+        if to.is_none() && el.attr("to").is_some() {
+            // RFC 6120 §8.3.3.8: an address that is not a JID is the sender's error;
+            // it must not fall through to "no 'to'" (the user's own account).
+            if el.attr("type") == Some("error") {
+                return Vec::new();
+            }
+            let mut e = stanza::stanza_error(
+                &el,
+                "modify",
+                "jid-malformed",
+                "the 'to' address is not a valid JID",
+            );
+            // From the "server" (this node), not the malformed address.
+            stanza::set_attr(&mut e, "from", self.jid.domain());
+            return vec![e];
+        }
         let for_server = match &to {
             None => true,
             Some(t) => {
@@ -336,17 +374,23 @@ impl Account {
 
     fn overlay_stanza(self: &Arc<Self>, d: Delivery) {
         let el = d.stanza;
-        match d.carbon {
-            Some(Carbon::Sent) => {
-                let st = lock(&self.state);
-                for s in st.sessions.values().filter(|s| s.carbons) {
-                    let wrapped =
-                        stanza::wrap_carbon(Carbon::Sent, el.clone(), &self.jid.bare(), &self.jid);
-                    let _ = s.tx.try_send(wrapped);
-                }
-                return;
+        // XEP-0280: what another device of this user sent, and what another device
+        // alone received (a message to its full JID), go to carbon-enabled sessions
+        // only, wrapped. A received carbon of a message to the bare JID is the
+        // message itself: this device is one of its recipients.
+        let for_another_device = || stanza::to(&el).is_some_and(|t| !t.is_bare() && t != self.jid);
+        let wrap = match d.carbon {
+            Some(Carbon::Sent) => Some(Carbon::Sent),
+            Some(Carbon::Received) if for_another_device() => Some(Carbon::Received),
+            Some(Carbon::Received) | None => None,
+        };
+        if let Some(kind) = wrap {
+            let st = lock(&self.state);
+            for s in st.sessions.values().filter(|s| s.carbons) {
+                let wrapped = stanza::wrap_carbon(kind, el.clone(), &self.jid.bare(), &self.jid);
+                let _ = s.tx.try_send(wrapped);
             }
-            Some(Carbon::Received) | None => {}
+            return;
         }
         if el.name() == "presence" {
             self.subscription_in(el);

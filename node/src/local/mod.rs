@@ -56,27 +56,78 @@ impl LocalSettings {
     }
 }
 
-/// A TLS server configuration with a certificate for `domain`, made on the spot
-/// (clients see a self-signed certificate for a port on their own machine).
-pub fn self_signed_tls(domain: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The local port's certificate file in a profile: its key and the self-signed
+/// certificate, PEM, owner-only.
+pub const LOCAL_PORT_PEM: &str = "local-port.pem";
+
+/// A self-signed certificate for `domain` (and `localhost`) and its key.
+fn make_local_cert(
+    domain: &str,
+) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let params = rcgen::CertificateParams::new(vec![domain.to_owned(), "localhost".to_owned()])
         .map_err(|e| e.to_string())?;
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    Ok((
+        CertificateDer::from(cert.der().to_vec()),
+        PrivatePkcs8KeyDer::from(key.serialize_der()),
+    ))
+}
+
+/// The certificate kept in `path`, or a new one written there (owner-only). A file
+/// that cannot be read as one is replaced, with a warning: clients that pinned the
+/// old certificate will ask again, which beats a node that cannot start.
+pub fn local_cert(
+    path: &std::path::Path,
+    domain: &str,
+) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), String> {
+    use rustls_pki_types::pem::PemObject;
+    if let Ok(text) = std::fs::read(path) {
+        let cert = CertificateDer::pem_slice_iter(&text)
+            .next()
+            .and_then(Result::ok);
+        let key = PrivatePkcs8KeyDer::from_pem_slice(&text).ok();
+        if let (Some(cert), Some(key)) = (cert, key) {
+            return Ok((cert, key));
+        }
+        tracing::warn!(path = %path.display(), "the local port's certificate file is unreadable; making a new one");
+        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let (cert, key) = make_local_cert(domain)?;
+    let text = xor_enrollment::files::pem("PRIVATE KEY", key.secret_pkcs8_der())
+        + &xor_enrollment::files::pem("CERTIFICATE", &cert);
+    crate::config::write_private(path, &text)?;
+    Ok((cert, key))
+}
+
+/// A TLS server configuration for the local port: the certificate kept in `profile`
+/// (see [`local_cert`]), so a client that pinned it keeps trusting it across
+/// restarts, or — without a profile — one made on the spot. Clients see a
+/// self-signed certificate for a port on their own machine.
+pub fn local_port_tls(
+    profile: Option<&std::path::Path>,
+    domain: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (cert, key) = match profile {
+        Some(dir) => local_cert(&dir.join(LOCAL_PORT_PEM), domain)?,
+        None => make_local_cert(domain)?,
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        .with_single_cert(vec![cert], PrivateKeyDer::Pkcs8(key))
         .map_err(|e| e.to_string())?;
     if std::env::var_os("SSLKEYLOGFILE").is_some() {
         config.key_log = Arc::new(rustls::KeyLogFile::new());
     }
     Ok(Arc::new(config))
+}
+
+/// [`local_port_tls`] with a certificate made on the spot.
+pub fn self_signed_tls(domain: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    local_port_tls(None, domain)
 }
 
 /// The running port.
@@ -168,5 +219,24 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Drop for LocalServer {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_certificate_persists_in_the_profile_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCAL_PORT_PEM);
+        let (first, _) = local_cert(&path, "example.org").unwrap();
+        let (again, _) = local_cert(&path, "example.org").unwrap();
+        assert_eq!(first, again, "the same certificate after a restart");
+        crate::config::owner_only(&path, "the local port's key").unwrap();
+        std::fs::write(&path, "garbage").unwrap();
+        let (fresh, _) = local_cert(&path, "example.org").unwrap();
+        assert_ne!(fresh, first, "an unreadable file is replaced");
+        assert!(local_port_tls(Some(dir.path()), "example.org").is_ok());
     }
 }

@@ -182,26 +182,27 @@ async fn xor_fanout_to_every_device() {
         }
     }
 
-    // A full JID reaches only that device.
+    // A full JID reaches only that device; it hands the user's other devices a
+    // `received` carbon (XEP-0280 §6), which their applications can tell apart.
     alice[0]
         .node
         .send(stanza::chat(&jid("carol@c.example/two"), "just two"))
         .await
         .unwrap();
-    let seen: Vec<usize> = {
-        let mut v = Vec::new();
-        for d in carol.iter_mut() {
-            v.push(
-                drain(d, Duration::from_secs(2))
-                    .await
-                    .iter()
-                    .filter(|(b, _, _)| b == "just two")
-                    .count(),
-            );
-        }
-        v
-    };
-    assert_eq!(seen, vec![0, 1, 0]);
+    let mut direct = Vec::new();
+    let mut received = Vec::new();
+    for d in carol.iter_mut() {
+        let msgs = drain(d, Duration::from_secs(2)).await;
+        let count = |c: Option<Carbon>| {
+            msgs.iter()
+                .filter(|(b, k, _)| b == "just two" && *k == c)
+                .count()
+        };
+        direct.push(count(None));
+        received.push(count(Some(Carbon::Received)));
+    }
+    assert_eq!(direct, vec![0, 1, 0]);
+    assert_eq!(received, vec![1, 0, 1]);
 
     // Bob's desk goes offline cleanly and comes back: re-registered, reached again.
     let desk = bob.pop().unwrap();

@@ -295,3 +295,153 @@ async fn a_device_in_client_role_chats_and_says_so_in_status() {
     a.quit().await;
     b.quit().await;
 }
+
+/// What clients see (XEP-0280, XEP-0203, RFC 6120 §8.3.3.8): a message to one of
+/// bob's devices reaches his carbon-enabled other client as `<received/>`, a
+/// `<private/>` one does not; an unparsable `to` gets `jid-malformed`; a message kept
+/// while bob's client was away carries a `<delay/>` stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_get_received_carbons_jid_malformed_errors_and_delay_stamps() {
+    logs();
+    if !have_slixmpp() {
+        return;
+    }
+    let mut net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    let laptop = net.device("bob", "laptop").await.unwrap();
+    let phone = net.device("bob", "phone").await.unwrap();
+    let mut a = Slix::login("alice@example.org", PASSWORD, port(&alice)).await;
+    let mut b1 = Slix::login("bob@example.org", PASSWORD, port(&laptop)).await;
+    let mut b2 = Slix::login("bob@example.org", PASSWORD, port(&phone)).await;
+    b2.command(serde_json::json!({"carbons": true})).await;
+    assert!(
+        b2.wait(WAIT, |e| e["event"] == "carbons-enabled")
+            .await
+            .is_some()
+    );
+
+    // To bob's laptop only: the phone's client sees it as a received carbon.
+    a.message("bob@example.org/laptop", "for the laptop").await;
+    assert!(
+        b1.got("for the laptop", WAIT).await.is_some(),
+        "{:?}",
+        b1.seen
+    );
+    let carbon = b2
+        .wait(WAIT, |e| {
+            e["event"] == "carbon" && e["body"] == "for the laptop"
+        })
+        .await
+        .unwrap_or_else(|| panic!("no carbon: {:?}", b2.seen));
+    assert_eq!(carbon["kind"], "received");
+    assert_eq!(carbon["to"], "bob@example.org/laptop");
+    assert!(
+        carbon["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("alice@example.org/")
+    );
+    // A private message is not copied; the marker after it is.
+    a.command(serde_json::json!({"message": {"to": "bob@example.org/laptop", "body": "just us", "private": true}}))
+        .await;
+    a.message("bob@example.org/laptop", "marker").await;
+    assert!(b1.got("just us", WAIT).await.is_some());
+    assert!(
+        b2.wait(WAIT, |e| e["event"] == "carbon" && e["body"] == "marker")
+            .await
+            .is_some()
+    );
+    assert!(
+        !b2.seen.iter().any(|e| e["body"] == "just us"),
+        "a <private/> message reached another device: {:?}",
+        b2.seen
+    );
+    assert!(
+        !b2.seen
+            .iter()
+            .any(|e| e["event"] == "message" && e["body"] == "for the laptop"),
+        "the phone's client saw another device's message as its own"
+    );
+
+    // An address that is not a JID.
+    a.command(serde_json::json!({"raw": "<message to='not a jid@@' type='chat' id='bad1'><body>lost?</body></message>"}))
+        .await;
+    let err = a
+        .wait(WAIT, |e| e["event"] == "error")
+        .await
+        .unwrap_or_else(|| panic!("no error: {:?}", a.seen));
+    assert_eq!(err["condition"], "jid-malformed");
+
+    // Bob's laptop client goes away; what arrives meanwhile waits, stamped.
+    b1.quit().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.message("bob@example.org/laptop", "while you were away")
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut b1 = Slix::login("bob@example.org", PASSWORD, port(&laptop)).await;
+    let kept = b1
+        .got("while you were away", WAIT)
+        .await
+        .unwrap_or_else(|| panic!("not kept: {:?}", b1.seen));
+    let stamp = kept["delay"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no delay: {kept}"));
+    assert!(stamp.ends_with('Z') && stamp.len() == 20, "{stamp}");
+    assert!(!a.seen.iter().any(|e| e["body"] == "lost?"));
+    a.quit().await;
+    b1.quit().await;
+    b2.quit().await;
+}
+
+/// `xor-node demo --stay` hands the client ports to the user with no session of its
+/// own left behind: a message sent before the user's client logs in waits in the
+/// offline queue and reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_stay_leaves_no_hidden_session_to_swallow_messages() {
+    use tokio::io::AsyncBufReadExt;
+    if !have_slixmpp() {
+        return;
+    }
+    let mut demo = tokio::process::Command::new(xor_tests::daemon::xor_node_bin())
+        .args(["demo", "--stay"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut ports = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("the demo reaches --stay within 2 minutes")
+            .unwrap()
+            .expect("the demo keeps running");
+        // "      alice/laptop     client port 127.0.0.1:37341"
+        if let Some((label, addr)) = line.trim().split_once(" client port ") {
+            ports.insert(label.trim().to_owned(), addr.trim().to_owned());
+        }
+        if line.contains("still running") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let port = |label: &str| -> u16 {
+        let addr: std::net::SocketAddr = ports[label].parse().unwrap();
+        addr.port()
+    };
+    let mut bob = Slix::login("bob@example.org", PASSWORD, port("bob/phone")).await;
+    bob.message("alice@example.org/laptop", "sent before you logged in")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut alice = Slix::login("alice@example.org", PASSWORD, port("alice/laptop")).await;
+    assert!(
+        alice.got("sent before you logged in", WAIT).await.is_some(),
+        "the message went to a session the user does not see: {:?}",
+        alice.seen
+    );
+    alice.quit().await;
+    bob.quit().await;
+    let _ = demo.kill().await;
+}
