@@ -408,3 +408,82 @@ fn rand_id() -> u128 {
     static N: AtomicU64 = AtomicU64::new(1);
     N.fetch_add(1, Ordering::Relaxed) as u128
 }
+
+/// A device that crashed leaves its location record behind until it expires. Sending
+/// to its user must not stall on it: the live device gets the stanza after a bounded
+/// first-contact wait, and the dead one is then remembered and not tried again for a
+/// while (XEP-0415 with stale records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_device_does_not_stall_sending_to_its_user() {
+    let mut ca = TestCa::new(OVERLAY, 416);
+    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
+    cfg.kinds
+        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
+    let first = start(cfg).await.unwrap();
+    assert!(first.joined(Duration::from_secs(5)).await);
+    let boot = Some(first.local_addr());
+    let alice = device(&mut ca, "alice@a.example", "laptop", 0x2 << 120, boot).await;
+    let mut desk = device(&mut ca, "bob@b.example", "desk", 0x6 << 120, boot).await;
+    let phone = device(&mut ca, "bob@b.example", "phone", 0xa << 120, boot).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The phone dies without a word; its record stays in the overlay.
+    let phone_id = phone.node.overlay().node_id();
+    phone.node.kill();
+    assert_eq!(
+        alice
+            .node
+            .resolve(&jid("bob@b.example"))
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "the stale record is still there"
+    );
+    // Bounded by the first-contact wait (5 s), not by the overlay's transaction
+    // timeout (15 s) or the stream's (20 s).
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        alice
+            .node
+            .send(stanza::chat(&jid("bob@b.example"), "are you there?")),
+    )
+    .await
+    .expect("sending is bounded")
+    .expect("the live device gets it");
+    assert_eq!(report.delivered_to.len(), 1);
+    assert!(
+        drain(&mut desk, Duration::from_secs(2))
+            .await
+            .iter()
+            .any(|(b, _, _)| b == "are you there?")
+    );
+    // Once the attempt has failed, the dead device is not tried again for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = alice
+            .node
+            .send(stanza::chat(&jid("bob@b.example"), "still?"))
+            .await
+            .unwrap();
+        assert_eq!(report.delivered_to.len(), 1);
+        let remembered = alice
+            .node
+            .connect(xor_xmpp::resolve::Route {
+                jid: jid("bob@b.example"),
+                node: phone_id,
+                destinations: vec![Destination::Node(phone_id)],
+                priority: 10,
+            })
+            .await;
+        if let Err(why) = &remembered
+            && why.contains("not tried again")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failure is never remembered: {remembered:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -21,6 +21,12 @@ use crate::resolve::Route;
 
 /// How long an AppAttach plus the connection may take (the runtime gives up first).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a device that could not be reached is not tried again (its record may
+/// be stale: a crashed device's location lives until it expires). A stream from it
+/// clears this at once.
+pub(crate) const UNREACHABLE_HOLD: Duration = Duration::from_secs(60);
+/// Devices remembered as unreachable, at most.
+const UNREACHABLE_MAX: usize = 4096;
 
 /// Requests to the hub.
 pub(crate) enum HubMsg {
@@ -77,6 +83,8 @@ pub(crate) struct Hub {
     router: Router,
     streams: HashMap<NodeId, Vec<StreamEntry>>,
     expected: HashMap<NodeId, Expected>,
+    /// Devices whose last attempt failed: until when, and why.
+    unreachable: HashMap<NodeId, (tokio::time::Instant, String)>,
     next_id: u64,
     events: mpsc::Sender<XmppEvent>,
     reports_tx: mpsc::Sender<StreamReport>,
@@ -102,6 +110,7 @@ impl Hub {
             settings,
             streams: HashMap::new(),
             expected: HashMap::new(),
+            unreachable: HashMap::new(),
             next_id: 1,
             events,
             reports_tx,
@@ -186,6 +195,7 @@ impl Hub {
             }
             HubMsg::Stream(s) => self.stream(s),
             HubMsg::AttachFailed { node, why } => {
+                self.remember_unreachable(node, &why);
                 if let Some(exp) = self.expected.remove(&node) {
                     for w in exp.waiters {
                         let _ = w.send(Err(why.clone()));
@@ -223,6 +233,18 @@ impl Hub {
         if let Some(exp) = self.expected.get_mut(&route.node) {
             exp.waiters.push(reply);
             return;
+        }
+        let now = tokio::time::Instant::now();
+        if let Some((until, why)) = self.unreachable.get(&route.node) {
+            if *until > now {
+                let left = until.duration_since(now).as_secs();
+                let _ = reply.send(Err(format!(
+                    "{why} (device {} not tried again for {left} s)",
+                    route.node
+                )));
+                return;
+            }
+            self.unreachable.remove(&route.node);
         }
         self.expected.insert(
             route.node,
@@ -291,6 +313,7 @@ impl Hub {
     async fn report(&mut self, report: StreamReport) {
         match report {
             StreamReport::Up { id, device, tx } => {
+                self.unreachable.remove(&device.node);
                 if let Some(exp) = self.expected.remove(&device.node) {
                     for w in exp.waiters {
                         let _ = w.send(Ok(device.clone()));
@@ -346,11 +369,26 @@ impl Hub {
             .map(|(n, _)| *n)
             .collect();
         for node in late {
+            self.remember_unreachable(node, "the device did not connect in time");
             if let Some(exp) = self.expected.remove(&node) {
                 for w in exp.waiters {
                     let _ = w.send(Err("the device did not connect in time".into()));
                 }
             }
         }
+        self.unreachable.retain(|_, (until, _)| *until > now);
+    }
+
+    /// Remembers that `node` could not be reached (see [`UNREACHABLE_HOLD`]).
+    fn remember_unreachable(&mut self, node: NodeId, why: &str) {
+        if self.unreachable.len() >= UNREACHABLE_MAX {
+            let now = tokio::time::Instant::now();
+            self.unreachable.retain(|_, (until, _)| *until > now);
+            if self.unreachable.len() >= UNREACHABLE_MAX {
+                return;
+            }
+        }
+        let until = tokio::time::Instant::now() + UNREACHABLE_HOLD;
+        self.unreachable.insert(node, (until, why.to_owned()));
     }
 }

@@ -183,6 +183,11 @@ pub enum XmppError {
 
 /// How long a send waits for room in a stream's queue before giving that device up.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
+/// How long a send waits for a first connection to a device. A device whose record
+/// outlived it (a crash) does not answer: the others get the stanza after this at
+/// most, the attempt goes on in the background (the next stanza finds the stream if
+/// it came), and a failed device is not tried again for a minute.
+pub const FIRST_CONTACT: Duration = Duration::from_secs(5);
 /// Attempts at the first registration, and the delay after the first failure (it
 /// grows by itself each time).
 const REGISTER_ATTEMPTS: u32 = 5;
@@ -467,6 +472,7 @@ impl XmppNode {
     async fn connect_all(&self, routes: Vec<Route>) -> Vec<Result<Device, String>> {
         let mut waits = Vec::new();
         for route in routes {
+            let node = route.node;
             let (reply, rx) = oneshot::channel();
             if self
                 .hub
@@ -476,11 +482,18 @@ impl XmppNode {
             {
                 return vec![Err("stopped".into())];
             }
-            waits.push(rx);
+            waits.push((node, rx));
         }
+        // In parallel, each bounded by FIRST_CONTACT.
+        let deadline = tokio::time::Instant::now() + FIRST_CONTACT;
         let mut out = Vec::new();
-        for w in waits {
-            out.push(w.await.unwrap_or_else(|_| Err("stopped".into())));
+        for (node, w) in waits {
+            out.push(match tokio::time::timeout_at(deadline, w).await {
+                Ok(r) => r.unwrap_or_else(|_| Err("stopped".into())),
+                Err(_) => Err(format!(
+                    "device {node} did not answer within {FIRST_CONTACT:?} (still trying)"
+                )),
+            });
         }
         out
     }
