@@ -487,3 +487,70 @@ async fn a_crashed_device_does_not_stall_sending_to_its_user() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// XEP-0415 address forwarding: juliet's device stores "to contact me, dereference
+/// romeo@…"; a sender resolves through it, and the stanza goes to romeo's devices;
+/// juliet's periodic refresh stores the forward again, never her route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_is_followed_by_senders_and_kept_by_the_refresh_xep0415() {
+    let mut ca = TestCa::new(OVERLAY, 417);
+    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
+    cfg.kinds
+        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
+    let first = start(cfg).await.unwrap();
+    assert!(first.joined(Duration::from_secs(5)).await);
+    let boot = Some(first.local_addr());
+    let alice = device(&mut ca, "alice@a.example", "laptop", 0x2 << 120, boot).await;
+    let mut romeo = device(&mut ca, "romeo@m.example", "phone", 0x6 << 120, boot).await;
+    // Juliet refreshes her record every 2.4 s (80 % of 3 s).
+    let mut cfg = xmpp_config(
+        &mut ca,
+        "juliet@c.example",
+        "tablet",
+        NodeId(0xa << 120),
+        boot,
+        3,
+    );
+    cfg.registration_lifetime = Duration::from_secs(3);
+    let juliet = XmppNode::start(cfg).await.unwrap();
+    juliet
+        .register_forward(&jid("romeo@m.example"))
+        .await
+        .unwrap();
+
+    let report = alice
+        .node
+        .send(stanza::chat(
+            &jid("juliet@c.example"),
+            "for juliet, via romeo",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        report
+            .delivered_to
+            .iter()
+            .map(|d| d.jid.to_string())
+            .collect::<Vec<_>>(),
+        vec!["romeo@m.example/phone".to_owned()]
+    );
+    assert!(
+        drain(&mut romeo, Duration::from_secs(2))
+            .await
+            .iter()
+            .any(|(b, _, _)| b == "for juliet, via romeo")
+    );
+    // Several refreshes later the record still forwards.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let routes = alice.node.resolve(&jid("juliet@c.example")).await.unwrap();
+    assert!(!routes.is_empty());
+    assert!(
+        routes.iter().all(|r| r.jid == jid("romeo@m.example")),
+        "the refresh replaced the forward: {routes:?}"
+    );
+    // Ending the forward stores the route again.
+    juliet.clear_forward().await.unwrap();
+    let routes = alice.node.resolve(&jid("juliet@c.example")).await.unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].jid, jid("juliet@c.example"));
+}

@@ -38,7 +38,9 @@ pub(crate) enum HubMsg {
     /// Fan `stanza` out to the connected devices of `recipient` (a bare JID).
     Dispatch {
         stanza: Element,
-        recipient: Jid,
+        /// The bare JIDs whose devices get it: the addressee's, or those its
+        /// location record forwards to (XEP-0415 `xmpp_location_address`).
+        recipients: Vec<Jid>,
         reply: oneshot::Sender<Vec<Outgoing>>,
     },
     /// Connected devices.
@@ -162,13 +164,13 @@ impl Hub {
             HubMsg::Ensure { route, reply } => self.ensure(route, reply),
             HubMsg::Dispatch {
                 stanza,
-                recipient,
+                recipients: users,
                 reply,
             } => {
                 let recipients: Vec<Device> = self
                     .devices()
                     .into_iter()
-                    .filter(|d| d.jid.bare() == recipient)
+                    .filter(|d| users.contains(&d.jid.bare()))
                     .collect();
                 let own = self.own();
                 let origin = self.origin.clone();

@@ -221,6 +221,8 @@ pub struct XmppNode {
     cfg: Arc<XmppConfig>,
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     resolved: Arc<Mutex<RouteCache>>,
+    /// The address this device forwards its user to, if it does.
+    forward: Arc<std::sync::Mutex<Option<Jid>>>,
 }
 
 impl std::fmt::Debug for HubMsg {
@@ -317,6 +319,7 @@ impl XmppNode {
             cfg: cfg.clone(),
             tasks: Arc::new(std::sync::Mutex::new(Vec::new())),
             resolved: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            forward: Arc::new(std::sync::Mutex::new(None)),
         };
         let mut tasks = vec![tokio::spawn(hub.run(hub_rx, reports_rx))];
         if let Some(mut streams) = overlay.take_app_streams() {
@@ -369,6 +372,9 @@ impl XmppNode {
     /// learnable via other mechanisms, such as being stored in the overlay by a
     /// usage"; XEP-0415's `destination_list`).
     pub fn own_location(&self) -> XmppLocation {
+        if let Some(to) = self.forward.lock().ok().and_then(|f| f.clone()) {
+            return XmppLocation::Address(to.bare_str());
+        }
         let me = Destination::Node(self.overlay.node_id());
         let destinations = match self.overlay.state() {
             JoinState::Client { peer } => vec![Destination::Node(peer), me],
@@ -405,8 +411,20 @@ impl XmppNode {
 
     /// Forwards this user to another address from this device (XEP-0415: "in order to
     /// contact me, dereference this XMPP address"), replacing the device's route.
+    /// The forward is kept: the periodic refresh stores it again, not a route.
     pub async fn register_forward(&self, to: &Jid) -> Result<(), XmppError> {
-        self.register(XmppLocation::Address(to.bare_str())).await
+        if let Ok(mut f) = self.forward.lock() {
+            *f = Some(to.bare());
+        }
+        self.register(self.own_location()).await
+    }
+
+    /// Stops forwarding: this device's route is stored again.
+    pub async fn clear_forward(&self) -> Result<(), XmppError> {
+        if let Ok(mut f) = self.forward.lock() {
+            *f = None;
+        }
+        self.register(self.own_location()).await
     }
 
     /// The devices of `jid`, by priority (lowest first).
@@ -533,12 +551,18 @@ impl XmppNode {
         if stanza.name() == "message"
             && let Ok(own) = self.routes_to(&self.me.bare()).await
         {
-            let me = self.overlay.node_id();
-            self.connect_all(own.into_iter().filter(|r| r.node != me).collect())
-                .await;
+            self.connect_all(self.own_routes(own)).await;
         }
+        let mut users = vec![recipient.clone()];
         if recipient != self.me.bare() {
             let routes = self.routes_to(&recipient).await?;
+            // A forward (XEP-0415 `xmpp_location_address`) names other users: their
+            // devices are the recipients.
+            for r in &routes {
+                if !users.contains(&r.jid) {
+                    users.push(r.jid.clone());
+                }
+            }
             for r in self.connect_all(routes).await {
                 if let Err(e) = r {
                     why.push_str(&e);
@@ -550,7 +574,7 @@ impl XmppNode {
         self.hub
             .send(HubMsg::Dispatch {
                 stanza,
-                recipient: recipient.clone(),
+                recipients: users,
                 reply,
             })
             .await
@@ -600,12 +624,21 @@ impl XmppNode {
         rx.await.unwrap_or_default()
     }
 
+    /// This user's other devices among `routes` (a forward from this user's JID leads
+    /// to someone else's devices, which are not "own").
+    fn own_routes(&self, routes: Vec<Route>) -> Vec<Route> {
+        let me = self.overlay.node_id();
+        let bare = self.me.bare();
+        routes
+            .into_iter()
+            .filter(|r| r.node != me && r.jid == bare)
+            .collect()
+    }
+
     /// Connects to this user's other devices now.
     pub async fn connect_own_devices(&self) {
         if let Ok(routes) = self.resolve(&self.me.bare()).await {
-            let me = self.overlay.node_id();
-            let others: Vec<Route> = routes.into_iter().filter(|r| r.node != me).collect();
-            self.connect_all(others).await;
+            self.connect_all(self.own_routes(routes)).await;
         }
     }
 
