@@ -89,6 +89,29 @@ fn cert_err(e: impl std::fmt::Display) -> CaError {
 /// A user name a CA may certify: `local@domain`, UTF-8 without controls, spaces or the
 /// characters JIDs forbid, at most 1023 bytes per part (RFC 7622 §3.1); `Ok` gives the
 /// domain part.
+/// A user name as accounts and certificates hold it: the local part prepared with
+/// PRECIS UsernameCaseMapped (RFC 8265 §3.3, the preparation RFC 7622 gives JID
+/// localparts) and the domain lower-cased, so `Alice@Example.ORG` is
+/// `alice@example.org` — the form the XMPP usage's prepared JIDs compare against
+/// (XEP-0415 stores and looks up locations under the prepared bare JID).
+pub fn prepare_user_name(name: &str) -> Result<String, String> {
+    use precis_core::profile::Profile;
+    let (local, domain) = name
+        .split_once('@')
+        .ok_or_else(|| format!("{name:?} is not local@domain"))?;
+    let local = precis_profiles::UsernameCaseMapped::new()
+        .enforce(local)
+        .map_err(|e| format!("{name:?}: the local part is not a valid user name ({e:?})"))?;
+    let prepared = format!(
+        "{local}@{}",
+        domain.trim_end_matches('.').to_ascii_lowercase()
+    );
+    check_user_name(&prepared)?;
+    Ok(prepared)
+}
+
+/// Checks that `name` is `local@domain` with characters user names may hold, and
+/// returns its domain.
 pub fn check_user_name(name: &str) -> Result<&str, String> {
     let (local, domain) = name
         .split_once('@')
@@ -502,7 +525,8 @@ impl DomainCa {
     /// Issues a node certificate for the key in `csr` (PKCS#10 DER, signature checked):
     /// Node-ID URIs for `node_ids`, `user` as rfc822Name and xmppAddr, empty subject,
     /// serverAuth + clientAuth (§11.3). The CSR's own names are not copied: a name it
-    /// asks for must be `user`. `user` must be in this CA's domain.
+    /// asks for must be `user`. `user` must be in this CA's domain. Names are compared
+    /// and written prepared ([`prepare_user_name`]).
     pub fn issue_csr(
         &self,
         csr: &[u8],
@@ -510,6 +534,8 @@ impl DomainCa {
         node_ids: &[NodeId],
         validity: Validity,
     ) -> Result<Bytes, IssueError> {
+        let prepared = prepare_user_name(user).map_err(IssueError::UsernameNotAvailable)?;
+        let user = prepared.as_str();
         let domain = check_user_name(user).map_err(IssueError::UsernameNotAvailable)?;
         if !domain.eq_ignore_ascii_case(&self.domain) {
             return Err(IssueError::UsernameNotAvailable(format!(
@@ -524,7 +550,8 @@ impl DomainCa {
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr))
                 .map_err(|e| IssueError::BadCsr(e.to_string()))?;
         for requested in requested_names(&parsed) {
-            if requested != user {
+            // A request made with the name as the user typed it names the same user.
+            if prepare_user_name(&requested).ok().as_deref() != Some(user) {
                 return Err(IssueError::UsernameNotAvailable(format!(
                     "the request names {requested}, the account is {user}"
                 )));

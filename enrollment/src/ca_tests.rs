@@ -182,3 +182,41 @@ fn published_configurations_chain_and_carry_revocations() {
         .unwrap_err();
     assert!(matches!(err, IdentityError::RevokedCa(_)), "{err}");
 }
+
+#[test]
+fn user_names_are_prepared_for_certificates_and_accounts_precis() {
+    use crate::ca::prepare_user_name;
+    assert_eq!(
+        prepare_user_name("Alice@Example.ORG").unwrap(),
+        "alice@example.org"
+    );
+    assert_eq!(
+        prepare_user_name("ÉLODIE@example.org.").unwrap(),
+        "élodie@example.org"
+    );
+    for bad in [
+        "alice",
+        "@example.org",
+        "a b@example.org",
+        "al'ice@example.org",
+        "a@b@c",
+    ] {
+        assert!(prepare_user_name(bad).is_err(), "{bad}");
+    }
+    // A request made with the name as typed gets a certificate for the prepared name.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CaDir::init(&dir.path().join("ca"), OVERLAY, 30, NOW).unwrap();
+    let example = ca.create_domain("example.org", 30, NOW).unwrap();
+    let key = KeyPair::generate(&mut os_rng());
+    let csr = make_csr(&key, "Alice@Example.org").unwrap();
+    let cert = example
+        .issue_csr(
+            &csr,
+            "Alice@example.org",
+            &[NodeId(7)],
+            Validity::days_from(NOW, 30),
+        )
+        .unwrap();
+    let id = CertIdentity::parse(&cert, OVERLAY).unwrap();
+    assert_eq!(id.xmpp_addrs, vec!["alice@example.org".to_owned()]);
+}

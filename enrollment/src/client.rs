@@ -390,6 +390,9 @@ pub async fn enroll(
             reasons: "the configuration names no enrollment-server".into(),
         });
     }
+    // The server prepares the name (PRECIS) before anything else; so does the CSR.
+    let prepared = crate::ca::prepare_user_name(username).map_err(ClientError::Certificate)?;
+    let username = prepared.as_str();
     let key = KeyPair::generate(&mut os_rng());
     let csr = make_csr(&key, username).map_err(|e| ClientError::Certificate(e.to_string()))?;
     let client = http_client(s, None)?;

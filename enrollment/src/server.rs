@@ -382,6 +382,11 @@ async fn enroll(
     let (Some(username), Some(password)) = (form.username, form.password) else {
         return text(StatusCode::FORBIDDEN, "failed_authentication");
     };
+    // Accounts and certificates hold the prepared name (PRECIS): `Alice@example.org`
+    // enrolls as alice@example.org, whose xmppAddr matches her prepared JID.
+    let Ok(username) = crate::ca::prepare_user_name(&username) else {
+        return text(StatusCode::FORBIDDEN, "failed_authentication");
+    };
     // Failures are counted, not attempts: a guesser locks out its own address, and
     // the account's owner still gets in (hardening issue, defect 7).
     let source = peer.ip().to_string();

@@ -335,12 +335,13 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             match command {
                 AccountCommand::Set { user } => {
-                    xor_enrollment::ca::check_user_name(&user)?;
+                    let user = xor_enrollment::ca::prepare_user_name(&user)?;
                     file.set_password(&user, &password()?)
                         .map_err(|e| e.to_string())?;
                     println!("password of {user} set");
                 }
                 AccountCommand::Remove { user } => {
+                    let user = xor_enrollment::ca::prepare_user_name(&user)?;
                     if !file.remove(&user).map_err(|e| e.to_string())? {
                         return Err(format!("no account {user}"));
                     }
@@ -352,6 +353,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     dir,
                 } => {
                     use xor_enrollment::accounts::AccountStore;
+                    let user = xor_enrollment::ca::prepare_user_name(&user)?;
                     let ids = if node_ids.is_empty() {
                         file.node_ids(&user)
                     } else {

@@ -324,3 +324,24 @@ async fn a_game_joins_as_a_client_by_default_and_is_reached_through_its_peer() {
         .unwrap();
     assert_eq!(stored, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_name_typed_in_capitals_enrolls_as_the_prepared_jid() {
+    let net = DevNet::start(&["alice"]).await.unwrap();
+    let alice = net
+        .embed("alice")
+        .enroll("Alice@Example.ORG", xor_node::devnet::PASSWORD)
+        .start_overlay(true)
+        .start()
+        .await
+        .expect("the prepared name is the account");
+    // The certificate's xmppAddr is the prepared JID, so the device registers and is
+    // found under it.
+    assert_eq!(alice.jid().to_string(), "alice@example.org/game");
+    let routes = alice
+        .node()
+        .resolve(&xor_xmpp::Jid::parse("alice@example.org").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(routes.len(), 1);
+}
