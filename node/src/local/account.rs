@@ -15,6 +15,9 @@ use xor_xmpp::stanza::{self, Carbon};
 use xor_xmpp::stream::NS_CLIENT;
 
 mod presence;
+mod sync;
+
+pub use sync::NS_ROSTER_SYNC;
 
 use super::lock;
 use super::outbox::{Outbox, Process};
@@ -394,6 +397,9 @@ impl Account {
         }
         if el.name() == "presence" {
             self.subscription_in(el);
+            return;
+        }
+        if self.apply_sync(&el) {
             return;
         }
         self.deliver(el);

@@ -445,3 +445,53 @@ async fn demo_stay_leaves_no_hidden_session_to_swallow_messages() {
     bob.quit().await;
     let _ = demo.kill().await;
 }
+
+/// Rosters agree across a user's devices: bob approves alice on his laptop; when his
+/// phone's client comes online later, alice sees the phone too (RFC 6121 §3 across
+/// XEP-0415 devices).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_on_one_device_shows_every_device_to_the_contact() {
+    logs();
+    if !have_slixmpp() {
+        return;
+    }
+    let mut net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    let laptop = net.device("bob", "laptop").await.unwrap();
+    let phone = net.device("bob", "phone").await.unwrap();
+    let mut a = Slix::login("alice@example.org", PASSWORD, port(&alice)).await;
+    let b1 = Slix::login("bob@example.org", PASSWORD, port(&laptop)).await;
+    // Bob's laptop client approves (slixmpp's auto_authorize).
+    a.command(serde_json::json!({"subscribe": "bob@example.org"}))
+        .await;
+    let online = |resource: &'static str| {
+        move |e: &serde_json::Value| {
+            e["event"] == "presence"
+                && e["from"] == format!("bob@example.org/{resource}")
+                && e["type"] == "available"
+        }
+    };
+    assert!(
+        a.wait(WAIT, online("laptop")).await.is_some(),
+        "alice never saw the laptop: {:?}",
+        a.seen
+    );
+    // The phone learnt of the approval; its client comes online later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let contacts = phone.account().contacts();
+    assert!(
+        contacts
+            .iter()
+            .any(|(j, s)| j == "alice@example.org" && (*s == "from" || *s == "both")),
+        "the phone's roster: {contacts:?}"
+    );
+    let b2 = Slix::login("bob@example.org", PASSWORD, port(&phone)).await;
+    assert!(
+        a.wait(WAIT, online("phone")).await.is_some(),
+        "alice never saw bob's phone: {:?}",
+        a.seen
+    );
+    a.quit().await;
+    b1.quit().await;
+    b2.quit().await;
+}

@@ -67,6 +67,7 @@ impl Account {
                 &[("jid", &jid.bare_str()), ("subscription", "remove")],
             );
             gone.append_text_node(String::new());
+            self.sync_roster(&jid, None);
             gone
         } else {
             let name = item.attr("name").map(str::to_owned);
@@ -79,7 +80,10 @@ impl Account {
                 i.name = name;
                 i.groups = groups;
             }) {
-                Some(i) => i.element(),
+                Some(i) => {
+                    self.sync_roster(&jid, Some(&i));
+                    i.element()
+                }
                 None => {
                     return vec![stanza::stanza_error(
                         iq,
@@ -158,8 +162,9 @@ impl Account {
             }),
             _ => None,
         };
-        if let Some(i) = item {
+        if let Some(i) = &item {
             self.roster_push(i.element());
+            self.sync_roster(&bare, Some(i));
         }
         self.send_out(out);
         if kind == "subscribed" {
