@@ -337,6 +337,10 @@ impl Device {
             }
         };
         let account = Account::new(node.clone(), roster, fallback);
+        if opts.client.is_some() {
+            // Messages waiting for the user's client survive a restart.
+            account.keep_offline_in(opts.profile.join("offline.toml"));
+        }
         let local = match &opts.client {
             Some(c) => {
                 let tls =

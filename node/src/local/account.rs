@@ -3,7 +3,7 @@
 //! last presence, routes the client's stanzas into the overlay (or the C2S fallback)
 //! and hands stanzas from the overlay to the client's sessions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use minidom::Element;
@@ -14,6 +14,7 @@ use xor_xmpp::runtime::{XmppError, XmppNode};
 use xor_xmpp::stanza::{self, Carbon};
 use xor_xmpp::stream::NS_CLIENT;
 
+mod offline;
 mod presence;
 mod sync;
 
@@ -41,8 +42,7 @@ pub const FEATURES: &[&str] = &[
     "urn:ietf:params:xml:ns:xmpp-session",
 ];
 
-/// Messages kept for a client that is not connected.
-pub const OFFLINE_LIMIT: usize = 1000;
+pub use offline::{OFFLINE_BYTES, OFFLINE_LIMIT};
 /// Stanzas queued for one session before it counts as stuck.
 pub const SESSION_QUEUE: usize = 8192;
 
@@ -56,8 +56,7 @@ struct State {
     sessions: HashMap<u64, Session>,
     next: u64,
     presence: Option<Element>,
-    offline: VecDeque<Element>,
-    dropped_offline: u64,
+    offline: offline::OfflineQueue,
 }
 
 /// The local account.
@@ -159,6 +158,12 @@ impl Account {
             .collect()
     }
 
+    /// Keeps the messages waiting for a client in `path` (see
+    /// [`offline`](self::offline)), starting with what it already holds.
+    pub fn keep_offline_in(&self, path: std::path::PathBuf) {
+        lock(&self.state).offline = offline::OfflineQueue::load(path);
+    }
+
     /// The roster as TOML text (see [`Roster::to_toml`]).
     pub fn roster_toml(&self) -> Result<String, String> {
         lock(&self.roster).to_toml()
@@ -169,15 +174,12 @@ impl Account {
     pub fn attach(&self) -> (u64, mpsc::Receiver<Element>) {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let mut st = lock(&self.state);
-        while let Some(m) = st.offline.pop_front() {
+        let (kept, dropped) = st.offline.drain();
+        for m in kept {
             let _ = tx.try_send(m);
         }
-        if st.dropped_offline > 0 {
-            tracing::warn!(
-                dropped = st.dropped_offline,
-                "offline messages were dropped (queue full)"
-            );
-            st.dropped_offline = 0;
+        if dropped > 0 {
+            tracing::warn!(dropped, "offline messages were dropped (queue full)");
         }
         st.next += 1;
         let id = st.next;
@@ -208,11 +210,7 @@ impl Account {
         let mut st = lock(&self.state);
         if st.sessions.is_empty() {
             if el.name() == "message" {
-                if st.offline.len() >= OFFLINE_LIMIT {
-                    st.offline.pop_front();
-                    st.dropped_offline += 1;
-                }
-                st.offline.push_back(delayed(el, self.jid.domain()));
+                st.offline.push(&delayed(el, self.jid.domain()));
             }
             return;
         }

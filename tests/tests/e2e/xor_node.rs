@@ -495,3 +495,43 @@ async fn an_approval_on_one_device_shows_every_device_to_the_contact() {
     b1.quit().await;
     b2.quit().await;
 }
+
+/// Messages that arrive while the user's client is away survive a restart of the
+/// device (kept in the profile), and arrive stamped (XEP-0203).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_waiting_for_a_client_survive_a_restart() {
+    logs();
+    if !have_slixmpp() {
+        return;
+    }
+    let mut net = DevNet::start(&["alice", "bob"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    let opts = net.enroll("bob", "laptop").await.unwrap();
+    let bob = net.start_device(opts.clone()).await.unwrap();
+    alice
+        .node()
+        .send(stanza::chat(
+            &Jid::parse("bob@example.org").unwrap(),
+            "kept for you",
+        ))
+        .await
+        .unwrap();
+    let kept = opts.profile.join("offline.toml");
+    for _ in 0..50 {
+        if kept.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    xor_node::config::owner_only(&kept, "the offline queue").unwrap();
+    bob.shutdown().await;
+    let bob = Device::start(opts).await.unwrap();
+    let mut b = Slix::login("bob@example.org", PASSWORD, port(&bob)).await;
+    let got = b
+        .got("kept for you", WAIT)
+        .await
+        .unwrap_or_else(|| panic!("lost in the restart: {:?}", b.seen));
+    assert!(got["delay"].is_string(), "{got}");
+    b.quit().await;
+    assert!(!kept.exists(), "delivered: the file is gone");
+}
