@@ -554,3 +554,57 @@ async fn a_forward_is_followed_by_senders_and_kept_by_the_refresh_xep0415() {
     assert_eq!(routes.len(), 1);
     assert_eq!(routes[0].jid, jid("juliet@c.example"));
 }
+
+/// Direct streams are bounded: beyond `max_streams` other users' devices, the least
+/// preferred stream is closed; nothing is lost, the closed peer reconnects when it
+/// next sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_streams_are_bounded_and_nothing_is_lost() {
+    let mut ca = TestCa::new(OVERLAY, 418);
+    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
+    cfg.kinds
+        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
+    let first = start(cfg).await.unwrap();
+    assert!(first.joined(Duration::from_secs(5)).await);
+    let boot = Some(first.local_addr());
+    let mut cfg = xmpp_config(
+        &mut ca,
+        "alice@a.example",
+        "laptop",
+        NodeId(0x2 << 120),
+        boot,
+        2,
+    );
+    cfg.max_streams = 2;
+    let alice_node = XmppNode::start(cfg).await.unwrap();
+    let mut alice = Dev {
+        events: alice_node.events().await.unwrap(),
+        node: alice_node,
+    };
+    let mut others = Vec::new();
+    for (i, user) in ["bob@b.example", "carol@c.example", "dave@d.example"]
+        .iter()
+        .enumerate()
+    {
+        others.push(device(&mut ca, user, "phone", (0x4 + 2 * i as u128) << 120, boot).await);
+    }
+    for round in 0..2 {
+        for o in &others {
+            let body = format!("round {round} from {}", o.node.jid());
+            o.node
+                .send(stanza::chat(&jid("alice@a.example"), &body))
+                .await
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+        }
+        let got = drain(&mut alice, Duration::from_secs(3)).await;
+        for o in &others {
+            let body = format!("round {round} from {}", o.node.jid());
+            assert!(
+                got.iter().any(|(b, _, _)| *b == body),
+                "lost: {body}; got {got:?}"
+            );
+        }
+        let open = alice.node.devices().await.len();
+        assert!(open <= 2, "{open} streams open");
+    }
+}

@@ -70,10 +70,15 @@ struct StreamEntry {
     id: u64,
     device: Device,
     tx: mpsc::Sender<Element>,
+    /// The route priority it was opened for (`u8::MAX` when the peer opened it).
+    priority: u8,
+    /// Last stanza sent or received.
+    used: tokio::time::Instant,
 }
 
 struct Expected {
     jid: Jid,
+    priority: u8,
     waiters: Vec<oneshot::Sender<Result<Device, String>>>,
     deadline: tokio::time::Instant,
 }
@@ -181,7 +186,8 @@ impl Hub {
                     .send
                     .into_iter()
                     .filter_map(|(node, stanza)| {
-                        let entry = self.streams.get(&node).and_then(|v| v.first())?;
+                        let entry = self.streams.get_mut(&node).and_then(|v| v.first_mut())?;
+                        entry.used = tokio::time::Instant::now();
                         Some(Outgoing {
                             carbon: !recipients.iter().any(|d| d.node == node),
                             device: entry.device.clone(),
@@ -252,6 +258,7 @@ impl Hub {
             route.node,
             Expected {
                 jid: route.jid.clone(),
+                priority: route.priority,
                 waiters: vec![reply],
                 deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
             },
@@ -316,7 +323,9 @@ impl Hub {
         match report {
             StreamReport::Up { id, device, tx } => {
                 self.unreachable.remove(&device.node);
+                let mut priority = u8::MAX;
                 if let Some(exp) = self.expected.remove(&device.node) {
+                    priority = exp.priority;
                     for w in exp.waiters {
                         let _ = w.send(Ok(device.clone()));
                     }
@@ -329,12 +338,19 @@ impl Hub {
                         id,
                         device: device.clone(),
                         tx,
+                        priority,
+                        used: tokio::time::Instant::now(),
                     });
                 if first {
-                    let _ = self.events.send(XmppEvent::DeviceConnected(device)).await;
+                    let _ = self
+                        .events
+                        .send(XmppEvent::DeviceConnected(device.clone()))
+                        .await;
                 }
+                self.bound_streams(device.node).await;
             }
             StreamReport::Stanza { device, stanza } => {
+                self.touch(device.node);
                 let own = self.own();
                 let plan = self.router.incoming(stanza, &device, &own);
                 for (node, el) in plan.send {
@@ -379,6 +395,50 @@ impl Hub {
             }
         }
         self.unreachable.retain(|_, (until, _)| *until > now);
+    }
+
+    fn touch(&mut self, node: NodeId) {
+        if let Some(e) = self.streams.get_mut(&node).and_then(|v| v.first_mut()) {
+            e.used = tokio::time::Instant::now();
+        }
+    }
+
+    /// Over `max_streams` other users' devices: closes the least preferred (highest
+    /// route priority, then least recently used), never `keep` (just opened) nor one
+    /// of this user's own devices. Dropping the hub's sender ends the stream with a
+    /// clean close once in-flight sends are done; the peer opens a new one when it
+    /// next has something to say.
+    async fn bound_streams(&mut self, keep: NodeId) {
+        let bare = self.me.bare();
+        loop {
+            let others: Vec<(NodeId, u8, tokio::time::Instant)> = self
+                .streams
+                .iter()
+                .filter_map(|(n, v)| v.first().map(|e| (*n, e)))
+                .filter(|(_, e)| e.device.jid.bare() != bare)
+                .map(|(n, e)| (n, e.priority, e.used))
+                .collect();
+            if others.len() <= self.settings.max_streams {
+                return;
+            }
+            let Some(victim) = others
+                .iter()
+                .filter(|(n, _, _)| *n != keep)
+                .max_by_key(|(n, priority, used)| (*priority, std::cmp::Reverse(*used), *n))
+                .map(|(n, _, _)| *n)
+            else {
+                return;
+            };
+            if let Some(v) = self.streams.remove(&victim)
+                && let Some(e) = v.into_iter().next()
+            {
+                tracing::debug!(device = %e.device.jid, "too many direct streams; closed the least preferred");
+                let _ = self
+                    .events
+                    .send(XmppEvent::DeviceDisconnected(e.device))
+                    .await;
+            }
+        }
     }
 
     /// Remembers that `node` could not be reached (see [`UNREACHABLE_HOLD`]).

@@ -72,6 +72,11 @@ pub struct XmppConfig {
     pub own_devices_refresh: Duration,
     /// Largest stanza accepted on a stream.
     pub max_stanza: usize,
+    /// Other users' devices with an open direct stream, at most. Beyond it the stream
+    /// to a device of another user that is least preferred (highest route priority,
+    /// XEP-0415: only those "MUST be considered for closing as redundant") and then
+    /// least recently used is closed; the user's own devices are never closed.
+    pub max_streams: usize,
     /// Whitespace keep-alive interval; a stream silent for three is closed.
     pub keepalive: Duration,
     /// Forwards followed when resolving.
@@ -104,6 +109,7 @@ impl XmppConfig {
             registration_lifetime: Duration::from_secs(3600),
             own_devices_refresh: Duration::from_secs(30),
             max_stanza: 256 * 1024,
+            max_streams: 256,
             keepalive: Duration::from_secs(30),
             max_forwards: 4,
             join_timeout: Duration::from_secs(30),
@@ -283,6 +289,7 @@ impl XmppNode {
             max_stanza: cfg.max_stanza,
             keepalive: cfg.keepalive,
             handshake_timeout: Duration::from_secs(10),
+            max_streams: cfg.max_streams,
         };
         // XEP-0359 ids: the device's Node-ID (unique in the overlay) and a random part,
         // so two devices never mint the same id.

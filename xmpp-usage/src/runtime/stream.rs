@@ -32,6 +32,9 @@ pub(crate) enum Role {
     Responder,
 }
 
+/// How long a stream this end closed waits for the peer's close (RFC 6120 §4.4).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// What a stream reports to the hub.
 #[derive(Debug)]
 pub(crate) enum StreamReport {
@@ -58,6 +61,8 @@ pub(crate) struct StreamSettings {
     pub(crate) max_stanza: usize,
     pub(crate) keepalive: Duration,
     pub(crate) handshake_timeout: Duration,
+    /// Devices with an open stream, at most (see the hub).
+    pub(crate) max_streams: usize,
 }
 
 type Conn = XmlIo<LinkStream>;
@@ -243,6 +248,10 @@ pub(crate) async fn run(
     let mut keepalive = tokio::time::interval(settings.keepalive);
     keepalive.tick().await;
     let mut last_read = tokio::time::Instant::now();
+    // After this end closes (RFC 6120 §4.4), it keeps reading until the peer closes
+    // too, for at most CLOSE_WAIT: stanzas the peer sent before it saw the close are
+    // still delivered.
+    let mut closing: Option<tokio::time::Instant> = None;
     let reason = loop {
         // Hand over everything parsed so far.
         while let Some(ev) = conn.parser.poll() {
@@ -274,7 +283,16 @@ pub(crate) async fn run(
                     }
                 },
                 StreamEvent::Close => {
-                    let _ = conn.write(writer::close()).await;
+                    if closing.is_none() {
+                        // Stanzas already handed to this stream go out before our
+                        // close: the peer reads until it sees it.
+                        while let Ok(el) = out.try_recv() {
+                            if conn.write(&writer::element(&el)).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = conn.write(writer::close()).await;
+                    }
                     let _ = conn.io.shutdown().await;
                     let _ = hub
                         .send(StreamReport::Down {
@@ -299,7 +317,7 @@ pub(crate) async fn run(
                     }
                 }
             },
-            next = out.recv() => match next {
+            next = out.recv(), if closing.is_none() => match next {
                 Some(el) => {
                     if let Err(e) = conn.write(&writer::element(&el)).await {
                         break format!("write failed: {e}");
@@ -307,10 +325,15 @@ pub(crate) async fn run(
                 }
                 None => {
                     // The hub closed this stream (redundant, or shutting down).
-                    let _ = conn.write(writer::close()).await;
-                    let _ = conn.io.shutdown().await;
-                    break "closed".to_owned();
+                    if conn.write(writer::close()).await.is_err() {
+                        break "closed".to_owned();
+                    }
+                    closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
                 }
+            },
+            _ = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
+                let _ = conn.io.shutdown().await;
+                break "closed".to_owned();
             },
             _ = keepalive.tick() => {
                 if last_read.elapsed() > settings.keepalive * 3 {
