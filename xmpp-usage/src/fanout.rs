@@ -145,9 +145,32 @@ impl Router {
     /// A stanza that arrived on the stream from `from` (already checked to speak for
     /// its `from`). `own` are this user's other connected devices.
     pub fn incoming(&mut self, stanza: Element, from: &Device, own: &[Device]) -> Plan {
+        self.incoming_from(stanza, from, own, &[])
+    }
+
+    /// [`Router::incoming`], knowing which devices this one has a direct stream to.
+    ///
+    /// A `received` carbon of a message to this user's bare JID is a second path for
+    /// a message the sender also sends to this device directly (XEP-0415: to every
+    /// connected device). When the sender's device is `connected`, the direct copy
+    /// comes over that ordered stream and the carbon is ignored: under load a carbon
+    /// can lag behind by more than the duplicate window and would then arrive again,
+    /// out of order (RFC 6120 §10.1). When it is not connected, the carbon is how the
+    /// message gets here.
+    pub fn incoming_from(
+        &mut self,
+        stanza: Element,
+        from: &Device,
+        own: &[Device],
+        connected: &[Device],
+    ) -> Plan {
         let own_device = from.jid.bare() == self.me.bare();
         if own_device && let Some((kind, inner)) = stanza::unwrap_carbon(&stanza) {
             let sender = stanza::from(&inner).unwrap_or_else(|| from.jid.clone());
+            let to_all = stanza::to(&inner).is_none_or(|t| t.is_bare());
+            if kind == Carbon::Received && to_all && connected.iter().any(|d| d.jid == sender) {
+                return Plan::default();
+            }
             if self.duplicate(&sender, &inner) {
                 return Plan::default();
             }
@@ -286,6 +309,37 @@ mod tests {
         let mut h = stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "news");
         stanza::set_attr(&mut h, "type", "headline");
         assert_eq!(r.outgoing(h, &juliet, &own, || "h".into()).send.len(), 1);
+    }
+
+    #[test]
+    fn a_carbon_of_a_bare_jid_message_is_ignored_when_the_sender_is_connected() {
+        let romeo = dev(7, "romeo@m.lit/phone");
+        let mut a = Router::new(Jid::parse("juliet@c.lit/a").unwrap());
+        let mut b = Router::new(Jid::parse("juliet@c.lit/b").unwrap());
+        let (da, db) = (dev(1, "juliet@c.lit/a"), dev(2, "juliet@c.lit/b"));
+        let mut m = stanza::chat(&Jid::parse("juliet@c.lit").unwrap(), "hi");
+        stanza::set_attr(&mut m, "from", "romeo@m.lit/phone");
+        stanza::ensure_origin_id(&mut m, || "x".into());
+        let carbon = a
+            .incoming(m.clone(), &romeo, std::slice::from_ref(&db))
+            .send[0]
+            .1
+            .clone();
+        let both = [da.clone(), romeo.clone()];
+        // b has a stream to romeo: the carbon is ignored, the direct copy delivered.
+        let p = b.incoming_from(carbon.clone(), &da, std::slice::from_ref(&da), &both);
+        assert_eq!(p, Plan::default());
+        let p = b.incoming_from(m, &romeo, std::slice::from_ref(&da), &both);
+        assert!(p.deliver.is_some(), "the direct copy is not a duplicate");
+        // Without a stream to romeo, the carbon is how the message arrives.
+        let mut c = Router::new(Jid::parse("juliet@c.lit/c").unwrap());
+        let p = c.incoming_from(
+            carbon,
+            &da,
+            std::slice::from_ref(&da),
+            std::slice::from_ref(&da),
+        );
+        assert!(p.deliver.is_some());
     }
 
     #[test]

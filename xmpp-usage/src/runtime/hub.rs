@@ -352,7 +352,8 @@ impl Hub {
             StreamReport::Stanza { device, stanza } => {
                 self.touch(device.node);
                 let own = self.own();
-                let plan = self.router.incoming(stanza, &device, &own);
+                let connected = self.devices();
+                let plan = self.router.incoming_from(stanza, &device, &own, &connected);
                 for (node, el) in plan.send {
                     self.send_to(node, el);
                 }
