@@ -137,3 +137,19 @@ pub(crate) fn profile(
         config: fetched.verified.config,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savedata_beyond_its_limit_is_refused_before_it_is_read() {
+        let over = vec![b'#'; MAX_SAVEDATA + 1];
+        let err = Savedata::from_bytes(&over).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        // At the limit it is read (and this text is no savedata).
+        let at = vec![b'#'; MAX_SAVEDATA];
+        let err = Savedata::from_bytes(&at).unwrap_err();
+        assert!(!err.contains("larger than"), "{err}");
+    }
+}

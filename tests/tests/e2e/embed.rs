@@ -131,6 +131,24 @@ async fn two_players_subscribe_chat_and_see_presence_and_devices() {
             .await,
         Err(ChatError::Invalid(_))
     ));
+    // At the limits: a body of MAX_BODY bytes goes through; a longer status does not.
+    let big = "y".repeat(xor_node::embed::MAX_BODY);
+    alice.send_message("bob@example.org", &big).await.unwrap();
+    expect(
+        &bob,
+        "the largest body",
+        |e| matches!(e, ChatEvent::Message { body, .. } if body.len() == xor_node::embed::MAX_BODY),
+    )
+    .await;
+    assert!(matches!(
+        alice
+            .set_presence(
+                Show::Online,
+                Some(&"s".repeat(xor_node::embed::MAX_STATUS + 1))
+            )
+            .await,
+        Err(ChatError::Invalid(_))
+    ));
 
     // Bob leaves: alice sees him go offline.
     bob.shutdown().await.unwrap();

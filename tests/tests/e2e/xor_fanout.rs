@@ -65,6 +65,16 @@ async fn drain(d: &mut Dev, wait: Duration) -> Vec<(String, Option<Carbon>, Stri
     out
 }
 
+/// The overlay's first node: a plain peer that knows the XMPP-LOCATION Kind.
+async fn first_peer(ca: &mut TestCa) -> Overlay {
+    let mut cfg = loopback_config(ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
+    cfg.kinds
+        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
+    let first = start(cfg).await.unwrap();
+    assert!(first.joined(Duration::from_secs(5)).await);
+    first
+}
+
 fn jid(s: &str) -> Jid {
     Jid::parse(s).unwrap()
 }
@@ -73,11 +83,7 @@ fn jid(s: &str) -> Jid {
 async fn xor_fanout_to_every_device() {
     let mut ca = TestCa::new(OVERLAY, 415);
     // Four plain overlay peers first, then six devices: ten nodes.
-    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
-    cfg.kinds
-        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
-    let first = start(cfg).await.unwrap();
-    assert!(first.joined(Duration::from_secs(5)).await);
+    let first = first_peer(&mut ca).await;
     let boot = Some(first.local_addr());
     let mut peers = vec![first];
     for i in 1..4u128 {
@@ -416,11 +422,7 @@ fn rand_id() -> u128 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_device_does_not_stall_sending_to_its_user() {
     let mut ca = TestCa::new(OVERLAY, 416);
-    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
-    cfg.kinds
-        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
-    let first = start(cfg).await.unwrap();
-    assert!(first.joined(Duration::from_secs(5)).await);
+    let first = first_peer(&mut ca).await;
     let boot = Some(first.local_addr());
     let alice = device(&mut ca, "alice@a.example", "laptop", 0x2 << 120, boot).await;
     let mut desk = device(&mut ca, "bob@b.example", "desk", 0x6 << 120, boot).await;
@@ -494,11 +496,7 @@ async fn a_crashed_device_does_not_stall_sending_to_its_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_is_followed_by_senders_and_kept_by_the_refresh_xep0415() {
     let mut ca = TestCa::new(OVERLAY, 417);
-    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
-    cfg.kinds
-        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
-    let first = start(cfg).await.unwrap();
-    assert!(first.joined(Duration::from_secs(5)).await);
+    let first = first_peer(&mut ca).await;
     let boot = Some(first.local_addr());
     let alice = device(&mut ca, "alice@a.example", "laptop", 0x2 << 120, boot).await;
     let mut romeo = device(&mut ca, "romeo@m.example", "phone", 0x6 << 120, boot).await;
@@ -561,11 +559,7 @@ async fn a_forward_is_followed_by_senders_and_kept_by_the_refresh_xep0415() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_streams_are_bounded_and_nothing_is_lost() {
     let mut ca = TestCa::new(OVERLAY, 418);
-    let mut cfg = loopback_config(&mut ca, "peer0@peers.example", NodeId(1 << 120), None, 1);
-    cfg.kinds
-        .insert(xmpp_location_kind(XMPP_LOCATION, 64, 1024));
-    let first = start(cfg).await.unwrap();
-    assert!(first.joined(Duration::from_secs(5)).await);
+    let first = first_peer(&mut ca).await;
     let boot = Some(first.local_addr());
     let mut cfg = xmpp_config(
         &mut ca,

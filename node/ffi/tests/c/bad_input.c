@@ -64,6 +64,9 @@ int main(int argc, char **argv) {
     expect("bootstrap: invalid UTF-8", xor_options_bootstrap(o, bad_utf8, sizeof bad_utf8), XOR_STATUS_ERR_UTF8);
     expect("callback NULL", xor_options_callback(o, NULL, NULL, S("t")), XOR_STATUS_ERR_NULL);
     expect("event capacity 0", xor_options_event_capacity(o, 0), XOR_STATUS_ERR_INVALID);
+    expect("event capacity over the limit", xor_options_event_capacity(o, (1u << 20) + 1), XOR_STATUS_ERR_INVALID);
+    expect("event capacity at the limit", xor_options_event_capacity(o, 1u << 20), XOR_STATUS_OK);
+    expect("event capacity back to 4096", xor_options_event_capacity(o, 4096), XOR_STATUS_OK);
     expect("enroll NULL password", xor_options_enroll(o, S("alice@example.org"), NULL, 3), XOR_STATUS_ERR_NULL);
     expect("start without credentials", xor_start(o, &chat), XOR_STATUS_ERR_CONFIG);
     expect("options_new spare", xor_options_new(S(overlay), &spare), XOR_STATUS_OK);
