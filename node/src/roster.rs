@@ -37,6 +37,16 @@ impl Subscription {
         }
     }
 
+    /// The state an attribute names (`none` for anything else).
+    pub fn from_attr(s: &str) -> Subscription {
+        match s {
+            "to" => Subscription::To,
+            "from" => Subscription::From,
+            "both" => Subscription::Both,
+            _ => Subscription::None,
+        }
+    }
+
     /// Whether the contact may see our presence.
     pub fn they_see_us(self) -> bool {
         matches!(self, Subscription::From | Subscription::Both)

@@ -102,12 +102,7 @@ impl Contact {
 
     /// A contact from a roster push's `<item/>`.
     pub(crate) fn from_item(item: &Element) -> Option<Contact> {
-        let subscription = match item.attr("subscription")? {
-            "to" => Subscription::To,
-            "from" => Subscription::From,
-            "both" => Subscription::Both,
-            _ => Subscription::None,
-        };
+        let subscription = Subscription::from_attr(item.attr("subscription")?);
         Some(Contact {
             jid: Jid::parse(item.attr("jid")?).ok()?,
             subscription,
@@ -309,10 +304,12 @@ impl Chat {
 
     /// The roster.
     pub fn contacts(&self) -> Vec<Contact> {
-        let text = self.inner.account.roster_toml().unwrap_or_default();
-        crate::roster::Roster::from_toml(&text)
-            .map(|r| r.items().filter_map(Contact::from_roster).collect())
-            .unwrap_or_default()
+        self.inner
+            .account
+            .roster_items()
+            .iter()
+            .filter_map(Contact::from_roster)
+            .collect()
     }
 
     /// The devices `contact` has registered, each tried for a direct stream now

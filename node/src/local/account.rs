@@ -158,6 +158,11 @@ impl Account {
             .collect()
     }
 
+    /// The roster's contacts, whole.
+    pub fn roster_items(&self) -> Vec<crate::roster::Item> {
+        lock(&self.roster).items().cloned().collect()
+    }
+
     /// Keeps the messages waiting for a client in `path` (see
     /// [`offline`](self::offline)), starting with what it already holds.
     pub fn keep_offline_in(&self, path: std::path::PathBuf) {

@@ -313,6 +313,20 @@ async fn clients_get_received_carbons_jid_malformed_errors_and_delay_stamps() {
     let mut a = Slix::login("alice@example.org", PASSWORD, port(&alice)).await;
     let mut b1 = Slix::login("bob@example.org", PASSWORD, port(&laptop)).await;
     let mut b2 = Slix::login("bob@example.org", PASSWORD, port(&phone)).await;
+    // Carbons travel over the stream between bob's two devices, which they open to
+    // each other at start; wait for it.
+    for _ in 0..100 {
+        if laptop
+            .node()
+            .devices()
+            .await
+            .iter()
+            .any(|d| d.jid.to_string() == "bob@example.org/phone")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     b2.command(serde_json::json!({"carbons": true})).await;
     assert!(
         b2.wait(WAIT, |e| e["event"] == "carbons-enabled")

@@ -50,15 +50,6 @@ fn sync_element(jid: &str, item: Option<&Item>) -> Element {
     el
 }
 
-fn subscription_of(s: &str) -> Subscription {
-    match s {
-        "to" => Subscription::To,
-        "from" => Subscription::From,
-        "both" => Subscription::Both,
-        _ => Subscription::None,
-    }
-}
-
 impl Account {
     /// Tells this user's other devices about a roster change made here (`item`
     /// `None`: the contact was removed).
@@ -100,7 +91,8 @@ impl Account {
         } else {
             lock(&self.roster)
                 .update(&jid, |i| {
-                    i.subscription = subscription_of(sync.attr("subscription").unwrap_or(""));
+                    i.subscription =
+                        Subscription::from_attr(sync.attr("subscription").unwrap_or(""));
                     i.ask = sync.attr("ask") == Some("true");
                     i.pending_in = sync.attr("pending-in") == Some("true");
                     i.name = sync.attr("name").map(str::to_owned);
