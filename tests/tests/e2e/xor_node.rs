@@ -314,8 +314,10 @@ async fn clients_get_received_carbons_jid_malformed_errors_and_delay_stamps() {
     let mut b1 = Slix::login("bob@example.org", PASSWORD, port(&laptop)).await;
     let mut b2 = Slix::login("bob@example.org", PASSWORD, port(&phone)).await;
     // Carbons travel over the stream between bob's two devices, which they open to
-    // each other at start; wait for it.
-    for _ in 0..100 {
+    // each other at start (and keep trying to); wait for it.
+    let mut linked = false;
+    for _ in 0..60 {
+        laptop.node().connect_own_devices().await;
         if laptop
             .node()
             .devices()
@@ -323,10 +325,12 @@ async fn clients_get_received_carbons_jid_malformed_errors_and_delay_stamps() {
             .iter()
             .any(|d| d.jid.to_string() == "bob@example.org/phone")
         {
+            linked = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(linked, "bob's devices never connected to each other");
     b2.command(serde_json::json!({"carbons": true})).await;
     assert!(
         b2.wait(WAIT, |e| e["event"] == "carbons-enabled")

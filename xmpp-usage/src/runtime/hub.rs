@@ -443,7 +443,16 @@ impl Hub {
     }
 
     /// Remembers that `node` could not be reached (see [`UNREACHABLE_HOLD`]).
+    /// This user's own devices are never held back: XEP-0415 "The Peer MUST strive to
+    /// maintain connections to all its user's peers" (and sends never wait for them).
     fn remember_unreachable(&mut self, node: NodeId, why: &str) {
+        if self
+            .expected
+            .get(&node)
+            .is_some_and(|e| e.jid.bare() == self.me.bare())
+        {
+            return;
+        }
         if self.unreachable.len() >= UNREACHABLE_MAX {
             let now = tokio::time::Instant::now();
             self.unreachable.retain(|_, (until, _)| *until > now);

@@ -558,7 +558,12 @@ impl XmppNode {
         if stanza.name() == "message"
             && let Ok(own) = self.routes_to(&self.me.bare()).await
         {
-            self.connect_all(self.own_routes(own)).await;
+            // Not waited for: a carbon goes to the devices connected now; a missing
+            // own device (crashed, its record stale) never stalls a send.
+            for route in self.own_routes(own) {
+                let (reply, _) = oneshot::channel();
+                let _ = self.hub.send(HubMsg::Ensure { route, reply }).await;
+            }
         }
         let mut users = vec![recipient.clone()];
         if recipient != self.me.bare() {
