@@ -23,6 +23,25 @@ fn logs() {
         .try_init();
 }
 
+/// Waits (asking again every half second) until `device` has a stream to `other`, a
+/// device of the same user: carbons and roster syncs travel over it.
+async fn wait_own_stream(device: &Device, other: &str) {
+    for _ in 0..60 {
+        device.node().connect_own_devices().await;
+        if device
+            .node()
+            .devices()
+            .await
+            .iter()
+            .any(|d| d.jid.to_string() == other)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{} never connected to {other}", device.jid());
+}
+
 fn port(d: &Device) -> u16 {
     d.client_addr().expect("client port").port()
 }
@@ -315,22 +334,7 @@ async fn clients_get_received_carbons_jid_malformed_errors_and_delay_stamps() {
     let mut b2 = Slix::login("bob@example.org", PASSWORD, port(&phone)).await;
     // Carbons travel over the stream between bob's two devices, which they open to
     // each other at start (and keep trying to); wait for it.
-    let mut linked = false;
-    for _ in 0..60 {
-        laptop.node().connect_own_devices().await;
-        if laptop
-            .node()
-            .devices()
-            .await
-            .iter()
-            .any(|d| d.jid.to_string() == "bob@example.org/phone")
-        {
-            linked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(linked, "bob's devices never connected to each other");
+    wait_own_stream(&laptop, "bob@example.org/phone").await;
     b2.command(serde_json::json!({"carbons": true})).await;
     assert!(
         b2.wait(WAIT, |e| e["event"] == "carbons-enabled")
@@ -479,6 +483,9 @@ async fn an_approval_on_one_device_shows_every_device_to_the_contact() {
     let phone = net.device("bob", "phone").await.unwrap();
     let mut a = Slix::login("alice@example.org", PASSWORD, port(&alice)).await;
     let b1 = Slix::login("bob@example.org", PASSWORD, port(&laptop)).await;
+    // The roster sync travels over the stream between bob's devices, which they open
+    // to each other at start (and keep trying to); wait for it.
+    wait_own_stream(&laptop, "bob@example.org/phone").await;
     // Bob's laptop client approves (slixmpp's auto_authorize).
     a.command(serde_json::json!({"subscribe": "bob@example.org"}))
         .await;
