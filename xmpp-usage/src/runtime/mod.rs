@@ -558,12 +558,8 @@ impl XmppNode {
         if stanza.name() == "message"
             && let Ok(own) = self.routes_to(&self.me.bare()).await
         {
-            // Not waited for: a carbon goes to the devices connected now; a missing
-            // own device (crashed, its record stale) never stalls a send.
-            for route in self.own_routes(own) {
-                let (reply, _) = oneshot::channel();
-                let _ = self.hub.send(HubMsg::Ensure { route, reply }).await;
-            }
+            // Waited for (at most FIRST_CONTACT), so the sent carbons reach them.
+            self.connect_all(self.own_routes(own)).await;
         }
         let mut users = vec![recipient.clone()];
         if recipient != self.me.bare() {
