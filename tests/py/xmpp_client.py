@@ -50,10 +50,10 @@ class Client(slixmpp.ClientXMPP):
         self.auto_subscribe = True
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0199")
-        # Carbons (XEP-0280) are handled by hand (with slixmpp's xep_0280 plugin
-        # loaded, two of the suites' clients missed messages; not understood yet,
-        # noted in the closing note of the session that found it). A carbon has
-        # no body of its own, so slixmpp's "message" event does not fire for it.
+        # Carbons (XEP-0280) are matched by hand so that the events report the
+        # wrapped message exactly as it came. A carbon has no body of its own, so
+        # slixmpp's "message" event does not fire for it. (Messages once missed
+        # with the xep_0280 plugin loaded were the collected commands task below.)
         for kind in ("received", "sent"):
             self.register_handler(
                 Callback(
@@ -75,7 +75,12 @@ class Client(slixmpp.ClientXMPP):
         await self.get_roster()
         self.send_presence()
         emit(event="online", jid=str(self.boundjid))
-        asyncio.get_event_loop().create_task(self.commands())
+        # Held here: the loop keeps only a weak reference to a task, and the stdin
+        # reader is held weakly by its protocol, so an unreferenced commands task is
+        # collected by the cycle GC mid-test ("Task was destroyed but it is
+        # pending!") and the client silently stops obeying (what made the carbons
+        # plugin look guilty once: it only allocated more).
+        self.commands_task = asyncio.get_event_loop().create_task(self.commands())
 
     def on_message(self, msg):
         for kind in ("received", "sent"):
@@ -119,7 +124,7 @@ class Client(slixmpp.ClientXMPP):
 
     async def commands(self):
         loop = asyncio.get_event_loop()
-        reader = asyncio.StreamReader()
+        reader = self.stdin_reader = asyncio.StreamReader()
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
         )
@@ -154,7 +159,17 @@ def main():
     jid, password, host, port = sys.argv[1:5]
     client = Client(jid, password)
     client.connect(host, int(port))
-    client.add_event_handler("disconnected", lambda _: client.loop.stop())
+    def disconnected(reason):
+        # Said on stderr too: a test that misses messages shows why its client left.
+        print(f"xmpp_client {jid}: disconnected ({reason})", file=sys.stderr, flush=True)
+        emit(event="disconnected", why=str(reason))
+        client.loop.stop()
+
+    client.add_event_handler("disconnected", disconnected)
+    client.add_event_handler(
+        "stream_error",
+        lambda e: print(f"xmpp_client {jid}: stream error {e}", file=sys.stderr, flush=True),
+    )
     client.loop.run_forever()
 
 
