@@ -53,6 +53,7 @@ pub async fn device_options(file: &NodeFile) -> Result<DeviceOptions, String> {
     o.may_start = file.overlay.may_start;
     o.overlay_client = file.overlay.role == crate::config::Role::Client;
     o.stream_listen = file.overlay.stream_listen;
+    o.ice = file.nat.ice()?;
     o.join_timeout = Duration::from_secs(file.overlay.join_timeout.max(1));
     if file.client.enabled {
         o.client = Some(ClientPort {

@@ -53,6 +53,17 @@ password = ""
 # server = "192.0.2.10:5222"   # default: the JID's domain, port 5222
 # ca = "/path/to/ca.pem"       # extra trust anchors (default: the Web PKI)
 
+# NAT traversal for direct XMPP streams (ICE, RFC 6940 §6.5.1.5): with a STUN or
+# TURN server here, AppAttach carries this device's UDP candidates — host,
+# server-reflexive (STUN) and relayed (TURN) — beside its TCP ones, and the stream
+# runs over whichever path connects first. Without one, TCP only.
+[nat]
+# STUN servers, e.g. ["stun:stun.example.org:3478"].
+stun = []
+# TURN servers (UDP) with long-term credentials, for NATs nothing else crosses:
+# turn = [{ url = "turn:turn.example.org:3478", username = "u", password = "p" }]
+turn = []
+
 [log]
 # error, warn, info, debug or trace (RUST_LOG overrides it).
 level = "info"
@@ -104,9 +115,74 @@ pub struct NodeFile {
     /// `[fallback]`.
     #[serde(default)]
     pub fallback: Option<FallbackSection>,
+    /// `[nat]`.
+    #[serde(default)]
+    pub nat: NatSection,
     /// `[log]`.
     #[serde(default)]
     pub log: LogSection,
+}
+
+/// `[nat]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatSection {
+    /// STUN servers (`stun:host:port`).
+    #[serde(default)]
+    pub stun: Vec<String>,
+    /// TURN servers.
+    #[serde(default)]
+    pub turn: Vec<TurnSection>,
+}
+
+/// One TURN server of `[nat]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    /// `turn:host:port`.
+    pub url: String,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl NatSection {
+    /// The overlay runtime's ICE settings; a malformed server URL is an error here,
+    /// at start-up, not at the first message.
+    pub fn ice(&self) -> Result<xor_overlay::node::config::IceSettings, String> {
+        let check = |url: &str, schemes: &[&str]| {
+            let ok = schemes.iter().any(|s| {
+                url.strip_prefix(s)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .is_some_and(|hostport| hostport.contains(':') || !hostport.is_empty())
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("[nat] {url:?} is not a {} URL", schemes[0]))
+            }
+        };
+        for s in &self.stun {
+            check(s, &["stun", "stuns"])?;
+        }
+        for t in &self.turn {
+            check(&t.url, &["turn", "turns"])?;
+        }
+        Ok(xor_overlay::node::config::IceSettings {
+            stun: self.stun.clone(),
+            turn: self
+                .turn
+                .iter()
+                .map(|t| xor_overlay::node::config::TurnServer {
+                    url: t.url.clone(),
+                    username: t.username.clone(),
+                    password: t.password.clone(),
+                })
+                .collect(),
+            include_loopback: false,
+        })
+    }
 }
 
 /// How a node takes part in the overlay.
@@ -356,6 +432,30 @@ mod tests {
         assert!(f.fallback.is_none());
         assert!(!f.profile.starts_with("~"));
         assert_eq!(f.overlay.role, Role::Peer);
+    }
+
+    #[test]
+    fn nat_servers_are_read_and_a_malformed_url_is_refused_at_start() {
+        let f = |nat: &str| {
+            NodeFile::parse(&format!(
+                "profile = \"/p\"\n[client]\nenabled = false\n[nat]\n{nat}\n"
+            ))
+        };
+        let ok = f("stun = [\"stun:203.0.113.5:3478\"]\nturn = [{ url = \"turn:203.0.113.5:3478\", username = \"u\", password = \"p\" }]")
+            .unwrap();
+        let ice = ok.nat.ice().unwrap();
+        assert!(ice.enabled());
+        assert_eq!(ice.stun, vec!["stun:203.0.113.5:3478".to_string()]);
+        assert_eq!(ice.turn[0].username, "u");
+        // The default: no server, no ICE (TCP only).
+        assert!(!f("").unwrap().nat.ice().unwrap().enabled());
+        let bad = f("stun = [\"203.0.113.5:3478\"]").unwrap().nat.ice();
+        assert!(bad.unwrap_err().contains("not a stun URL"));
+        let bad = f("turn = [{ url = \"stun:x:1\", username = \"u\", password = \"p\" }]")
+            .unwrap()
+            .nat
+            .ice();
+        assert!(bad.unwrap_err().contains("not a turn URL"));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct DeviceOptions {
     pub overlay_client: bool,
     /// Direct stream listener.
     pub stream_listen: SocketAddr,
+    /// STUN and TURN servers for ICE on direct streams (none: TCP only).
+    pub ice: xor_overlay::node::config::IceSettings,
     /// How long to wait for the join.
     pub join_timeout: Duration,
     /// The local client port, if on.
@@ -75,6 +77,7 @@ impl DeviceOptions {
             may_start: false,
             overlay_client: false,
             stream_listen: any,
+            ice: Default::default(),
             join_timeout: Duration::from_secs(30),
             client: None,
             fallback: None,
@@ -299,6 +302,7 @@ impl Device {
         cfg.node.bootstrap.extend(opts.bootstrap.iter().copied());
         cfg.node.may_start_overlay = opts.may_start;
         cfg.node.client = opts.overlay_client;
+        cfg.node.ice = opts.ice.clone();
         cfg.priority = opts.priority;
         cfg.stream_listen = opts.stream_listen;
         cfg.join_timeout = opts.join_timeout;

@@ -205,6 +205,22 @@ impl Operator {
         Ok(config)
     }
 
+    /// Enrolls a device and runs it with its configuration text changed by `edit`
+    /// (as a user edits the file `config-example` gave them).
+    pub async fn device_edited(
+        &self,
+        host: &Host,
+        user: &str,
+        resource: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<Daemon, String> {
+        let config = self.enroll(host, user, resource, false).await?;
+        let text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&config);
+        xor_node::config::write_private(&config, &edit(text))?;
+        run_device(host, &config).await
+    }
+
     /// Enrolls and runs a device of `user` on `host`.
     pub async fn device(
         &self,

@@ -3,6 +3,7 @@
 //! helpers they share.
 
 pub mod clients;
+pub mod coturn;
 pub mod daemon;
 pub mod dns;
 pub mod external;

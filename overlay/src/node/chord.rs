@@ -39,7 +39,10 @@ impl Node {
             }
             Body::JoinReq(req) => self.on_join(from, direct, &req)?,
             Body::LeaveReq(req) => self.on_leave(from, direct, req, now)?,
-            Body::AppAttachReq(req) => self.on_app_attach(from, req, now)?,
+            Body::AppAttachReq(req) => match self.on_app_attach(from, req, message, prev, now)? {
+                Some(answer) => answer,
+                None => return Ok(None), // waits for ICE gathering
+            },
             Body::StoreReq(req) => return self.on_store(message, req, signer, now).map(Some),
             body @ (Body::FetchReq(_) | Body::StatReq(_) | Body::FindReq(_)) => {
                 return self.on_read(body, now).map(Some);

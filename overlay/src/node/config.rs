@@ -85,6 +85,40 @@ pub struct NodeConfig {
     pub applications: Vec<(u16, SocketAddr)>,
     /// How much this node stores for others at most.
     pub storage_limits: StorageLimits,
+    /// Where the runtime learns ICE candidates for application streams (§6.5.1.5);
+    /// the core only carries the candidates it is given.
+    pub ice: IceSettings,
+}
+
+/// A TURN server and the credentials for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnServer {
+    /// `turn:host:port` (UDP).
+    pub url: String,
+    /// The long-term credential's user name.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// Where ICE learns server-reflexive and relayed candidates (RFC 6940 §6.5.1.5: "an
+/// ICE agent is configured with, or somehow knows of, TURN and STUN servers").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceSettings {
+    /// STUN servers, `stun:host:port`.
+    pub stun: Vec<String>,
+    /// TURN servers.
+    pub turn: Vec<TurnServer>,
+    /// Gather loopback host candidates (a development overlay on one host).
+    pub include_loopback: bool,
+}
+
+impl IceSettings {
+    /// ICE runs when there is a server to learn candidates from: without one, the
+    /// host candidates it would gather are those the TCP candidates already carry.
+    pub fn enabled(&self) -> bool {
+        !self.stun.is_empty() || !self.turn.is_empty()
+    }
 }
 
 impl NodeConfig {
@@ -126,6 +160,7 @@ impl NodeConfig {
             kinds: KindTable::default(),
             applications: Vec::new(),
             storage_limits: StorageLimits::default(),
+            ice: IceSettings::default(),
         }
     }
 }

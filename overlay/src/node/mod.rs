@@ -44,6 +44,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+pub use app_attach::{AnswerToken, IceOffer, MAX_DEFERRED_ANSWERS, MAX_ICE_CANDIDATES, RemoteIce};
 pub use attach::{REVERSE_DIAL_DELAY, REVERSE_GRACE};
 pub use config::NodeConfig;
 pub use reconfig::{ConfigAuthority, ConfigChange, ConfigRefusal};
@@ -152,6 +153,10 @@ pub enum Event {
         application: u16,
         /// The requester's candidates this node may dial, in order.
         candidates: Vec<SocketAddr>,
+        /// The requester offered ICE (§6.5.1.5): gather, answer with
+        /// [`Node::answer_app_attach`] (the answer waits for it), then run the checks
+        /// against these parameters as the controlled agent (§6.5.1.9).
+        ice: Option<(AnswerToken, RemoteIce)>,
     },
     /// A newer configuration was verified and applied (§6.5.4); persist `document` and
     /// refresh the TLS trust from [`Node::config`].
@@ -272,6 +277,8 @@ pub struct Node {
     pub(crate) certs: CertCache,
     pub(crate) attaches: Attaches,
     dials: dials::Dials,
+    /// AppAttach answers waiting for the runtime's ICE candidates.
+    pub(crate) app_ice: app_attach::DeferredAnswers,
     partition: partition::Partition,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
@@ -321,6 +328,7 @@ impl Node {
             certs: CertCache::new(4096),
             attaches: Attaches::default(),
             dials: dials::Dials::default(),
+            app_ice: app_attach::DeferredAnswers::default(),
             partition: partition::Partition::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),

@@ -11,6 +11,11 @@
 //!   stream goes to [`super::Overlay::take_app_streams`].
 //! - A connection on the listener from a peer nobody attached to is closed.
 //!
+//! - With ICE ([`super::ice`]): the requester sends its gathered candidates; the
+//!   answerer gathers its own before answering, then both run the checks, and the
+//!   stream over the ICE pair resolves the request like a TCP one (whichever comes
+//!   first; a later one goes to the application as a second stream).
+//!
 //! Both ends may end up with two streams to each other (both dials succeeded);
 //! applications take every stream they are given (the XMPP usage writes on the first
 //! and reads from all).
@@ -22,10 +27,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::ice::{Gathered, IceSettings};
 use super::tls::{Expect, PeerInfo, TlsContext};
 use super::transport::{LinkStream, dial};
 use crate::id::NodeId;
 pub use crate::node::REVERSE_DIAL_DELAY;
+use crate::node::{AnswerToken, RemoteIce};
 
 /// How long an AppAttach plus the connection may take.
 pub const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -84,6 +91,10 @@ struct Pending {
     /// The answer's candidates, once answered.
     answer: Option<Vec<SocketAddr>>,
     dial_error: Option<String>,
+    /// Our gathered ICE agent, until the answer comes.
+    ice: Option<Gathered>,
+    /// The ICE checks are running.
+    ice_running: bool,
 }
 
 /// What the driver learns from the dial tasks it started.
@@ -98,11 +109,25 @@ pub(crate) enum AppReport {
     Answered { addrs: Vec<SocketAddr>, ok: bool },
     /// It is time to dial an answerer whose connection did not come.
     ReverseDue(NodeId),
+    /// Our ICE attempt (as requester) finished.
+    IceDone {
+        peer: NodeId,
+        result: Result<(LinkStream, PeerInfo), String>,
+    },
+    /// Gathering for a peer's AppAttach finished: answer it.
+    Gathered {
+        token: AnswerToken,
+        from: NodeId,
+        application: u16,
+        remote: RemoteIce,
+        result: Result<Gathered, String>,
+    },
 }
 
 /// The driver's application-stream state.
 pub(crate) struct Apps {
     tls: TlsContext,
+    ice: IceSettings,
     pending: HashMap<NodeId, Pending>,
     answered: HashMap<NodeId, (u16, Instant)>,
     incoming: mpsc::Sender<AppStream>,
@@ -121,11 +146,13 @@ impl std::fmt::Debug for Apps {
 impl Apps {
     pub(crate) fn new(
         tls: TlsContext,
+        ice: IceSettings,
         incoming: mpsc::Sender<AppStream>,
         reports: mpsc::Sender<AppReport>,
     ) -> Apps {
         Apps {
             tls,
+            ice,
             pending: HashMap::new(),
             answered: HashMap::new(),
             incoming,
@@ -139,13 +166,17 @@ impl Apps {
         peer: NodeId,
         application: u16,
         reply: oneshot::Sender<Result<AppStream, AppError>>,
+        ice: Option<Gathered>,
     ) {
-        if let Some(old) = self.pending.get_mut(&peer)
-            && let Some(r) = old.reply.take()
-        {
-            let _ = r.send(Err(AppError::Attach(
-                "superseded by a newer request".into(),
-            )));
+        if let Some(old) = self.pending.get_mut(&peer) {
+            if let Some(r) = old.reply.take() {
+                let _ = r.send(Err(AppError::Attach(
+                    "superseded by a newer request".into(),
+                )));
+            }
+            if let Some(g) = old.ice.take() {
+                tokio::spawn(g.close());
+            }
         }
         self.pending.insert(
             peer,
@@ -155,25 +186,49 @@ impl Apps {
                 deadline: Instant::now() + APP_CONNECT_TIMEOUT,
                 answer: None,
                 dial_error: None,
+                ice,
+                ice_running: false,
             },
         );
     }
 
-    /// Our AppAttach to `peer` was answered (with these dialable candidates), or
-    /// failed.
-    pub(crate) fn answered(&mut self, peer: NodeId, result: Result<Vec<SocketAddr>, AppError>) {
+    /// Our AppAttach to `peer` was answered (with these dialable candidates and
+    /// maybe ICE parameters), or failed.
+    pub(crate) fn answered(
+        &mut self,
+        peer: NodeId,
+        result: Result<(Vec<SocketAddr>, Option<RemoteIce>), AppError>,
+    ) {
         let Some(p) = self.pending.get_mut(&peer) else {
             return;
         };
         match result {
             Err(e) => {
-                if let Some(p) = self.pending.remove(&peer)
-                    && let Some(r) = p.reply
-                {
-                    let _ = r.send(Err(e));
+                if let Some(p) = self.pending.remove(&peer) {
+                    if let Some(r) = p.reply {
+                        let _ = r.send(Err(e));
+                    }
+                    if let Some(g) = p.ice {
+                        tokio::spawn(g.close());
+                    }
                 }
             }
-            Ok(candidates) => {
+            Ok((candidates, remote)) => {
+                let ice = p.ice.take();
+                match (ice, remote) {
+                    (Some(g), Some(remote)) if p.reply.is_some() => {
+                        p.ice_running = true;
+                        let (tls, reports) = (self.tls.clone(), self.reports.clone());
+                        tokio::spawn(async move {
+                            let result = ice_requester(g, remote, &tls, peer).await;
+                            let _ = reports.send(AppReport::IceDone { peer, result }).await;
+                        });
+                    }
+                    (Some(g), _) => {
+                        tokio::spawn(g.close());
+                    }
+                    _ => {}
+                }
                 if p.reply.is_none() {
                     return; // connected already
                 }
@@ -218,12 +273,103 @@ impl Apps {
             Err(why) => {
                 if let Some(p) = self.pending.get_mut(&peer) {
                     p.dial_error = Some(why);
-                    // The answerer's own dial may still come; not for long.
+                    // The answerer's own dial may still come; not for long (the
+                    // ICE checks, if running, have their own deadline).
+                    if !p.ice_running {
+                        let soon = Instant::now() + crate::node::REVERSE_GRACE;
+                        p.deadline = p.deadline.min(soon);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Our ICE attempt to `peer` finished.
+    pub(crate) fn ice_done(
+        &mut self,
+        peer: NodeId,
+        result: Result<(LinkStream, PeerInfo), String>,
+    ) {
+        match result {
+            Ok((stream, info)) => self.connected(stream, info, true),
+            Err(why) => {
+                tracing::debug!(%peer, %why, "ICE attempt failed");
+                if let Some(p) = self.pending.get_mut(&peer) {
+                    p.ice_running = false;
+                    let why = match p.dial_error.take() {
+                        Some(tcp) => format!("{tcp}; ICE: {why}"),
+                        None => format!("ICE: {why}"),
+                    };
+                    p.dial_error = Some(why);
                     let soon = Instant::now() + crate::node::REVERSE_GRACE;
                     p.deadline = p.deadline.min(soon);
                 }
             }
         }
+    }
+
+    /// A peer's AppAttach offered ICE: gather ours (the answer waits for it).
+    pub(crate) fn gather_for(
+        &mut self,
+        token: AnswerToken,
+        from: NodeId,
+        application: u16,
+        remote: RemoteIce,
+    ) {
+        let (ice, reports) = (self.ice.clone(), self.reports.clone());
+        tokio::spawn(async move {
+            let result = if ice.enabled() {
+                super::ice::gather(&ice, false).await
+            } else {
+                Err("no STUN or TURN server is configured".into())
+            };
+            let _ = reports
+                .send(AppReport::Gathered {
+                    token,
+                    from,
+                    application,
+                    remote,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// Our answer with ICE candidates went out: run the checks as the controlled
+    /// agent and hand the stream to the application.
+    pub(crate) fn ice_answerer(
+        &mut self,
+        from: NodeId,
+        application: u16,
+        gathered: Gathered,
+        remote: RemoteIce,
+    ) {
+        self.answered
+            .insert(from, (application, Instant::now() + ANSWERED_WINDOW));
+        let (tls, incoming) = (self.tls.clone(), self.incoming.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let (io, addr) = gathered.connect(remote, false).await?;
+                tls.connect_over(io, addr, Expect::Node(from))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match result {
+                Ok((stream, peer)) => {
+                    let s = AppStream {
+                        stream: Box::new(stream),
+                        peer,
+                        application,
+                        requested: false,
+                    };
+                    if incoming.try_send(s).is_err() {
+                        tracing::warn!(%from, "application stream queue full; stream closed");
+                    }
+                }
+                Err(why) => tracing::debug!(%from, %why, "ICE attempt (answerer) failed"),
+            }
+        });
     }
 
     /// The core answered an AppAttach from `from`: dial its `candidates`.
@@ -235,6 +381,9 @@ impl Apps {
     ) {
         self.answered
             .insert(from, (application, Instant::now() + ANSWERED_WINDOW));
+        if candidates.is_empty() {
+            return; // ICE only
+        }
         let (tls, incoming, reports) = (
             self.tls.clone(),
             self.incoming.clone(),
@@ -339,6 +488,9 @@ impl Apps {
             if let Some(p) = self.pending.remove(&peer)
                 && let Some(r) = p.reply
             {
+                if let Some(g) = p.ice {
+                    tokio::spawn(g.close());
+                }
                 let why = p
                     .dial_error
                     .map(|e| format!("it did not connect to us, and we could not reach it ({e})"))
@@ -348,4 +500,23 @@ impl Apps {
         }
         self.answered.retain(|_, (_, until)| *until > now);
     }
+}
+
+/// The requester's side of an ICE attempt: checks as the controlling agent, then the
+/// TLS server over the pair, and the client must be the node asked.
+async fn ice_requester(
+    gathered: Gathered,
+    remote: RemoteIce,
+    tls: &TlsContext,
+    peer: NodeId,
+) -> Result<(LinkStream, PeerInfo), String> {
+    let (io, addr) = gathered.connect(remote, true).await?;
+    let (stream, info) = tls.accept_over(io, addr).await.map_err(|e| e.to_string())?;
+    if info.node_id() != peer {
+        return Err(format!(
+            "the ICE peer is {}, not the device {peer}",
+            info.node_id()
+        ));
+    }
+    Ok((Box::new(stream), info))
 }

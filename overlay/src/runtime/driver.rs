@@ -51,6 +51,7 @@ pub(crate) enum Command {
     AppAttach {
         destination: Vec<Destination>,
         application: u16,
+        ice: Option<super::ice::Gathered>,
         reply: oneshot::Sender<Result<AppStream, AppError>>,
     },
 }
@@ -180,7 +181,12 @@ impl Driver {
         let (connect_tx, connect_rx) = mpsc::channel(CONNECTS);
         let (reports_tx, app_reports) = mpsc::channel(APP_REPORTS);
         Driver {
-            apps: Apps::new(tls.clone(), app_streams, reports_tx),
+            apps: Apps::new(
+                tls.clone(),
+                node.config().ice.clone(),
+                app_streams,
+                reports_tx,
+            ),
             app_reports,
             app_requests: HashMap::new(),
             node,
@@ -304,14 +310,19 @@ impl Driver {
             Command::AppAttach {
                 destination,
                 application,
+                ice,
                 reply,
             } => {
                 let Some(Destination::Node(peer)) = destination.last().cloned() else {
                     let _ = reply.send(Err(AppError::NotANode));
+                    if let Some(g) = ice {
+                        tokio::spawn(g.close());
+                    }
                     return None;
                 };
-                self.apps.expect(peer, application, reply);
-                let id = self.node.app_attach(destination, application, now);
+                let offer = ice.as_ref().map(|g| g.offer.clone());
+                self.apps.expect(peer, application, reply, ice);
+                let id = self.node.app_attach(destination, application, offer, now);
                 self.app_requests.insert(id, peer);
             }
         }
@@ -327,7 +338,10 @@ impl Driver {
                 answered: a.from,
             }),
             Ok(a) => match &a.body {
-                Body::AppAttachAns(ans) => Ok(self.node.app_answer_candidates(ans)),
+                Body::AppAttachAns(ans) => Ok((
+                    self.node.app_answer_candidates(ans),
+                    self.node.app_answer_ice(ans),
+                )),
                 other => Err(AppError::Attach(format!(
                     "unexpected answer {:?}",
                     other.code()
@@ -345,6 +359,24 @@ impl Driver {
                 self.node.app_dial_done(&addrs, ok, now);
             }
             AppReport::ReverseDue(peer) => self.apps.reverse_due(peer),
+            AppReport::IceDone { peer, result } => self.apps.ice_done(peer, result),
+            AppReport::Gathered {
+                token,
+                from,
+                application,
+                remote,
+                result,
+            } => {
+                let now = self.clock.now();
+                let offer = result.as_ref().ok().map(|g| g.offer.clone());
+                self.node.answer_app_attach(token, offer, now);
+                match result {
+                    Ok(g) => self.apps.ice_answerer(from, application, g, remote),
+                    Err(why) => {
+                        tracing::debug!(%from, %why, "no ICE candidates; answered TCP only")
+                    }
+                }
+            }
         }
     }
 
@@ -441,7 +473,13 @@ impl Driver {
                     from,
                     application,
                     candidates,
-                } => self.apps.dial_requester(from, application, candidates),
+                    ice,
+                } => {
+                    if let Some((token, remote)) = ice {
+                        self.apps.gather_for(token, from, application, remote);
+                    }
+                    self.apps.dial_requester(from, application, candidates);
+                }
             }
         }
         let state = self.node.state();

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod apps;
 pub mod clock;
 pub mod driver;
+pub mod ice;
 pub mod link;
 mod overlay;
 pub mod tls;

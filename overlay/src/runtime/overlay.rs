@@ -44,6 +44,7 @@ pub struct Overlay {
     task: Arc<JoinHandle<()>>,
     apps: Arc<std::sync::Mutex<Option<mpsc::Receiver<AppStream>>>>,
     config: watch::Receiver<(u16, Option<Bytes>)>,
+    ice: Arc<super::ice::IceSettings>,
 }
 
 impl Overlay {
@@ -93,6 +94,7 @@ impl Overlay {
             config.configuration_sequence,
             config.config_document.clone(),
         ));
+        let ice = Arc::new(config.ice.clone());
         let node = Node::new(config, clock.now());
         let node_id = node.node_id();
         let (commands, command_rx) = mpsc::channel(COMMANDS);
@@ -123,6 +125,7 @@ impl Overlay {
             task: Arc::new(task),
             apps,
             config: config_rx,
+            ice,
         })
     }
 
@@ -134,17 +137,30 @@ impl Overlay {
 
     /// A direct connection for `application` to the node at the end of
     /// `destination` (which must be a Node-ID): an AppAttach (§6.5.2), then the
-    /// peer's connection to this node's application listener, or ours to it.
+    /// peer's connection to this node's application listener, or ours to it, or
+    /// (with STUN or TURN servers configured) an ICE pair between the two.
     pub async fn app_attach(
         &self,
         destination: Vec<Destination>,
         application: u16,
     ) -> Result<AppStream, AppError> {
+        let ice = if self.ice.enabled() {
+            match super::ice::gather(&self.ice, true).await {
+                Ok(g) => Some(g),
+                Err(why) => {
+                    tracing::debug!(%why, "no ICE candidates; TCP only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::AppAttach {
                 destination,
                 application,
+                ice,
                 reply,
             })
             .await

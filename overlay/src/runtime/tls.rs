@@ -21,6 +21,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
     ServerConfig, SignatureScheme,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
@@ -314,22 +315,44 @@ impl TlsContext {
         addr: SocketAddr,
         expect: Expect,
     ) -> Result<(TlsStream<TcpStream>, PeerInfo), ConnectError> {
-        let connector = TlsConnector::from(self.client_config(expect)?);
         let attempt = async {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            let name = ServerName::try_from("reload.invalid")
-                .map_err(|e| ConnectError::Tls(e.to_string()))?;
-            let tls = connector
-                .connect(name, tcp)
-                .await
-                .map_err(ConnectError::from_io)?;
-            let peer = self.peer_info(tls.get_ref().1.peer_certificates(), addr)?;
-            Ok((TlsStream::Client(tls), peer))
+            self.handshake_client(tcp, addr, expect).await
         };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
             .await
             .map_err(|_| ConnectError::Timeout)?
+    }
+
+    /// Runs the client side of the handshake over `io`, a stream to `addr` that some
+    /// other transport opened (an ICE pair, say).
+    pub async fn connect_over<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        addr: SocketAddr,
+        expect: Expect,
+    ) -> Result<(TlsStream<S>, PeerInfo), ConnectError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake_client(io, addr, expect))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+    }
+
+    async fn handshake_client<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        addr: SocketAddr,
+        expect: Expect,
+    ) -> Result<(TlsStream<S>, PeerInfo), ConnectError> {
+        let connector = TlsConnector::from(self.client_config(expect)?);
+        let name =
+            ServerName::try_from("reload.invalid").map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let tls = connector
+            .connect(name, io)
+            .await
+            .map_err(ConnectError::from_io)?;
+        let peer = self.peer_info(tls.get_ref().1.peer_certificates(), addr)?;
+        Ok((TlsStream::Client(tls), peer))
     }
 
     /// Runs the server side of the handshake on an accepted TCP connection.
@@ -338,10 +361,19 @@ impl TlsContext {
         tcp: TcpStream,
         addr: SocketAddr,
     ) -> Result<(TlsStream<TcpStream>, PeerInfo), ConnectError> {
+        tcp.set_nodelay(true)?;
+        self.accept_over(tcp, addr).await
+    }
+
+    /// Runs the server side of the handshake over `io`, a stream from `addr`.
+    pub async fn accept_over<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        addr: SocketAddr,
+    ) -> Result<(TlsStream<S>, PeerInfo), ConnectError> {
         let acceptor = TlsAcceptor::from(self.server.clone());
         let attempt = async {
-            tcp.set_nodelay(true)?;
-            let tls = acceptor.accept(tcp).await.map_err(ConnectError::from_io)?;
+            let tls = acceptor.accept(io).await.map_err(ConnectError::from_io)?;
             let peer = self.peer_info(tls.get_ref().1.peer_certificates(), addr)?;
             Ok((TlsStream::Server(tls), peer))
         };

@@ -2,6 +2,7 @@
 //! joins, silent failures, leaves, routing; the ring invariants are asserted after
 //! every event.
 
+mod app_attach;
 mod bad_input;
 mod client;
 mod ring;

@@ -1,0 +1,118 @@
+//! coturn (the STUN/TURN server most deployments run) on a lab host, for the NAT
+//! traversal tests. `XOR_REQUIRE_EXTERNAL` turns a missing `turnserver` into a
+//! failure, as for the other external programs.
+
+#![allow(clippy::print_stderr)] // the skip notice is for the person running the tests
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::netlab::Host;
+
+/// The STUN/TURN port.
+pub const PORT: u16 = 3478;
+/// The TURN user and password the tests configure.
+pub const USER: (&str, &str) = ("xor", "turn-secret");
+
+/// Whether coturn is installed (or the test must fail because it is not).
+pub fn have_coturn() -> bool {
+    let ok = std::process::Command::new("turnserver")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("XOR_REQUIRE_EXTERNAL").is_none(),
+            "coturn (turnserver) is required (XOR_REQUIRE_EXTERNAL is set)"
+        );
+        eprintln!("SKIPPED: coturn (turnserver) is not installed");
+    }
+    ok
+}
+
+/// A running coturn; killed when dropped.
+#[derive(Debug)]
+pub struct Coturn {
+    /// Where it listens (UDP and TCP).
+    pub addr: SocketAddr,
+    /// Its log, for a look after a failure.
+    pub log: tempfile::NamedTempFile,
+    child: Child,
+}
+
+impl Coturn {
+    /// Starts coturn on `host` as STUN server and TURN server (long-term credentials
+    /// [`USER`], realm `lab.xor`), relaying from the host's own address.
+    pub async fn start(host: &Host) -> Result<Coturn, String> {
+        let ip = host.ip.to_string();
+        let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let user = format!("{}:{}", USER.0, USER.1);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.ns, "turnserver"])
+            .args([
+                "-n",
+                "--listening-ip",
+                &ip,
+                "--relay-ip",
+                &ip,
+                "--listening-port",
+                &PORT.to_string(),
+                "--min-port",
+                "49152",
+                "--max-port",
+                "49452",
+                "--lt-cred-mech",
+                "--user",
+                &user,
+                "--realm",
+                "lab.xor",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--no-tcp-relay",
+                "--verbose",
+                "--log-file",
+                "stdout",
+            ])
+            .stdout(log.reopen().map_err(|e| e.to_string())?)
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("turnserver: {e}"))?;
+        let addr = SocketAddr::new(host.addr(), PORT);
+        for _ in 0..100 {
+            let out = host.run("ss", &["-lun"]);
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{ip}:{PORT}")) {
+                return Ok(Coturn { addr, log, child });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("coturn did not come up".into())
+    }
+
+    /// `stun:` URL.
+    pub fn stun_url(&self) -> String {
+        format!("stun:{}", self.addr)
+    }
+
+    /// `turn:` URL.
+    pub fn turn_url(&self) -> String {
+        format!("turn:{}", self.addr)
+    }
+
+    /// What it logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

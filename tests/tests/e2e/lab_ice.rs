@@ -1,0 +1,100 @@
+//! NAT traversal for direct XMPP streams (RFC 6940 §6.5.1.5 – §6.5.1.10, §6.5.2;
+//! XEP-0415 "through AppAttach and ICE"), in the network lab with coturn on the
+//! public segment: two users behind port-restricted NATs — whom no TCP connection
+//! can join in either direction — chat directly over the pair ICE found
+//! (server-reflexive candidates, hole punching). Both join as RFC 6940 §4.2.1
+//! clients through the public bootstrap node, as NATed devices do. Without the
+//! `[nat]` STUN server the same test fails (no TCP path exists between them).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use xor_tests::coturn::{Coturn, have_coturn};
+use xor_tests::external::{Slix, have_slixmpp};
+use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, PASSWORD};
+use xor_tests::netlab::{Host, Lab, NatKind};
+
+const CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5222);
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn login(user: &str, host: &Host) -> Slix {
+    Slix::login_at(
+        &format!("{user}@{DOMAIN}"),
+        PASSWORD,
+        CLIENT,
+        &host.prefix(),
+    )
+    .await
+}
+
+/// The device's configuration: a client of the overlay, with `nat` as its `[nat]`.
+fn natted(nat: String) -> impl FnOnce(String) -> String {
+    move |text: String| {
+        text.replace("role = \"peer\"", "role = \"client\"")
+            .replace("stun = []\n", "")
+            .replace("turn = []\n", "")
+            .replace("[nat]\n", &format!("[nat]\n{nat}\n"))
+    }
+}
+
+/// Two users behind `kind` NATs, each with `nat` in its configuration, exchange
+/// messages both ways.
+async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
+    let Some(mut lab) = Lab::new() else { return };
+    if !have_slixmpp() || !have_coturn() {
+        return;
+    }
+    let mut public = lab.public().unwrap();
+    let op_host = lab.host("op", &mut public, None).unwrap();
+    let boot_host = lab.host("boot", &mut public, None).unwrap();
+    let turn_host = lab.host("turn", &mut public, None).unwrap();
+    let coturn = Coturn::start(&turn_host).await.unwrap();
+    let boot = SocketAddr::new(boot_host.addr(), OVERLAY_PORT);
+    let op = Operator::start(&op_host, &["boot", "dave", "erin"], &[boot])
+        .await
+        .unwrap();
+    let b = op.device(&boot_host, "boot", "server", true).await.unwrap();
+    let (_r1, h1) = lab.behind_nat("dave", kind, &mut public, 41).unwrap();
+    let (_r2, h2) = lab.behind_nat("erin", kind, &mut public, 42).unwrap();
+    let dave = op
+        .device_edited(&h1, "dave", "laptop", natted(nat(&coturn)))
+        .await
+        .unwrap();
+    let erin = op
+        .device_edited(&h2, "erin", "laptop", natted(nat(&coturn)))
+        .await
+        .unwrap();
+    let mut d = login("dave", &h1).await;
+    let mut e = login("erin", &h2).await;
+
+    d.message(&format!("erin@{DOMAIN}"), "through the NATs?")
+        .await;
+    let got = e.got("through the NATs?", WAIT).await;
+    assert!(
+        got.is_some(),
+        "{kind:?}: dave → erin: erin saw {:?}; dave saw {:?}\ncoturn:\n{}",
+        e.seen,
+        d.seen,
+        coturn.log_text()
+    );
+    e.message(&format!("dave@{DOMAIN}"), "yes, directly").await;
+    assert!(
+        d.got("yes, directly", WAIT).await.is_some(),
+        "{kind:?}: erin → dave: {:?}",
+        d.seen
+    );
+    d.quit().await;
+    e.quit().await;
+    dave.stop().await;
+    erin.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_behind_port_restricted_nats_chat_directly_over_ice_with_stun() {
+    chat_behind(NatKind::PortRestricted, |c| {
+        format!("stun = [\"{}\"]\nturn = []", c.stun_url())
+    })
+    .await;
+}
