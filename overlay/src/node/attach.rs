@@ -32,6 +32,20 @@ pub const REVERSE_DIAL_DELAY: Duration = Duration::from_millis(500);
 pub const REVERSE_GRACE: Duration = Duration::from_secs(3);
 /// Dial failures remembered (for the reasons given in join errors).
 const DIAL_FAILURES: usize = 64;
+/// The purpose of an attach to a would-be neighbour.
+const NEIGHBOR: Purpose = Purpose::Attach {
+    neighbor: true,
+    target: None,
+};
+
+/// To `peer` through `via` (the peer that named it, which has a link to it), or by
+/// its Node-ID.
+fn neighbor_route(peer: NodeId, via: Option<NodeId>) -> Vec<Destination> {
+    match via {
+        Some(v) if v != peer => vec![Destination::Node(v), Destination::Node(peer)],
+        _ => vec![Destination::Node(peer)],
+    }
+}
 
 /// Why the node is opening a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +142,15 @@ impl Node {
         // "passive" for the offerer (§6.5.1.1).
         let body = self.attach_body(b"passive", true);
         self.originate(destination, Body::AttachReq(body), purpose, now);
+    }
+
+    /// Attaches to `peer`, which would enter the neighbour table (§10.7.3: "x MUST
+    /// attempt to Attach to the new peers"), through `via`, the peer that named it
+    /// (§10.6). The route goes through `via` even when we have no link to it: a peer
+    /// that joined at the same time as us may lie in the arc we believe is ours, where
+    /// routing by its Node-ID ends with us.
+    pub(crate) fn attach_neighbor(&mut self, peer: NodeId, via: Option<NodeId>, now: Instant) {
+        self.attach(neighbor_route(peer, via), NEIGHBOR, now);
     }
 
     /// Whether `peer` is routable already, or an attach to it is under way. A link

@@ -185,7 +185,8 @@ impl Node {
                 }
             }
         }
-        let via = self.link_to(from).map(|_| from);
+        // §10.6: attach to a new neighbour through the peer that named it (linked to
+        // us or not: it has a link to the peer it names).
         if !peer_ready
             && self.knows_better_neighbors_for(from, &preds, &succs)
             && self.may_correct(from, now)
@@ -201,25 +202,13 @@ impl Node {
             if peer == self.me || self.attaching(peer) || !self.table.would_be_neighbor(peer) {
                 continue;
             }
-            // §10.6: attach to a new neighbour through the peer that named it.
-            let route = match via {
-                Some(v) => vec![Destination::Node(v), Destination::Node(peer)],
-                None => vec![Destination::Node(peer)],
-            };
             if matches!(
                 self.state,
                 JoinState::Bootstrapping | JoinState::Attaching { .. }
             ) {
                 self.join_waiting.insert(peer);
             }
-            self.attach(
-                route,
-                Purpose::Attach {
-                    neighbor: true,
-                    target: None,
-                },
-                now,
-            );
+            self.attach_neighbor(peer, Some(from), now);
         }
         for peer in fingers {
             if peer != self.me
@@ -459,14 +448,7 @@ impl Node {
         self.peer_lost(from, now);
         for peer in hints {
             if peer != self.me && !self.attaching(peer) && self.table.would_be_neighbor(peer) {
-                self.attach(
-                    vec![Destination::Node(peer)],
-                    Purpose::Attach {
-                        neighbor: true,
-                        target: None,
-                    },
-                    now,
-                );
+                self.attach_neighbor(peer, None, now);
             }
         }
         Ok(Body::LeaveAns)

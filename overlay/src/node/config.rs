@@ -8,6 +8,9 @@ use bytes::Bytes;
 use crate::identity::{Credentials, TrustStore};
 use crate::storage::{KindTable, StorageLimits};
 
+/// §10.7.4.1: "The default time is about every ten minutes".
+pub const DEFAULT_CHORD_UPDATE_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Everything a [`super::Node`] needs to run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -140,7 +143,7 @@ impl NodeConfig {
             reliability_timer: Duration::from_secs(3),
             max_retransmits: 4,
             request_lifetime: Duration::from_secs(15),
-            chord_update_interval: Duration::from_secs(600),
+            chord_update_interval: DEFAULT_CHORD_UPDATE_INTERVAL,
             chord_ping_interval: Duration::from_secs(3600),
             partition_check_interval: Duration::from_secs(600),
             chord_reactive: true,

@@ -105,8 +105,14 @@ impl Node {
                 Destination::Node(NodeId::WILDCARD) => return self.deliver(raw, prev, now),
                 Destination::Node(n) => match self.link_to(n) {
                     Some(link) => Some(link),
-                    // §6.1.1: our range, not us, not connected: drop silently.
-                    None if self.responsible(n.0) => return,
+                    // §6.1.1: our range, not us, not connected: drop silently. A
+                    // request of our own fails at once (retransmitting cannot help).
+                    None if self.responsible(n.0) => {
+                        if prev.is_none() {
+                            self.fail_unroutable(&raw, now);
+                        }
+                        return;
+                    }
                     None => self.next_link(n.0),
                 },
                 Destination::Resource(r) if self.responsible(r.0) => {
@@ -204,14 +210,17 @@ impl Node {
                 let header = response_header(&raw.header, prev, self.cfg.initial_ttl);
                 self.send_error(header, error, now);
             }
-            None if self.links.is_empty() => {
-                let tid = raw.header.transaction_id;
-                self.timers.cancel(&super::Timer::Retransmit(tid));
-                if let Some(p) = self.txns.remove(tid) {
-                    self.fail_purpose(&p.purpose, RequestError::NoRoute, now);
-                }
-            }
+            None if self.links.is_empty() => self.fail_unroutable(raw, now),
             None => {} // retransmission will try again
+        }
+    }
+
+    /// A request this node originated cannot be routed: its transaction fails now.
+    fn fail_unroutable(&mut self, raw: &RawMessage, now: Instant) {
+        let tid = raw.header.transaction_id;
+        self.timers.cancel(&super::Timer::Retransmit(tid));
+        if let Some(p) = self.txns.remove(tid) {
+            self.fail_purpose(&p.purpose, RequestError::NoRoute, now);
         }
     }
 }

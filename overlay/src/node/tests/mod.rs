@@ -78,6 +78,10 @@ impl Ring {
         self.add_with(id)
     }
 
+    pub(crate) fn rng_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     pub(crate) fn add_with(&mut self, id: NodeId) -> NodeId {
         let cfg = self.config(id);
         let id = self.net.add(cfg);

@@ -383,3 +383,33 @@ fn a_node_does_not_join_next_to_a_neighbour_it_cannot_link_to() {
     // The nodes on the ring (all but y) are stable.
     check_stable(&r.net.views(), 3).unwrap();
 }
+
+/// Eight nodes joining at once with the default `chord-update-interval` (600 s) find
+/// their true neighbours from the join's Updates alone (§10.7.3), not from the
+/// periodic ones. Two nodes that joined next to each other at the same time used to
+/// stay apart: each routed its AttachReq to the other by Node-ID, which ends in the
+/// arc the sender believes is its own, so the request was dropped (§6.1.1), held the
+/// attach tie-break for 30 s, and nobody tried again (the lab test
+/// `lab_lan::eight_hosts_joining_at_once_find_the_true_ring_order` failed in CI so).
+#[test]
+fn concurrent_joins_find_their_neighbours_without_periodic_updates_rfc6940_10_7_3() {
+    for seed in [211, 213, 216, 225, 229, 231, 237, 240] {
+        let mut r = Ring::new(seed);
+        r.add();
+        r.settle(secs(5));
+        for _ in 0..8 {
+            let id = NodeId((r.rng_u64() as u128) << 64 | r.rng_u64() as u128);
+            let mut cfg = r.config(id);
+            cfg.chord_update_interval = crate::node::config::DEFAULT_CHORD_UPDATE_INTERVAL;
+            let id = r.net.add(cfg);
+            r.ids.push(id);
+            r.net.join(id);
+        }
+        r.settle(secs(30));
+        let views = r.net.views();
+        assert_eq!(views.len(), r.live().len(), "seed {seed}: all joined");
+        if let Err(v) = crate::chord::check_stable(&views, 3) {
+            panic!("seed {seed}: not stable 30 s after the joins: {v}");
+        }
+    }
+}
