@@ -105,10 +105,16 @@ impl Reporter {
                 "storage     {values} values under {resources} resources ({bytes} bytes) held for the overlay"
             );
         }
-        let devices = self.node.devices().await;
+        let mut devices = self.node.device_paths().await;
+        devices.sort_by_key(|(d, _)| d.jid.to_string());
         let _ = writeln!(out, "streams     {} device(s) connected", devices.len());
-        for d in &devices {
-            let _ = writeln!(out, "            {} (Node-ID {})", d.jid, short(d.node));
+        for (d, addr) in &devices {
+            let _ = writeln!(
+                out,
+                "            {} (Node-ID {}) at {addr}",
+                d.jid,
+                short(d.node)
+            );
         }
         match self.client_addr {
             Some(a) => {

@@ -75,6 +75,14 @@ impl Coturn {
                 "--no-dtls",
                 "--no-cli",
                 "--no-tcp-relay",
+                // As production deployments are told to: no relaying into private
+                // networks (RFC 1918). Besides, the lab's public hosts have no route
+                // there, and coturn drops an allocation whose relay send fails, so
+                // one check towards a peer's private host candidate would end it.
+                "--denied-peer-ip=10.0.0.0-10.255.255.255",
+                "--denied-peer-ip=172.16.0.0-172.31.255.255",
+                "--denied-peer-ip=192.168.0.0-192.168.255.255",
+                "--no-multicast-peers",
                 "--verbose",
                 "--log-file",
                 "stdout",

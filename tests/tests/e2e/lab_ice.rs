@@ -5,6 +5,8 @@
 //! (server-reflexive candidates, hole punching). Both join as RFC 6940 §4.2.1
 //! clients through the public bootstrap node, as NATed devices do. Without the
 //! `[nat]` STUN server the same test fails (no TCP path exists between them).
+//! Two users behind symmetric NATs, whom no pair of their own addresses joins, chat
+//! through coturn's relayed candidates (TURN).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,9 +40,18 @@ fn natted(nat: String) -> impl FnOnce(String) -> String {
     }
 }
 
+/// How the direct stream between two users went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Over a pair of their own (server-reflexive) addresses.
+    Direct,
+    /// Through the TURN server's relayed addresses.
+    Relayed,
+}
+
 /// Two users behind `kind` NATs, each with `nat` in its configuration, exchange
-/// messages both ways.
-async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
+/// messages both ways; `xor-node status` shows the stream took `path`.
+async fn chat_behind(kind: NatKind, path: Path, nat: impl Fn(&Coturn) -> String) {
     let Some(mut lab) = Lab::new() else { return };
     if !have_slixmpp() || !have_coturn() {
         return;
@@ -84,6 +95,15 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
         "{kind:?}: erin → dave: {:?}",
         d.seen
     );
+    // The stream's far end, as `status` shows it: on the TURN server when relayed.
+    let (ok, status) = dave.cli(&["status"]).await;
+    assert!(ok, "{status}");
+    let line = status
+        .lines()
+        .find(|l| l.contains(&format!("erin@{DOMAIN}/laptop")) && l.contains(" at "))
+        .unwrap_or_else(|| panic!("no stream to erin in:\n{status}"));
+    let relayed = line.contains(&format!(" at {}:", coturn.addr.ip()));
+    assert_eq!(relayed, path == Path::Relayed, "{kind:?}: {line}");
     d.quit().await;
     e.quit().await;
     dave.stop().await;
@@ -93,8 +113,25 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_behind_port_restricted_nats_chat_directly_over_ice_with_stun() {
-    chat_behind(NatKind::PortRestricted, |c| {
+    chat_behind(NatKind::PortRestricted, Path::Direct, |c| {
         format!("stun = [\"{}\"]\nturn = []", c.stun_url())
+    })
+    .await;
+}
+
+/// Symmetric NATs map every destination to a new port, so no pair of the users' own
+/// addresses connects: ICE falls back to the TURN server's relayed candidates (RFC
+/// 8445 §5.1.1.2). coturn is set up as production deployments are (no relaying
+/// into private networks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_behind_symmetric_nats_chat_through_a_turn_relay() {
+    chat_behind(NatKind::Symmetric, Path::Relayed, |c| {
+        let (user, password) = xor_tests::coturn::USER;
+        format!(
+            "stun = [\"{}\"]\nturn = [{{ url = \"{}\", username = \"{user}\", password = \"{password}\" }}]",
+            c.stun_url(),
+            c.turn_url()
+        )
     })
     .await;
 }

@@ -45,6 +45,8 @@ pub(crate) enum HubMsg {
     },
     /// Connected devices.
     Devices(oneshot::Sender<Vec<Device>>),
+    /// Connected devices and the peer's address on each one's (first) stream.
+    Paths(oneshot::Sender<Vec<(Device, std::net::SocketAddr)>>),
     /// A direct connection from the overlay runtime (ours or a peer's AppAttach).
     Stream(AppStream),
     /// An AppAttach of ours failed.
@@ -69,6 +71,7 @@ pub(crate) struct Outgoing {
 struct StreamEntry {
     id: u64,
     device: Device,
+    addr: std::net::SocketAddr,
     tx: mpsc::Sender<Element>,
     /// The route priority it was opened for (`u8::MAX` when the peer opened it).
     priority: u8,
@@ -201,6 +204,15 @@ impl Hub {
             HubMsg::Devices(reply) => {
                 let _ = reply.send(self.devices());
             }
+            HubMsg::Paths(reply) => {
+                let paths = self
+                    .streams
+                    .values()
+                    .filter_map(|v| v.first())
+                    .map(|e| (e.device.clone(), e.addr))
+                    .collect();
+                let _ = reply.send(paths);
+            }
             HubMsg::Stream(s) => self.stream(s),
             HubMsg::AttachFailed { node, why } => {
                 self.remember_unreachable(node, &why);
@@ -321,7 +333,12 @@ impl Hub {
 
     async fn report(&mut self, report: StreamReport) {
         match report {
-            StreamReport::Up { id, device, tx } => {
+            StreamReport::Up {
+                id,
+                device,
+                addr,
+                tx,
+            } => {
                 self.unreachable.remove(&device.node);
                 let mut priority = u8::MAX;
                 if let Some(exp) = self.expected.remove(&device.node) {
@@ -337,6 +354,7 @@ impl Hub {
                     .push(StreamEntry {
                         id,
                         device: device.clone(),
+                        addr,
                         tx,
                         priority,
                         used: tokio::time::Instant::now(),

@@ -632,6 +632,17 @@ impl XmppNode {
         rx.await.unwrap_or_default()
     }
 
+    /// Devices with an open stream, each with the peer's address on it: its TCP
+    /// endpoint, or the far end of the ICE pair (the TURN server's relayed address
+    /// when the stream is relayed).
+    pub async fn device_paths(&self) -> Vec<(Device, std::net::SocketAddr)> {
+        let (tx, rx) = oneshot::channel();
+        if self.hub.send(HubMsg::Paths(tx)).await.is_err() {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// This user's other devices among `routes` (a forward from this user's JID leads
     /// to someone else's devices, which are not "own").
     fn own_routes(&self, routes: Vec<Route>) -> Vec<Route> {

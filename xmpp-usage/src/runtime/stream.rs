@@ -41,6 +41,9 @@ pub(crate) enum StreamReport {
     Up {
         id: u64,
         device: Device,
+        /// The peer's address on the path: its TCP endpoint, or the remote end of
+        /// the ICE pair (a TURN server's relayed address when relayed).
+        addr: std::net::SocketAddr,
         tx: mpsc::Sender<Element>,
     },
     Stanza {
@@ -198,6 +201,7 @@ pub(crate) async fn run(
     hub: mpsc::Sender<StreamReport>,
 ) {
     let node = peer.node_id();
+    let addr = peer.addr;
     let vouched = cert_jids(&peer);
     let mut conn = Conn::new(io, settings.max_stanza);
     let negotiated = tokio::time::timeout(
@@ -238,6 +242,7 @@ pub(crate) async fn run(
         .send(StreamReport::Up {
             id,
             device: device.clone(),
+            addr,
             tx,
         })
         .await
