@@ -5,8 +5,8 @@
 //! (server-reflexive candidates, hole punching). Both join as RFC 6940 §4.2.1
 //! clients through the public bootstrap node, as NATed devices do. Without the
 //! `[nat]` STUN server the same test fails (no TCP path exists between them).
-//! Two users behind symmetric NATs, whom no pair of their own addresses joins, chat
-//! through coturn's relayed candidates (TURN).
+//! Then the NAT matrix: users behind every pair of NAT kinds chat, directly where
+//! ICE can join the pair and through coturn's relayed candidates (TURN) where not.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,18 +40,9 @@ fn natted(nat: String) -> impl FnOnce(String) -> String {
     }
 }
 
-/// How the direct stream between two users went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// Over a pair of their own (server-reflexive) addresses.
-    Direct,
-    /// Through the TURN server's relayed addresses.
-    Relayed,
-}
-
 /// Two users behind `kind` NATs, each with `nat` in its configuration, exchange
-/// messages both ways; `xor-node status` shows the stream took `path`.
-async fn chat_behind(kind: NatKind, path: Path, nat: impl Fn(&Coturn) -> String) {
+/// messages both ways over a direct (not relayed) stream.
+async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
     let Some(mut lab) = Lab::new() else { return };
     if !have_slixmpp() || !have_coturn() {
         return;
@@ -103,7 +94,7 @@ async fn chat_behind(kind: NatKind, path: Path, nat: impl Fn(&Coturn) -> String)
         .find(|l| l.contains(&format!("erin@{DOMAIN}/laptop")) && l.contains(" at "))
         .unwrap_or_else(|| panic!("no stream to erin in:\n{status}"));
     let relayed = line.contains(&format!(" at {}:", coturn.addr.ip()));
-    assert_eq!(relayed, path == Path::Relayed, "{kind:?}: {line}");
+    assert!(!relayed, "{kind:?}: {line}");
     d.quit().await;
     e.quit().await;
     dave.stop().await;
@@ -113,25 +104,151 @@ async fn chat_behind(kind: NatKind, path: Path, nat: impl Fn(&Coturn) -> String)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_behind_port_restricted_nats_chat_directly_over_ice_with_stun() {
-    chat_behind(NatKind::PortRestricted, Path::Direct, |c| {
+    chat_behind(NatKind::PortRestricted, |c| {
         format!("stun = [\"{}\"]\nturn = []", c.stun_url())
     })
     .await;
 }
 
-/// Symmetric NATs map every destination to a new port, so no pair of the users' own
-/// addresses connects: ICE falls back to the TURN server's relayed candidates (RFC
-/// 8445 §5.1.1.2). coturn is set up as production deployments are (no relaying
-/// into private networks).
+/// The `[nat]` of a device with coturn as STUN and TURN server.
+fn stun_and_turn(c: &Coturn) -> String {
+    let (user, password) = xor_tests::coturn::USER;
+    format!(
+        "stun = [\"{}\"]\nturn = [{{ url = \"{}\", username = \"{user}\", password = \"{password}\" }}]",
+        c.stun_url(),
+        c.turn_url()
+    )
+}
+
+/// Which pairs of RFC 4787 NATs ICE joins directly. Hole punching needs each side's
+/// packets to pass the other's filter: a NAT with endpoint-independent mapping keeps
+/// its server-reflexive port for every destination, so the peer's packets to that
+/// port pass once it has sent towards the peer (for a port-restricted filter, to the
+/// very port the packets come from). A symmetric NAT maps every destination to a new
+/// port: its packets to a port-restricted peer come from a port that peer never sent
+/// to, and the peer's packets to its server-reflexive port (mapped for the STUN
+/// server only) are refused; two symmetric NATs refuse each other the same way. Those
+/// pairs need a relay (RFC 8445 §5.1.1.2, relayed candidates); all others connect
+/// directly (through peer-reflexive candidates when one side is symmetric).
+fn needs_relay(a: NatKind, b: NatKind) -> bool {
+    use NatKind::{PortRestricted, Symmetric};
+    matches!(
+        (a, b),
+        (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric)
+    )
+}
+
+/// The NAT matrix: two users behind every pair of the lab's UDP-passing NAT kinds
+/// (the same kind on both sides included), with coturn as STUN and TURN server, join,
+/// chat both ways, and `xor-node status` shows the stream direct where
+/// [`needs_relay`] says ICE can join them and relayed through coturn where it cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn users_behind_symmetric_nats_chat_through_a_turn_relay() {
-    chat_behind(NatKind::Symmetric, Path::Relayed, |c| {
-        let (user, password) = xor_tests::coturn::USER;
-        format!(
-            "stun = [\"{}\"]\nturn = [{{ url = \"{}\", username = \"{user}\", password = \"{password}\" }}]",
-            c.stun_url(),
-            c.turn_url()
-        )
-    })
-    .await;
+async fn every_pair_of_nat_kinds_chats_directly_where_ice_can_and_through_turn_elsewhere() {
+    let Some(mut lab) = Lab::new() else { return };
+    if !have_slixmpp() || !have_coturn() {
+        return;
+    }
+    let kinds: Vec<NatKind> = NatKind::ALL
+        .into_iter()
+        .filter(|k| *k != NatKind::NoUdp)
+        .collect();
+    let mut public = lab.public().unwrap();
+    let op_host = lab.host("op", &mut public, None).unwrap();
+    let boot_host = lab.host("boot", &mut public, None).unwrap();
+    let turn_host = lab.host("turn", &mut public, None).unwrap();
+    let coturn = Coturn::start(&turn_host).await.unwrap();
+    let boot = SocketAddr::new(boot_host.addr(), OVERLAY_PORT);
+    // Two users behind each kind: "<kind>a" and "<kind>b".
+    let names: Vec<String> = kinds
+        .iter()
+        .flat_map(|k| [format!("{}a", k.name()), format!("{}b", k.name())])
+        .collect();
+    let mut users: Vec<&str> = vec!["boot"];
+    users.extend(names.iter().map(String::as_str));
+    let op = Operator::start(&op_host, &users, &[boot]).await.unwrap();
+    let b = op.device(&boot_host, "boot", "server", true).await.unwrap();
+    let mut routers = Vec::new();
+    let mut devices = std::collections::BTreeMap::new();
+    let mut clients = std::collections::BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let kind = kinds[i / 2];
+        let (router, host) = lab
+            .behind_nat(name, kind, &mut public, 50 + i as u8)
+            .unwrap();
+        let d = op
+            .device_edited(&host, name, "laptop", natted(stun_and_turn(&coturn)))
+            .await
+            .unwrap();
+        clients.insert(name.clone(), login(name, &host).await);
+        devices.insert(name.clone(), d);
+        routers.push((router, host));
+    }
+    let mut wrong = Vec::new();
+    for (i, x) in kinds.iter().enumerate() {
+        for y in &kinds[i..] {
+            let (l, r) = (format!("{}a", x.name()), format!("{}b", y.name()));
+            let there = format!("{l} to {r}");
+            clients
+                .get_mut(&l)
+                .unwrap()
+                .message(&format!("{r}@{DOMAIN}"), &there)
+                .await;
+            if clients
+                .get_mut(&r)
+                .unwrap()
+                .got(&there, WAIT)
+                .await
+                .is_none()
+            {
+                wrong.push(format!("{x:?}/{y:?}: {there} was not delivered"));
+                continue;
+            }
+            let back = format!("{r} to {l}");
+            clients
+                .get_mut(&r)
+                .unwrap()
+                .message(&format!("{l}@{DOMAIN}"), &back)
+                .await;
+            if clients
+                .get_mut(&l)
+                .unwrap()
+                .got(&back, WAIT)
+                .await
+                .is_none()
+            {
+                wrong.push(format!("{x:?}/{y:?}: {back} was not delivered"));
+                continue;
+            }
+            let (ok, status) = devices[&l].cli(&["status"]).await;
+            assert!(ok, "{status}");
+            let line = status
+                .lines()
+                .find(|s| s.contains(&format!("{r}@{DOMAIN}/laptop")) && s.contains(" at "))
+                .unwrap_or_default()
+                .to_owned();
+            if line.is_empty() {
+                wrong.push(format!("{x:?}/{y:?}: no stream from {l} to {r}:\n{status}"));
+                continue;
+            }
+            let relayed = line.contains(&format!(" at {}:", coturn.addr.ip()));
+            if relayed != needs_relay(*x, *y) {
+                wrong.push(format!(
+                    "{x:?}/{y:?}: expected {}, the stream is: {line:?}",
+                    if needs_relay(*x, *y) {
+                        "relayed"
+                    } else {
+                        "direct"
+                    }
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    for (_, c) in clients {
+        c.quit().await;
+    }
+    for (_, d) in devices {
+        d.stop().await;
+    }
+    b.stop().await;
 }
