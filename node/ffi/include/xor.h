@@ -308,6 +308,25 @@ enum XorStatus xor_options_listen(XorOptions options, const uint8_t *addr, size_
 // `addr` must point to `len` readable bytes.
 enum XorStatus xor_options_bootstrap(XorOptions options, const uint8_t *addr, size_t len);
 
+// Adds a STUN server (`stun:host:port`) for direct streams through NATs (ICE).
+//
+// # Safety
+// `url` must point to `len` readable bytes.
+enum XorStatus xor_options_stun_server(XorOptions options, const uint8_t *url, size_t len);
+
+// Adds a TURN server (`turn:host:port`) with its long-term credentials, for
+// players whose NATs ICE cannot join directly.
+//
+// # Safety
+// Each pointer must point to its length's readable bytes.
+enum XorStatus xor_options_turn_server(XorOptions options,
+                                       const uint8_t *url,
+                                       size_t url_len,
+                                       const uint8_t *username,
+                                       size_t username_len,
+                                       const uint8_t *password,
+                                       size_t password_len);
+
 // Route priority, lower first (default 10).
 enum XorStatus xor_options_priority(XorOptions options, uint8_t priority);
 

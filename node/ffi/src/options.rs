@@ -304,6 +304,51 @@ pub unsafe extern "C" fn xor_options_bootstrap(
     })
 }
 
+/// Adds a STUN server (`stun:host:port`) for direct streams through NATs (ICE).
+///
+/// # Safety
+/// `url` must point to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn xor_options_stun_server(
+    options: XorOptions,
+    url: *const u8,
+    len: usize,
+) -> XorStatus {
+    guard(|| {
+        // SAFETY: the caller's guarantee for `url`.
+        let u = unsafe { text(url, len, "url") }?.to_owned();
+        build(options, |b| b.stun_server(u))
+    })
+}
+
+/// Adds a TURN server (`turn:host:port`) with its long-term credentials, for
+/// players whose NATs ICE cannot join directly.
+///
+/// # Safety
+/// Each pointer must point to its length's readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn xor_options_turn_server(
+    options: XorOptions,
+    url: *const u8,
+    url_len: usize,
+    username: *const u8,
+    username_len: usize,
+    password: *const u8,
+    password_len: usize,
+) -> XorStatus {
+    guard(|| {
+        // SAFETY: the caller's guarantee for each pointer.
+        let (u, n, p) = unsafe {
+            (
+                text(url, url_len, "url")?.to_owned(),
+                text(username, username_len, "username")?.to_owned(),
+                text(password, password_len, "password")?.to_owned(),
+            )
+        };
+        build(options, |b| b.turn_server(u, n, p))
+    })
+}
+
 /// Route priority, lower first (default 10).
 #[unsafe(no_mangle)]
 pub extern "C" fn xor_options_priority(options: XorOptions, priority: u8) -> XorStatus {

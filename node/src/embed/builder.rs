@@ -57,6 +57,7 @@ pub struct Builder {
     event_capacity: usize,
     join_timeout: Duration,
     presence: Option<Show>,
+    nat: crate::config::NatSection,
 }
 
 impl Builder {
@@ -78,6 +79,7 @@ impl Builder {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             join_timeout: Duration::from_secs(30),
             presence: Some(Show::Online),
+            nat: Default::default(),
         }
     }
 
@@ -266,18 +268,45 @@ impl Builder {
         }
     }
 
+    /// A STUN server (`stun:host:port`): direct streams to other players then run ICE
+    /// with this device's server-reflexive address, which joins most home and
+    /// carrier NATs (README, ICE for direct streams).
+    pub fn stun_server(mut self, url: impl Into<String>) -> Builder {
+        self.nat.stun.push(url.into());
+        self
+    }
+
+    /// A TURN server (`turn:host:port`, long-term credentials): relayed candidates
+    /// for players whose NATs ICE cannot join directly (symmetric against
+    /// port-restricted or symmetric).
+    pub fn turn_server(
+        mut self,
+        url: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Builder {
+        self.nat.turn.push(crate::config::TurnSection {
+            url: url.into(),
+            username: username.into(),
+            password: password.into(),
+        });
+        self
+    }
+
     /// Enrolls or loads the credentials, joins the overlay, registers the device and
     /// sends the initial presence.
     pub async fn start(self) -> Result<Chat, ChatError> {
         if let Some(e) = &self.http_roots_error {
             return Err(ChatError::Config(e.clone()));
         }
+        let ice = self.nat.ice().map_err(ChatError::Config)?;
         let (profile, roster) = self.profile().await?;
         let roster = Roster::from_toml(&roster).map_err(ChatError::Config)?;
         let mut cfg = node_config(&profile, &self.overlay, &self.resource, "the embedding")?;
         cfg.node.listen_addr = Some(self.listen);
         cfg.node.bootstrap.extend(self.bootstrap.iter().copied());
         cfg.node.may_start_overlay = self.may_start;
+        cfg.node.ice = ice;
         cfg.node.client = self.client.unwrap_or(!self.may_start);
         if cfg.node.client && self.may_start {
             return Err(ChatError::Config(
@@ -345,5 +374,37 @@ impl Builder {
             chat.set_presence(show, None).await?;
         }
         Ok(chat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(b: Builder) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(b.start()) {
+            Err(ChatError::Config(why)) => why,
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("started"),
+        }
+    }
+
+    #[test]
+    fn a_malformed_stun_or_turn_url_is_refused_at_start() {
+        let why = refused(Builder::new("chat.example.org").stun_server("203.0.113.5:3478"));
+        assert!(
+            why.contains("203.0.113.5:3478") && why.contains("stun"),
+            "{why}"
+        );
+        let why = refused(Builder::new("chat.example.org").turn_server(
+            "stun:203.0.113.5:3478",
+            "u",
+            "p",
+        ));
+        assert!(why.contains("is not a turn URL"), "{why}");
     }
 }

@@ -62,6 +62,8 @@ int main(int argc, char **argv) {
     expect("options_new", xor_options_new(S(overlay), &o), XOR_STATUS_OK);
     expect("listen: not an address", xor_options_listen(o, S("not an address")), XOR_STATUS_ERR_INVALID);
     expect("bootstrap: invalid UTF-8", xor_options_bootstrap(o, bad_utf8, sizeof bad_utf8), XOR_STATUS_ERR_UTF8);
+    expect("stun server: invalid UTF-8", xor_options_stun_server(o, bad_utf8, sizeof bad_utf8), XOR_STATUS_ERR_UTF8);
+    expect("turn server: NULL user name", xor_options_turn_server(o, S("turn:203.0.113.5:3478"), NULL, 1, S("p")), XOR_STATUS_ERR_NULL);
     expect("callback NULL", xor_options_callback(o, NULL, NULL, S("t")), XOR_STATUS_ERR_NULL);
     expect("event capacity 0", xor_options_event_capacity(o, 0), XOR_STATUS_ERR_INVALID);
     expect("event capacity over the limit", xor_options_event_capacity(o, (1u << 20) + 1), XOR_STATUS_ERR_INVALID);
