@@ -46,6 +46,16 @@ pub fn have_slixmpp() -> bool {
     )
 }
 
+/// Whether tshark (with text2pcap and mergecap, Debian package `tshark`) is installed.
+pub fn have_tshark() -> bool {
+    have("tshark", &["--version"], "tshark (apt-get install tshark)")
+        && have(
+            "text2pcap",
+            &["--version"],
+            "text2pcap (apt-get install tshark)",
+        )
+}
+
 /// Whether Prosody is installed.
 pub fn have_prosody() -> bool {
     have(

@@ -246,6 +246,27 @@ pub async fn run_device(host: &Host, config: &Path) -> Result<Daemon, String> {
     Daemon::start(config, &text, ports, &host.prefix()).await
 }
 
+/// [`run_device`] with extra environment variables for the daemon (e.g.
+/// `SSLKEYLOGFILE`), set through `env` inside the host's namespace so that other
+/// daemons of the same test process do not inherit them.
+pub async fn run_device_with_env(
+    host: &Host,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> Result<Daemon, String> {
+    let text = std::fs::read_to_string(config).map_err(|e| e.to_string())?;
+    let ports = DaemonPorts {
+        overlay: SocketAddr::new(host.addr(), OVERLAY_PORT),
+        streams: SocketAddr::new(host.addr(), 0),
+        client: SocketAddr::from(([127, 0, 0, 1], 5222)),
+    };
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut prefix = host.prefix();
+    prefix.push("env");
+    prefix.extend(vars.iter().map(String::as_str));
+    Daemon::start(config, &text, ports, &prefix).await
+}
+
 /// `xor-node config-example`, as a user would start from.
 fn xor_node_example() -> String {
     xor_node::config::EXAMPLE.to_owned()

@@ -5,6 +5,7 @@
 mod embed;
 mod enrollment;
 mod hardening;
+mod lab_capture;
 mod lab_ice;
 mod lab_lan;
 mod lab_nat;
