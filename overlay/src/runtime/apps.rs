@@ -95,6 +95,8 @@ struct Pending {
     ice: Option<Gathered>,
     /// The ICE checks are running.
     ice_running: bool,
+    /// Ends our ICE checks when another path connects first (dropped with the entry).
+    ice_cancel: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// What the driver learns from the dial tasks it started.
@@ -188,6 +190,7 @@ impl Apps {
                 dial_error: None,
                 ice,
                 ice_running: false,
+                ice_cancel: None,
             },
         );
     }
@@ -218,9 +221,11 @@ impl Apps {
                 match (ice, remote) {
                     (Some(g), Some(remote)) if p.reply.is_some() => {
                         p.ice_running = true;
+                        let (cancel, cancelled) = tokio::sync::mpsc::channel(1);
+                        p.ice_cancel = Some(cancel);
                         let (tls, reports) = (self.tls.clone(), self.reports.clone());
                         tokio::spawn(async move {
-                            let result = ice_requester(g, remote, &tls, peer).await;
+                            let result = ice_requester(g, remote, cancelled, &tls, peer).await;
                             let _ = reports.send(AppReport::IceDone { peer, result }).await;
                         });
                     }
@@ -349,7 +354,10 @@ impl Apps {
         let (tls, incoming) = (self.tls.clone(), self.incoming.clone());
         tokio::spawn(async move {
             let result = async {
-                let (io, addr) = gathered.connect(remote, false).await?;
+                // Nothing cancels the answerer's checks: they end at their deadline
+                // when the requester closes its agent.
+                let (_keep, checks) = tokio::sync::mpsc::channel(1);
+                let (io, addr) = gathered.connect(remote, false, checks).await?;
                 tls.connect_over(io, addr, Expect::Node(from))
                     .await
                     .map_err(|e| e.to_string())
@@ -459,6 +467,10 @@ impl Apps {
         let Some(p) = self.pending.get_mut(&node) else {
             return;
         };
+        // The first path wins: ICE checks still running for this peer stop.
+        if let Some(cancel) = p.ice_cancel.take() {
+            let _ = cancel.try_send(());
+        }
         let s = AppStream {
             stream,
             peer,
@@ -507,10 +519,11 @@ impl Apps {
 async fn ice_requester(
     gathered: Gathered,
     remote: RemoteIce,
+    cancel: tokio::sync::mpsc::Receiver<()>,
     tls: &TlsContext,
     peer: NodeId,
 ) -> Result<(LinkStream, PeerInfo), String> {
-    let (io, addr) = gathered.connect(remote, true).await?;
+    let (io, addr) = gathered.connect(remote, true, cancel).await?;
     let (stream, info) = tls.accept_over(io, addr).await.map_err(|e| e.to_string())?;
     if info.node_id() != peer {
         return Err(format!(

@@ -148,14 +148,18 @@ impl Gathered {
 
     /// Runs the connectivity checks against `remote` and opens the reliable stream
     /// over the selected pair. Returns the stream (TLS still to be run on it) and
-    /// the peer's address on the pair.
+    /// the peer's address on the pair. A message on `cancel`, or its sender dropped,
+    /// ends the checks (another path connected first); the agent is then closed,
+    /// its sockets and TURN allocations with it.
     pub async fn connect(
         self,
         remote: RemoteIce,
         controlling: bool,
+        cancel: mpsc::Receiver<()>,
     ) -> Result<(DuplexStream, SocketAddr), String> {
         let agent = self.agent.clone();
-        let result = tokio::time::timeout(CHECK_TIMEOUT, self.establish(remote, controlling))
+        let checks = self.establish(remote, controlling, cancel);
+        let result = tokio::time::timeout(CHECK_TIMEOUT, checks)
             .await
             .unwrap_or_else(|_| Err("the ICE checks did not finish in time".into()));
         if result.is_err() {
@@ -168,6 +172,7 @@ impl Gathered {
         self,
         remote: RemoteIce,
         controlling: bool,
+        cancel_rx: mpsc::Receiver<()>,
     ) -> Result<(DuplexStream, SocketAddr), String> {
         for c in &remote.candidates {
             let Some(line) = sdp_line(c) else { continue };
@@ -177,8 +182,6 @@ impl Gathered {
             let c: Arc<dyn Candidate + Send + Sync> = Arc::new(parsed);
             let _ = self.agent.add_remote_candidate(&c);
         }
-        // The cancel sender lives as long as the checks may run.
-        let (_cancel, cancel_rx) = mpsc::channel(1);
         let conn: Arc<dyn Conn + Send + Sync> = if controlling {
             self.agent
                 .dial(cancel_rx, remote.ufrag, remote.password)
@@ -342,6 +345,65 @@ fn sdp_line(c: &IceCandidate) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn loopback() -> IceSettings {
+        IceSettings {
+            stun: Vec::new(),
+            turn: Vec::new(),
+            include_loopback: true,
+        }
+    }
+
+    fn remote(g: &Gathered) -> RemoteIce {
+        RemoteIce {
+            ufrag: g.offer.ufrag.clone(),
+            password: g.offer.password.clone(),
+            candidates: g.offer.candidates.clone(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_agents_connect_over_loopback_and_the_stream_carries_bytes_both_ways() {
+        let (a, b) = (
+            gather(&loopback(), true).await,
+            gather(&loopback(), false).await,
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (ra, rb) = (remote(&b), remote(&a));
+        let (_keep_a, checks_a) = mpsc::channel(1);
+        let (_keep_b, checks_b) = mpsc::channel(1);
+        // The controlling side's SCTP stream appears when the other side first writes.
+        let controlling = tokio::spawn(a.connect(ra, true, checks_a));
+        let (mut y, _) = b.connect(rb, false, checks_b).await.unwrap();
+        y.write_all(b"from the answerer").await.unwrap();
+        let (mut x, peer) = controlling.await.unwrap().unwrap();
+        assert!(
+            peer.ip().is_loopback() || !peer.ip().is_unspecified(),
+            "{peer}"
+        );
+        let mut buf = [0u8; 17];
+        x.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"from the answerer");
+        x.write_all(b"and back").await.unwrap();
+        let mut buf = [0u8; 8];
+        y.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"and back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancel_ends_the_checks_before_their_deadline() {
+        let (a, b) = (
+            gather(&loopback(), true).await,
+            gather(&loopback(), false).await,
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        // Another path connected: the checks stop (the peer never answers them).
+        let (cancel, checks) = mpsc::channel(1);
+        cancel.send(()).await.unwrap();
+        let err = a.connect(remote(&b), true, checks).await.unwrap_err();
+        assert!(!err.contains("did not finish in time"), "{err}");
+        b.close().await;
+    }
 
     #[test]
     fn candidates_read_back_as_the_sdp_lines_webrtc_ice_parses() {

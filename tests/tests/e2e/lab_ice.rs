@@ -5,8 +5,8 @@
 //! (server-reflexive candidates, hole punching). Both join as RFC 6940 §4.2.1
 //! clients through the public bootstrap node, as NATed devices do. Without the
 //! `[nat]` STUN server the same test fails (no TCP path exists between them).
-//! Then the NAT matrix: users behind every pair of NAT kinds chat, directly where
-//! ICE can join the pair and through coturn's relayed candidates (TURN) where not.
+//! The NAT matrix, which pairs connect directly and which through TURN, is in
+//! `lab_matrix.rs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,11 +16,11 @@ use xor_tests::external::{Slix, have_slixmpp};
 use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, PASSWORD};
 use xor_tests::netlab::{Host, Lab, NatKind};
 
-const CLIENT: SocketAddr =
+pub(crate) const CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5222);
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-async fn login(user: &str, host: &Host) -> Slix {
+pub(crate) async fn login(user: &str, host: &Host) -> Slix {
     Slix::login_at(
         &format!("{user}@{DOMAIN}"),
         PASSWORD,
@@ -31,7 +31,7 @@ async fn login(user: &str, host: &Host) -> Slix {
 }
 
 /// The device's configuration: a client of the overlay, with `nat` as its `[nat]`.
-fn natted(nat: String) -> impl FnOnce(String) -> String {
+pub(crate) fn natted(nat: String) -> impl FnOnce(String) -> String {
     move |text: String| {
         text.replace("role = \"peer\"", "role = \"client\"")
             .replace("stun = []\n", "")
@@ -111,7 +111,7 @@ async fn users_behind_port_restricted_nats_chat_directly_over_ice_with_stun() {
 }
 
 /// The `[nat]` of a device with coturn as STUN and TURN server.
-fn stun_and_turn(c: &Coturn) -> String {
+pub(crate) fn stun_and_turn(c: &Coturn) -> String {
     let (user, password) = xor_tests::coturn::USER;
     format!(
         "stun = [\"{}\"]\nturn = [{{ url = \"{}\", username = \"{user}\", password = \"{password}\" }}]",
@@ -130,125 +130,10 @@ fn stun_and_turn(c: &Coturn) -> String {
 /// server only) are refused; two symmetric NATs refuse each other the same way. Those
 /// pairs need a relay (RFC 8445 §5.1.1.2, relayed candidates); all others connect
 /// directly (through peer-reflexive candidates when one side is symmetric).
-fn needs_relay(a: NatKind, b: NatKind) -> bool {
+pub(crate) fn needs_relay(a: NatKind, b: NatKind) -> bool {
     use NatKind::{PortRestricted, Symmetric};
     matches!(
         (a, b),
         (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric)
     )
-}
-
-/// The NAT matrix: two users behind every pair of the lab's UDP-passing NAT kinds
-/// (the same kind on both sides included), with coturn as STUN and TURN server, join,
-/// chat both ways, and `xor-node status` shows the stream direct where
-/// [`needs_relay`] says ICE can join them and relayed through coturn where it cannot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_pair_of_nat_kinds_chats_directly_where_ice_can_and_through_turn_elsewhere() {
-    let Some(mut lab) = Lab::new() else { return };
-    if !have_slixmpp() || !have_coturn() {
-        return;
-    }
-    let kinds: Vec<NatKind> = NatKind::ALL
-        .into_iter()
-        .filter(|k| *k != NatKind::NoUdp)
-        .collect();
-    let mut public = lab.public().unwrap();
-    let op_host = lab.host("op", &mut public, None).unwrap();
-    let boot_host = lab.host("boot", &mut public, None).unwrap();
-    let turn_host = lab.host("turn", &mut public, None).unwrap();
-    let coturn = Coturn::start(&turn_host).await.unwrap();
-    let boot = SocketAddr::new(boot_host.addr(), OVERLAY_PORT);
-    // Two users behind each kind: "<kind>a" and "<kind>b".
-    let names: Vec<String> = kinds
-        .iter()
-        .flat_map(|k| [format!("{}a", k.name()), format!("{}b", k.name())])
-        .collect();
-    let mut users: Vec<&str> = vec!["boot"];
-    users.extend(names.iter().map(String::as_str));
-    let op = Operator::start(&op_host, &users, &[boot]).await.unwrap();
-    let b = op.device(&boot_host, "boot", "server", true).await.unwrap();
-    let mut routers = Vec::new();
-    let mut devices = std::collections::BTreeMap::new();
-    let mut clients = std::collections::BTreeMap::new();
-    for (i, name) in names.iter().enumerate() {
-        let kind = kinds[i / 2];
-        let (router, host) = lab
-            .behind_nat(name, kind, &mut public, 50 + i as u8)
-            .unwrap();
-        let d = op
-            .device_edited(&host, name, "laptop", natted(stun_and_turn(&coturn)))
-            .await
-            .unwrap();
-        clients.insert(name.clone(), login(name, &host).await);
-        devices.insert(name.clone(), d);
-        routers.push((router, host));
-    }
-    let mut wrong = Vec::new();
-    for (i, x) in kinds.iter().enumerate() {
-        for y in &kinds[i..] {
-            let (l, r) = (format!("{}a", x.name()), format!("{}b", y.name()));
-            let there = format!("{l} to {r}");
-            clients
-                .get_mut(&l)
-                .unwrap()
-                .message(&format!("{r}@{DOMAIN}"), &there)
-                .await;
-            if clients
-                .get_mut(&r)
-                .unwrap()
-                .got(&there, WAIT)
-                .await
-                .is_none()
-            {
-                wrong.push(format!("{x:?}/{y:?}: {there} was not delivered"));
-                continue;
-            }
-            let back = format!("{r} to {l}");
-            clients
-                .get_mut(&r)
-                .unwrap()
-                .message(&format!("{l}@{DOMAIN}"), &back)
-                .await;
-            if clients
-                .get_mut(&l)
-                .unwrap()
-                .got(&back, WAIT)
-                .await
-                .is_none()
-            {
-                wrong.push(format!("{x:?}/{y:?}: {back} was not delivered"));
-                continue;
-            }
-            let (ok, status) = devices[&l].cli(&["status"]).await;
-            assert!(ok, "{status}");
-            let line = status
-                .lines()
-                .find(|s| s.contains(&format!("{r}@{DOMAIN}/laptop")) && s.contains(" at "))
-                .unwrap_or_default()
-                .to_owned();
-            if line.is_empty() {
-                wrong.push(format!("{x:?}/{y:?}: no stream from {l} to {r}:\n{status}"));
-                continue;
-            }
-            let relayed = line.contains(&format!(" at {}:", coturn.addr.ip()));
-            if relayed != needs_relay(*x, *y) {
-                wrong.push(format!(
-                    "{x:?}/{y:?}: expected {}, the stream is: {line:?}",
-                    if needs_relay(*x, *y) {
-                        "relayed"
-                    } else {
-                        "direct"
-                    }
-                ));
-            }
-        }
-    }
-    assert!(wrong.is_empty(), "{wrong:#?}");
-    for (_, c) in clients {
-        c.quit().await;
-    }
-    for (_, d) in devices {
-        d.stop().await;
-    }
-    b.stop().await;
 }

@@ -8,6 +8,7 @@ mod hardening;
 mod lab_capture;
 mod lab_ice;
 mod lab_lan;
+mod lab_matrix;
 mod lab_nat;
 mod netlab;
 mod rfc6940_config_update;
