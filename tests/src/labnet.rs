@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::daemon::{Daemon, DaemonPorts, xor_node_bin};
+use crate::external::Slix;
 use crate::netlab::Host;
 
 /// The lab overlay's name.
@@ -23,6 +24,25 @@ pub const PASSWORD: &str = "lab-password";
 pub const ENROLL_PORT: u16 = 8443;
 /// The overlay port of `config-example`.
 pub const OVERLAY_PORT: u16 = 6084;
+/// The local client port of every device, inside its host.
+pub const CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5222);
+
+/// A device's overlay address on `host` (`config-example`'s port).
+pub fn overlay_addr(host: &Host) -> SocketAddr {
+    SocketAddr::new(host.addr(), OVERLAY_PORT)
+}
+
+/// A slixmpp client of `user`'s device on `host`, logged in on its client port.
+pub async fn login(user: &str, host: &Host) -> Slix {
+    Slix::login_at(
+        &format!("{user}@{DOMAIN}"),
+        PASSWORD,
+        CLIENT,
+        &host.prefix(),
+    )
+    .await
+}
 
 /// Runs `xor-node ARGS` on `host` with `env`; its output, or why it failed.
 pub async fn xor_node(host: &Host, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
@@ -241,7 +261,7 @@ pub async fn run_device(host: &Host, config: &Path) -> Result<Daemon, String> {
     let ports = DaemonPorts {
         overlay: SocketAddr::new(host.addr(), OVERLAY_PORT),
         streams: SocketAddr::new(host.addr(), 0),
-        client: SocketAddr::from(([127, 0, 0, 1], 5222)),
+        client: CLIENT,
     };
     Daemon::start(config, &text, ports, &host.prefix()).await
 }
@@ -258,7 +278,7 @@ pub async fn run_device_with_env(
     let ports = DaemonPorts {
         overlay: SocketAddr::new(host.addr(), OVERLAY_PORT),
         streams: SocketAddr::new(host.addr(), 0),
-        client: SocketAddr::from(([127, 0, 0, 1], 5222)),
+        client: CLIENT,
     };
     let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut prefix = host.prefix();

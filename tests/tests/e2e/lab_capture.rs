@@ -6,19 +6,15 @@
 //! candidates and, for AppAttach, DTLS-UDP-SR ones with server-reflexive addresses.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
 use xor_tests::coturn::{Coturn, have_coturn};
-use xor_tests::external::{Slix, have_slixmpp, have_tshark};
-use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, PASSWORD, run_device_with_env};
+use xor_tests::external::{have_slixmpp, have_tshark};
+use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, login, overlay_addr, run_device_with_env};
 use xor_tests::netlab::{Lab, NatKind};
-
-const CLIENT: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5222);
 
 /// Runs tshark with `args`, returning its standard output.
 fn tshark(args: &[&str]) -> String {
@@ -154,7 +150,7 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
     let boot_host = lab.host("boot", &mut public, None).unwrap();
     let turn_host = lab.host("turn", &mut public, None).unwrap();
     let coturn = Coturn::start(&turn_host).await.unwrap();
-    let boot = SocketAddr::new(boot_host.addr(), OVERLAY_PORT);
+    let boot = overlay_addr(&boot_host);
     let op = Operator::start(&op_host, &["boot", "dave", "erin"], &[boot])
         .await
         .unwrap();
@@ -205,16 +201,8 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
         .device_edited(&h2, "erin", "laptop", natted)
         .await
         .unwrap();
-    let login = |user: &str, prefix: Vec<&str>| {
-        let jid = format!("{user}@{DOMAIN}");
-        let prefix: Vec<String> = prefix.into_iter().map(str::to_owned).collect();
-        async move {
-            let p: Vec<&str> = prefix.iter().map(String::as_str).collect();
-            Slix::login_at(&jid, PASSWORD, CLIENT, &p).await
-        }
-    };
-    let mut d = login("dave", h1.prefix()).await;
-    let mut e = login("erin", h2.prefix()).await;
+    let mut d = login("dave", &h1).await;
+    let mut e = login("erin", &h2).await;
     d.message(&format!("erin@{DOMAIN}"), "captured").await;
     assert!(
         e.got("captured", Duration::from_secs(30)).await.is_some(),

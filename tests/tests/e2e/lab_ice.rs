@@ -8,27 +8,14 @@
 //! The NAT matrix, which pairs connect directly and which through TURN, is in
 //! `lab_matrix.rs`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use xor_tests::coturn::{Coturn, have_coturn};
-use xor_tests::external::{Slix, have_slixmpp};
-use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, PASSWORD};
-use xor_tests::netlab::{Host, Lab, NatKind};
+use xor_tests::external::have_slixmpp;
+use xor_tests::labnet::{DOMAIN, Operator, login, overlay_addr};
+use xor_tests::netlab::{Lab, NatKind};
 
-pub(crate) const CLIENT: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5222);
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
-
-pub(crate) async fn login(user: &str, host: &Host) -> Slix {
-    Slix::login_at(
-        &format!("{user}@{DOMAIN}"),
-        PASSWORD,
-        CLIENT,
-        &host.prefix(),
-    )
-    .await
-}
 
 /// The device's configuration: a client of the overlay, with `nat` as its `[nat]`.
 pub(crate) fn natted(nat: String) -> impl FnOnce(String) -> String {
@@ -52,7 +39,7 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
     let boot_host = lab.host("boot", &mut public, None).unwrap();
     let turn_host = lab.host("turn", &mut public, None).unwrap();
     let coturn = Coturn::start(&turn_host).await.unwrap();
-    let boot = SocketAddr::new(boot_host.addr(), OVERLAY_PORT);
+    let boot = overlay_addr(&boot_host);
     let op = Operator::start(&op_host, &["boot", "dave", "erin"], &[boot])
         .await
         .unwrap();

@@ -3,13 +3,12 @@
 //! an operator host, joins, registers and chats through slixmpp on its local port.
 //! Each host's `xor-node status` shows the true ring order.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
 use xor_tests::daemon::Daemon;
-use xor_tests::external::{Slix, have_slixmpp};
-use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, PASSWORD, run_device};
+use xor_tests::external::have_slixmpp;
+use xor_tests::labnet::{DOMAIN, Operator, login, overlay_addr, run_device};
 use xor_tests::netlab::{Host, Lab};
 
 /// (full Node-ID, successors as printed) from `xor-node status`.
@@ -60,10 +59,6 @@ async fn true_ring_order(daemons: &[Daemon], within: Duration) {
     }
 }
 
-fn boot(h: &Host) -> SocketAddr {
-    SocketAddr::new(h.addr(), OVERLAY_PORT)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_hosts_on_a_lan_join_resolve_and_chat_with_default_configuration() {
     let Some(mut lab) = Lab::new() else { return };
@@ -75,9 +70,13 @@ async fn four_hosts_on_a_lan_join_resolve_and_chat_with_default_configuration() 
     let hosts: Vec<Host> = (0..4)
         .map(|i| lab.host(&format!("h{i}"), &mut lan, None).unwrap())
         .collect();
-    let op = Operator::start(&op_host, &["alice", "bob", "carol"], &[boot(&hosts[0])])
-        .await
-        .unwrap();
+    let op = Operator::start(
+        &op_host,
+        &["alice", "bob", "carol"],
+        &[overlay_addr(&hosts[0])],
+    )
+    .await
+    .unwrap();
     let placement = [
         ("alice", "desk"),
         ("bob", "laptop"),
@@ -95,28 +94,9 @@ async fn four_hosts_on_a_lan_join_resolve_and_chat_with_default_configuration() 
 
     // alice on h0 writes to bob: both of bob's devices, on h1 and h2, get it; bob
     // answers from his phone.
-    let client = std::net::SocketAddr::from(([127, 0, 0, 1], 5222));
-    let mut alice = Slix::login_at(
-        &format!("alice@{DOMAIN}"),
-        PASSWORD,
-        client,
-        &hosts[0].prefix(),
-    )
-    .await;
-    let mut bob_laptop = Slix::login_at(
-        &format!("bob@{DOMAIN}"),
-        PASSWORD,
-        client,
-        &hosts[1].prefix(),
-    )
-    .await;
-    let mut bob_phone = Slix::login_at(
-        &format!("bob@{DOMAIN}"),
-        PASSWORD,
-        client,
-        &hosts[2].prefix(),
-    )
-    .await;
+    let mut alice = login("alice", &hosts[0]).await;
+    let mut bob_laptop = login("bob", &hosts[1]).await;
+    let mut bob_phone = login("bob", &hosts[2]).await;
     alice
         .message(&format!("bob@{DOMAIN}"), "across the LAN")
         .await;
@@ -158,7 +138,7 @@ async fn eight_hosts_joining_at_once_find_the_true_ring_order() {
         .collect();
     let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
-    let op = Operator::start(&op_host, &refs, &[boot(&hosts[0])])
+    let op = Operator::start(&op_host, &refs, &[overlay_addr(&hosts[0])])
         .await
         .unwrap();
     let mut configs = Vec::new();

@@ -5,16 +5,15 @@
 //! contacted takes per pair (`BENCHMARKS.md`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use xor_tests::coturn::{Coturn, have_coturn};
 use xor_tests::daemon::Daemon;
 use xor_tests::external::{Slix, have_slixmpp};
-use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, run_device};
+use xor_tests::labnet::{DOMAIN, Operator, login, overlay_addr, run_device};
 use xor_tests::netlab::{Host, Lab, NatKind};
 
-use super::lab_ice::{WAIT, login, natted, needs_relay, stun_and_turn};
+use super::lab_ice::{WAIT, natted, needs_relay, stun_and_turn};
 
 /// Two users behind each UDP-passing NAT kind ("<kind>a", "<kind>b"), each with one
 /// device (a client of the overlay, §4.2.1) and a slixmpp client logged in, a public
@@ -47,7 +46,7 @@ impl Matrix {
         let boot_host = lab.host("boot", &mut public, None).unwrap();
         let turn_host = lab.host("turn", &mut public, None).unwrap();
         let coturn = Coturn::start(&turn_host).await.unwrap();
-        let boot = SocketAddr::new(boot_host.addr(), OVERLAY_PORT);
+        let boot = overlay_addr(&boot_host);
         let names: Vec<String> = kinds
             .iter()
             .flat_map(|k| [format!("{}a", k.name()), format!("{}b", k.name())])

@@ -4,29 +4,11 @@
 //! streams alike. Two NATed users who cannot reach each other get a clear error at
 //! once, and the ring does not split.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use xor_tests::external::{Slix, have_slixmpp};
-use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, PASSWORD};
-use xor_tests::netlab::{Host, Lab, NatKind};
-
-const CLIENT: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5222);
-
-fn boot(h: &Host) -> SocketAddr {
-    SocketAddr::new(h.addr(), OVERLAY_PORT)
-}
-
-async fn login(user: &str, host: &Host) -> Slix {
-    Slix::login_at(
-        &format!("{user}@{DOMAIN}"),
-        PASSWORD,
-        CLIENT,
-        &host.prefix(),
-    )
-    .await
-}
+use xor_tests::external::have_slixmpp;
+use xor_tests::labnet::{DOMAIN, Operator, login, overlay_addr};
+use xor_tests::netlab::{Lab, NatKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_behind_every_nat_kind_join_and_chat_with_a_public_user() {
@@ -44,7 +26,7 @@ async fn users_behind_every_nat_kind_join_and_chat_with_a_public_user() {
         .collect();
     let mut users: Vec<&str> = vec!["boot", "alice"];
     users.extend(natted.iter().map(String::as_str));
-    let op = Operator::start(&op_host, &users, &[boot(&boot_host)])
+    let op = Operator::start(&op_host, &users, &[overlay_addr(&boot_host)])
         .await
         .unwrap();
     let b = op.device(&boot_host, "boot", "server", true).await.unwrap();
@@ -112,7 +94,7 @@ async fn two_natted_users_who_cannot_link_get_a_clear_error_at_once() {
     let op = Operator::start(
         &op_host,
         &["boot", "alice", "dave", "erin"],
-        &[boot(&boot_host)],
+        &[overlay_addr(&boot_host)],
     )
     .await
     .unwrap();
