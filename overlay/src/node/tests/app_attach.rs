@@ -1,6 +1,7 @@
 //! AppAttach with ICE (§6.5.2, §6.5.1.5 – §6.5.1.9): the answer waits for the
 //! answerer's gathering and carries its candidates and credentials; a request whose
-//! ICE part is unusable is answered at once, TCP only.
+//! ICE part is unusable is answered at once, TCP only; answers waiting for gathering
+//! are bounded.
 
 use bytes::Bytes;
 
@@ -158,5 +159,80 @@ fn ice_candidates_beyond_the_limit_and_loopback_ones_are_not_read() {
             .candidates
             .iter()
             .all(|c| !c.socket_addr().unwrap().ip().is_loopback())
+    );
+}
+
+/// At most [`crate::node::MAX_DEFERRED_ANSWERS`] answers wait for gathering at once:
+/// nine peers sending their whole AppAttach budget each (72 requests) get 64 deferred
+/// answers and 8 immediate TCP-only ones; once the runtime answers one, the next
+/// request may wait for gathering again.
+#[test]
+fn deferred_answers_are_bounded_and_the_rest_are_answered_at_once_tcp_only() {
+    use crate::node::MAX_DEFERRED_ANSWERS;
+    use crate::node::dials::APP_ATTACH_BURST;
+    let mut r = Ring::new(62);
+    let mut ids = Vec::new();
+    for i in 0..10u32 {
+        let id = NodeId(u128::from(i + 1) << 120);
+        let mut cfg = r.config_at(i, id);
+        cfg.applications = vec![(XMPP, VirtualNet::address_of(i))];
+        let id = r.net.add(cfg);
+        r.ids.push(id);
+        r.net.join(id);
+        r.settle(secs(60));
+        ids.push(id);
+    }
+    r.net.record_events(true);
+    let b = ids[0];
+    let mut reqs = Vec::new();
+    for (k, from) in ids[1..].iter().enumerate() {
+        for n in 0..APP_ATTACH_BURST {
+            let body = request_body(&offer(&format!("r{k}x{n}")));
+            reqs.push((*from, send(&mut r, *from, b, body)));
+        }
+    }
+    assert_eq!(reqs.len(), 72);
+    r.net.run_for(secs(2));
+    let deferred: Vec<(AnswerToken, RemoteIce)> = r
+        .net
+        .events
+        .iter()
+        .filter_map(|(_, n, e)| match e {
+            Event::AppAttach { ice: Some(x), .. } if *n == b => Some(x.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deferred.len(), MAX_DEFERRED_ANSWERS);
+    let at_once: Vec<AppAttach> = reqs
+        .iter()
+        .filter_map(|(from, req)| answer_of(&r, *from, *req))
+        .collect();
+    assert_eq!(at_once.len(), 72 - MAX_DEFERRED_ANSWERS);
+    for ans in &at_once {
+        assert!(
+            ans.candidates
+                .iter()
+                .all(|c| c.overlay_link == link_type::TLS_TCP_FH_NO_ICE),
+            "TCP only: {ans:?}"
+        );
+    }
+    // One answer goes out: a slot is free, and the next ICE request waits again
+    // (sent by a node whose budget has refilled).
+    let (token, _) = deferred[0].clone();
+    let now = r.net.now();
+    r.net
+        .with(b, |n| n.answer_app_attach(token, Some(offer("ansB")), now));
+    r.net.run_for(secs(10));
+    let before = r.net.events.len();
+    let req = send(&mut r, ids[1], b, request_body(&offer("again")));
+    r.net.run_for(secs(2));
+    assert!(
+        r.net.events[before..].iter().any(|(_, n, e)| *n == b
+            && matches!(e, Event::AppAttach { ice: Some((_, x)), .. } if x.ufrag == "again")),
+        "the freed slot takes the next request"
+    );
+    assert!(
+        answer_of(&r, ids[1], req).is_none(),
+        "it waits for gathering"
     );
 }
