@@ -39,6 +39,9 @@ use crate::wire::{CandType, IceCandidate, IpAddressPort};
 
 pub use crate::node::config::{IceSettings, TurnServer};
 
+/// The wait before a server- or peer-reflexive pair may be nominated.
+const DIRECT_ACCEPTANCE_WAIT: Duration = Duration::from_millis(200);
+
 fn urls(settings: &IceSettings) -> Result<Vec<Url>, String> {
     let mut urls = Vec::new();
     for s in &settings.stun {
@@ -104,6 +107,14 @@ pub async fn gather(settings: &IceSettings, controlling: bool) -> Result<Gathere
         disconnected_timeout: Some(KEEPALIVE * 2),
         failed_timeout: Some(KEEPALIVE * 3),
         check_interval: Duration::from_millis(100),
+        // How long the controlling agent lets better pairs answer before it
+        // nominates a pair of each kind. webrtc-ice waits 0.5 s for
+        // server-reflexive and 1 s for peer-reflexive pairs, which was most of the
+        // first message's 1.2 s through NATs (BENCHMARKS.md); a host pair on a LAN
+        // answers in milliseconds, so 200 ms leaves it ample time. Relayed pairs keep
+        // webrtc-ice's 2 s: a direct pair must win where one exists.
+        srflx_acceptance_min_wait: Some(DIRECT_ACCEPTANCE_WAIT),
+        prflx_acceptance_min_wait: Some(DIRECT_ACCEPTANCE_WAIT),
         ..Default::default()
     })
     .await
