@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::netlab::Host;
+use crate::netlab::{Host, Lab, Switch};
 
 /// The STUN/TURN port.
 pub const PORT: u16 = 3478;
@@ -122,5 +122,36 @@ impl Coturn {
 impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// The public segment of a NAT-traversal lab: the operator's host, the bootstrap
+/// node's host and coturn on a third (RFC 5737 addresses, as on the internet).
+#[derive(Debug)]
+pub struct PublicSegment {
+    /// The segment, for more hosts and NAT routers.
+    pub switch: Switch,
+    /// Where the operator's enrollment server runs.
+    pub op: Host,
+    /// Where the bootstrap node runs.
+    pub boot: Host,
+    /// coturn as STUN and TURN server.
+    pub coturn: Coturn,
+}
+
+impl PublicSegment {
+    /// Makes the segment and its three hosts in `lab` and starts coturn.
+    pub async fn start(lab: &mut Lab) -> Result<PublicSegment, String> {
+        let mut switch = lab.public()?;
+        let op = lab.host("op", &mut switch, None)?;
+        let boot = lab.host("boot", &mut switch, None)?;
+        let turn = lab.host("turn", &mut switch, None)?;
+        let coturn = Coturn::start(&turn).await?;
+        Ok(PublicSegment {
+            switch,
+            op,
+            boot,
+            coturn,
+        })
     }
 }

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
-use xor_tests::coturn::{Coturn, have_coturn};
+use xor_tests::coturn::{PublicSegment, have_coturn};
 use xor_tests::external::{have_slixmpp, have_tshark};
 use xor_tests::labnet::{DOMAIN, OVERLAY_PORT, Operator, login, overlay_addr, run_device_with_env};
 use xor_tests::netlab::{Lab, NatKind};
@@ -145,20 +145,16 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
     }
     let dir = tempfile::tempdir().unwrap();
     let (pcap, keys) = (dir.path().join("boot.pcapng"), dir.path().join("keys.log"));
-    let mut public = lab.public().unwrap();
-    let op_host = lab.host("op", &mut public, None).unwrap();
-    let boot_host = lab.host("boot", &mut public, None).unwrap();
-    let turn_host = lab.host("turn", &mut public, None).unwrap();
-    let coturn = Coturn::start(&turn_host).await.unwrap();
-    let boot = overlay_addr(&boot_host);
-    let op = Operator::start(&op_host, &["boot", "dave", "erin"], &[boot])
+    let mut seg = PublicSegment::start(&mut lab).await.unwrap();
+    let boot = overlay_addr(&seg.boot);
+    let op = Operator::start(&seg.op, &["boot", "dave", "erin"], &[boot])
         .await
         .unwrap();
     let mut capture = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &boot_host.ns,
+            &seg.boot.ns,
             "dumpcap",
             "-q",
             "-i",
@@ -177,21 +173,21 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let config = op.enroll(&boot_host, "boot", "server", true).await.unwrap();
+    let config = op.enroll(&seg.boot, "boot", "server", true).await.unwrap();
     let keylog = keys.display().to_string();
-    let b = run_device_with_env(&boot_host, &config, &[("SSLKEYLOGFILE", &keylog)])
+    let b = run_device_with_env(&seg.boot, &config, &[("SSLKEYLOGFILE", &keylog)])
         .await
         .unwrap();
-    let stun = format!("stun = [\"{}\"]", coturn.stun_url());
+    let stun = format!("stun = [\"{}\"]", seg.coturn.stun_url());
     let natted = |text: String| {
         text.replace("role = \"peer\"", "role = \"client\"")
             .replace("stun = []\n", &format!("{stun}\n"))
     };
     let (_r1, h1) = lab
-        .behind_nat("dave", NatKind::PortRestricted, &mut public, 61)
+        .behind_nat("dave", NatKind::PortRestricted, &mut seg.switch, 61)
         .unwrap();
     let (_r2, h2) = lab
-        .behind_nat("erin", NatKind::PortRestricted, &mut public, 62)
+        .behind_nat("erin", NatKind::PortRestricted, &mut seg.switch, 62)
         .unwrap();
     let dave = op
         .device_edited(&h1, "dave", "laptop", natted)

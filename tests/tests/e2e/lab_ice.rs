@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use xor_tests::coturn::{Coturn, have_coturn};
+use xor_tests::coturn::{Coturn, PublicSegment, have_coturn};
 use xor_tests::external::have_slixmpp;
 use xor_tests::labnet::{DOMAIN, Operator, login, overlay_addr};
 use xor_tests::netlab::{Lab, NatKind};
@@ -34,24 +34,20 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
     if !have_slixmpp() || !have_coturn() {
         return;
     }
-    let mut public = lab.public().unwrap();
-    let op_host = lab.host("op", &mut public, None).unwrap();
-    let boot_host = lab.host("boot", &mut public, None).unwrap();
-    let turn_host = lab.host("turn", &mut public, None).unwrap();
-    let coturn = Coturn::start(&turn_host).await.unwrap();
-    let boot = overlay_addr(&boot_host);
-    let op = Operator::start(&op_host, &["boot", "dave", "erin"], &[boot])
+    let mut seg = PublicSegment::start(&mut lab).await.unwrap();
+    let boot = overlay_addr(&seg.boot);
+    let op = Operator::start(&seg.op, &["boot", "dave", "erin"], &[boot])
         .await
         .unwrap();
-    let b = op.device(&boot_host, "boot", "server", true).await.unwrap();
-    let (_r1, h1) = lab.behind_nat("dave", kind, &mut public, 41).unwrap();
-    let (_r2, h2) = lab.behind_nat("erin", kind, &mut public, 42).unwrap();
+    let b = op.device(&seg.boot, "boot", "server", true).await.unwrap();
+    let (_r1, h1) = lab.behind_nat("dave", kind, &mut seg.switch, 41).unwrap();
+    let (_r2, h2) = lab.behind_nat("erin", kind, &mut seg.switch, 42).unwrap();
     let dave = op
-        .device_edited(&h1, "dave", "laptop", natted(nat(&coturn)))
+        .device_edited(&h1, "dave", "laptop", natted(nat(&seg.coturn)))
         .await
         .unwrap();
     let erin = op
-        .device_edited(&h2, "erin", "laptop", natted(nat(&coturn)))
+        .device_edited(&h2, "erin", "laptop", natted(nat(&seg.coturn)))
         .await
         .unwrap();
     let mut d = login("dave", &h1).await;
@@ -65,7 +61,7 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
         "{kind:?}: dave → erin: erin saw {:?}; dave saw {:?}\ncoturn:\n{}",
         e.seen,
         d.seen,
-        coturn.log_text()
+        seg.coturn.log_text()
     );
     e.message(&format!("dave@{DOMAIN}"), "yes, directly").await;
     assert!(
@@ -80,7 +76,7 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
         .lines()
         .find(|l| l.contains(&format!("erin@{DOMAIN}/laptop")) && l.contains(" at "))
         .unwrap_or_else(|| panic!("no stream to erin in:\n{status}"));
-    let relayed = line.contains(&format!(" at {}:", coturn.addr.ip()));
+    let relayed = line.contains(&format!(" at {}:", seg.coturn.addr.ip()));
     assert!(!relayed, "{kind:?}: {line}");
     d.quit().await;
     e.quit().await;

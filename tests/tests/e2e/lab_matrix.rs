@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use xor_tests::coturn::{Coturn, have_coturn};
+use xor_tests::coturn::{Coturn, PublicSegment, have_coturn};
 use xor_tests::daemon::Daemon;
 use xor_tests::external::{Slix, have_slixmpp};
 use xor_tests::labnet::{DOMAIN, Operator, login, overlay_addr, run_device};
@@ -41,26 +41,22 @@ impl Matrix {
             .into_iter()
             .filter(|k| *k != NatKind::NoUdp)
             .collect();
-        let mut public = lab.public().unwrap();
-        let op_host = lab.host("op", &mut public, None).unwrap();
-        let boot_host = lab.host("boot", &mut public, None).unwrap();
-        let turn_host = lab.host("turn", &mut public, None).unwrap();
-        let coturn = Coturn::start(&turn_host).await.unwrap();
-        let boot = overlay_addr(&boot_host);
+        let mut seg = PublicSegment::start(&mut lab).await.unwrap();
+        let boot = overlay_addr(&seg.boot);
         let names: Vec<String> = kinds
             .iter()
             .flat_map(|k| [format!("{}a", k.name()), format!("{}b", k.name())])
             .collect();
         let mut users: Vec<&str> = vec!["boot"];
         users.extend(names.iter().map(String::as_str));
-        let op = Operator::start(&op_host, &users, &[boot]).await.unwrap();
-        let b = op.device(&boot_host, "boot", "server", true).await.unwrap();
+        let op = Operator::start(&seg.op, &users, &[boot]).await.unwrap();
+        let b = op.device(&seg.boot, "boot", "server", true).await.unwrap();
         let mut m = Matrix {
             clients: BTreeMap::new(),
             devices: BTreeMap::new(),
             hosts: BTreeMap::new(),
             boot: b,
-            coturn,
+            coturn: seg.coturn,
             kinds,
             _op: op,
             _routers: Vec::new(),
@@ -70,7 +66,7 @@ impl Matrix {
             let kind = m.kinds[i / 2];
             let (router, host) = m
                 ._lab
-                .behind_nat(name, kind, &mut public, 50 + i as u8)
+                .behind_nat(name, kind, &mut seg.switch, 50 + i as u8)
                 .unwrap();
             let d = m
                 ._op
