@@ -8,7 +8,15 @@
 //! used to retransmit but to notice a failing link (§6.6.5): when a frame stays
 //! unacknowledged for an RTO the link is [`LinkHealth::Suspect`] (take it out of the
 //! routing table); if nothing is acknowledged for the 30 s that follow, it has
-//! [`LinkHealth::Failed`].
+//! [`LinkHealth::Failed`]. The messages a suspect link has not acknowledged can be
+//! taken back ([`FramedLink::take_unacked`]) and routed around it: per-hop recovery,
+//! so a request does not wait for its origin's end-to-end retransmission (§6.2.1).
+//!
+//! Keep-alive: a link from which nothing has been heard for
+//! [`LinkConfig::keepalive`] sends an empty data frame, which the peer acknowledges
+//! like any other; so a silent peer is suspect within `keepalive` + RTO even on an
+//! idle link. The framing allows an empty `message<0..2^24-1>`; a receiver
+//! acknowledges it and has no message to process (README Decisions).
 //!
 //! Drive loop: after every `handle_*` or `send`, drain `poll_message` and
 //! `poll_transmit`, then sleep until `poll_timeout` and call `handle_timeout`.
@@ -32,18 +40,38 @@ const MIN_RTO: Duration = Duration::from_secs(1);
 const MAX_RTO: Duration = Duration::from_secs(60);
 /// Outstanding frames remembered for RTT samples; older ones only count for health.
 const MAX_TRACKED: usize = 1024;
+/// Read-buffer capacity an idle link keeps.
+const IDLE_BUFFER: usize = 4096;
+/// Bytes of unacknowledged messages kept per link for rerouting around a suspect
+/// link; messages beyond it are left to their origin's retransmission.
+pub const MAX_KEPT_BYTES: usize = 256 * 1024;
+
+/// A data frame waiting for its acknowledgement.
+#[derive(Debug)]
+struct Outstanding {
+    sequence: u32,
+    sent: Instant,
+    /// The message, while the budget of [`MAX_KEPT_BYTES`] allows.
+    message: Option<Bytes>,
+}
 
 /// Link parameters.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     /// `max-message-size` from the overlay configuration (§6.6, §11.1).
     pub max_message_size: usize,
+    /// Probe the peer after this long without hearing from it (`None`: never).
+    pub keepalive: Option<Duration>,
 }
+
+/// The default [`LinkConfig::keepalive`]: a silent peer is suspect within about 11 s.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
 
 impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
             max_message_size: 64 * 1024,
+            keepalive: Some(KEEPALIVE),
         }
     }
 }
@@ -138,13 +166,17 @@ pub struct FramedLink {
     next_sequence: u32,
     /// The 32 most recent sequence numbers received.
     recent: VecDeque<u32>,
-    /// Unacknowledged frames: (sequence, sent at).
-    outstanding: VecDeque<(u32, Instant)>,
+    /// Unacknowledged frames, oldest first.
+    outstanding: VecDeque<Outstanding>,
+    /// Bytes of the messages kept in `outstanding`.
+    kept_bytes: usize,
     rtt: RttEstimator,
     health: LinkHealth,
     health_changed: bool,
     oversize: Option<Oversize>,
     closed: bool,
+    /// When a frame last arrived (acknowledgements included).
+    last_heard: Option<Instant>,
 }
 
 impl FramedLink {
@@ -159,11 +191,13 @@ impl FramedLink {
             next_sequence: 0,
             recent: VecDeque::with_capacity(32),
             outstanding: VecDeque::new(),
+            kept_bytes: 0,
             rtt: RttEstimator::new(),
             health: LinkHealth::Up,
             health_changed: false,
             oversize: None,
             closed: false,
+            last_heard: None,
         }
     }
 
@@ -175,15 +209,43 @@ impl FramedLink {
                 max: self.config.max_message_size,
             });
         }
+        let kept = (self.kept_bytes + message.len() <= MAX_KEPT_BYTES).then(|| message.clone());
+        self.push_data(message, kept, now);
+        Ok(())
+    }
+
+    /// Writes a data frame and tracks it until acknowledged.
+    fn push_data(&mut self, message: Bytes, kept: Option<Bytes>, now: Instant) {
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.push_frame(&FramedMessage::Data { sequence, message });
         if self.outstanding.len() >= MAX_TRACKED {
             // Keep the oldest (it decides health); forget the sample of the newest.
-            self.outstanding.remove(1);
+            if let Some(old) = self.outstanding.remove(1) {
+                self.forget(old);
+            }
         }
-        self.outstanding.push_back((sequence, now));
-        Ok(())
+        self.kept_bytes += kept.as_ref().map_or(0, Bytes::len);
+        self.outstanding.push_back(Outstanding {
+            sequence,
+            sent: now,
+            message: kept,
+        });
+    }
+
+    fn forget(&mut self, o: Outstanding) {
+        self.kept_bytes -= o.message.map_or(0, |m| m.len());
+    }
+
+    /// The messages sent on this link and not acknowledged yet (as far as they were
+    /// kept, oldest first), for routing them around a suspect link. Their frames still
+    /// count for the link's health.
+    pub fn take_unacked(&mut self) -> Vec<Bytes> {
+        self.kept_bytes = 0;
+        self.outstanding
+            .iter_mut()
+            .filter_map(|o| o.message.take())
+            .collect()
     }
 
     fn push_frame(&mut self, frame: &FramedMessage) {
@@ -197,6 +259,7 @@ impl FramedLink {
             return Ok(());
         }
         self.inbuf.extend_from_slice(bytes);
+        self.last_heard = Some(now);
         if let Some(over) = &self.oversize {
             return self.read_oversize_header(over.len);
         }
@@ -204,7 +267,9 @@ impl FramedLink {
             match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(FramedMessage::Data { sequence, message })) => {
                     self.acknowledge(sequence);
-                    self.inbound.push_back(message);
+                    if !message.is_empty() {
+                        self.inbound.push_back(message); // empty: a keep-alive
+                    }
                 }
                 Ok(Some(FramedMessage::Ack {
                     ack_sequence,
@@ -212,7 +277,13 @@ impl FramedLink {
                 })) => {
                     self.on_ack(ack_sequence, received, now);
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    if self.inbuf.is_empty() && self.inbuf.capacity() > IDLE_BUFFER {
+                        // An idle link does not hold on to its largest message's buffer.
+                        self.inbuf = BytesMut::new();
+                    }
+                    return Ok(());
+                }
                 Err(FrameError::TooLarge { len, .. }) => {
                     self.oversize = Some(Oversize { len });
                     return self.read_oversize_header(len);
@@ -270,18 +341,21 @@ impl FramedLink {
             let d = ack_sequence.wrapping_sub(seq);
             d == 0 || (d < 32 && received & (1 << d) != 0)
         };
-        if let Some((_, sent)) = self.outstanding.iter().find(|(s, _)| *s == ack_sequence) {
-            self.rtt.sample(now - *sent);
+        if let Some(o) = self.outstanding.iter().find(|o| o.sequence == ack_sequence) {
+            self.rtt.sample(now - o.sent);
         }
-        self.outstanding.retain(|(s, _)| !acked(*s));
         // TCP delivers in order: anything sent before the acknowledged frame arrived.
-        while let Some((s, _)) = self.outstanding.front() {
-            if ack_sequence.wrapping_sub(*s) < 0x8000_0000 {
-                self.outstanding.pop_front();
-            } else {
-                break;
+        let in_order = |s: u32| ack_sequence.wrapping_sub(s) < 0x8000_0000;
+        let (mut freed, mut front) = (0, true);
+        self.outstanding.retain(|o| {
+            let done = acked(o.sequence) || (front && in_order(o.sequence));
+            if done {
+                freed += o.message.as_ref().map_or(0, Bytes::len);
             }
-        }
+            front &= done;
+            !done
+        });
+        self.kept_bytes -= freed;
         if self.outstanding.is_empty() && self.health != LinkHealth::Up {
             self.set_health(LinkHealth::Up);
         }
@@ -315,25 +389,36 @@ impl FramedLink {
 
     /// When [`FramedLink::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let (_, oldest) = self.outstanding.front()?;
+        let Some(oldest) = self.outstanding.front().map(|o| o.sent) else {
+            return self.keepalive_due();
+        };
         Some(match self.health {
-            LinkHealth::Up => *oldest + self.rtt.rto,
-            LinkHealth::Suspect => *oldest + self.rtt.rto + FAILURE_RETENTION,
+            LinkHealth::Up => oldest + self.rtt.rto,
+            LinkHealth::Suspect => oldest + self.rtt.rto + FAILURE_RETENTION,
             LinkHealth::Failed => return None,
         })
     }
 
     /// Advances health detection to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Some((_, oldest)) = self.outstanding.front() else {
+        let Some(oldest) = self.outstanding.front().map(|o| o.sent) else {
+            if self.keepalive_due().is_some_and(|t| t <= now) && !self.closed {
+                self.push_data(Bytes::new(), None, now);
+            }
             return;
         };
-        let waited = now - *oldest;
-        if waited >= self.rtt.rto + FAILURE_RETENTION {
+        // The same sums as `poll_timeout`: a deadline it reports has passed here.
+        if now >= oldest + self.rtt.rto + FAILURE_RETENTION {
             self.set_health(LinkHealth::Failed);
-        } else if waited >= self.rtt.rto {
+        } else if now >= oldest + self.rtt.rto {
             self.set_health(LinkHealth::Suspect);
         }
+    }
+
+    /// When an idle link probes its peer: [`LinkConfig::keepalive`] after the last
+    /// frame heard (nothing is probed before the first).
+    fn keepalive_due(&self) -> Option<Instant> {
+        Some(self.last_heard? + self.config.keepalive?)
     }
 
     /// Current health.
@@ -375,7 +460,11 @@ mod tests {
         assert_eq!(b.poll_message().as_deref(), Some(&b"two"[..]));
         pump(&mut b, &mut a, Instant::from_millis(20));
         assert_eq!(a.srtt(), Some(Duration::from_millis(20)));
-        assert_eq!(a.poll_timeout(), None, "everything acknowledged");
+        assert_eq!(
+            a.poll_timeout(),
+            Some(Instant::from_millis(20) + KEEPALIVE),
+            "everything acknowledged: only the keep-alive is due"
+        );
     }
 
     #[test]
@@ -432,9 +521,110 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_link_probes_its_peer_and_a_silent_one_becomes_suspect() {
+        let (mut a, mut b) = (
+            FramedLink::new(LinkConfig::default()),
+            FramedLink::new(LinkConfig::default()),
+        );
+        a.send(Bytes::from_static(b"hello"), Instant::ZERO).unwrap();
+        pump(&mut a, &mut b, Instant::ZERO);
+        pump(&mut b, &mut a, Instant::from_millis(20));
+        assert_eq!(b.poll_message().as_deref(), Some(&b"hello"[..]));
+        // Heard at 20 ms: the probe is due KEEPALIVE later.
+        let due = Instant::from_millis(20) + KEEPALIVE;
+        assert_eq!(a.poll_timeout(), Some(due));
+        a.handle_timeout(due);
+        let probe = a.poll_transmit().expect("a keep-alive frame");
+        assert_eq!(
+            probe.len(),
+            8,
+            "an empty data frame: type, sequence, 24-bit length"
+        );
+        b.handle_bytes(&probe, due).unwrap();
+        assert_eq!(b.poll_message(), None, "a keep-alive is no message");
+        pump(&mut b, &mut a, due);
+        assert_eq!(a.poll_timeout(), Some(due + KEEPALIVE), "acknowledged");
+        // The peer goes silent: the next probe is not acknowledged.
+        a.handle_timeout(due + KEEPALIVE);
+        assert!(a.poll_transmit().is_some());
+        let rto = a.rto();
+        a.handle_timeout(due + KEEPALIVE + rto);
+        assert_eq!(a.poll_health(), Some(LinkHealth::Suspect));
+        let none = FramedLink::new(LinkConfig {
+            keepalive: None,
+            ..LinkConfig::default()
+        });
+        assert_eq!(none.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_reported_deadline_is_acted_on_at_that_instant_whatever_the_rto_precision() {
+        // RFC 6298 sums give RTOs finer than the clock's microseconds; the deadline
+        // must still count as reached (it looped for ever in the simulator).
+        for rtt_us in [1_000_001u64, 1_000_003, 777_777, 1_234_567] {
+            let (mut a, mut b) = (
+                FramedLink::new(LinkConfig::default()),
+                FramedLink::new(LinkConfig::default()),
+            );
+            let mut now = Instant::ZERO;
+            for _ in 0..3 {
+                a.send(Bytes::from_static(b"x"), now).unwrap();
+                pump(&mut a, &mut b, now);
+                now += Duration::from_micros(rtt_us);
+                pump(&mut b, &mut a, now);
+            }
+            a.send(Bytes::from_static(b"y"), now).unwrap();
+            let deadline = a.poll_timeout().unwrap();
+            a.handle_timeout(deadline);
+            assert_eq!(
+                a.poll_health(),
+                Some(LinkHealth::Suspect),
+                "rtt {rtt_us} µs"
+            );
+            assert!(a.poll_timeout().unwrap() > deadline);
+        }
+    }
+
+    #[test]
+    fn a_suspect_link_hands_back_what_it_had_not_acknowledged_within_its_budget() {
+        let (mut a, mut b) = (
+            FramedLink::new(LinkConfig::default()),
+            FramedLink::new(LinkConfig::default()),
+        );
+        a.send(Bytes::from_static(b"acked"), Instant::ZERO).unwrap();
+        pump(&mut a, &mut b, Instant::ZERO);
+        pump(&mut b, &mut a, Instant::ZERO);
+        a.send(Bytes::from_static(b"lost 1"), Instant::ZERO)
+            .unwrap();
+        a.send(Bytes::from_static(b"lost 2"), Instant::ZERO)
+            .unwrap();
+        assert_eq!(
+            a.take_unacked(),
+            vec![Bytes::from_static(b"lost 1"), Bytes::from_static(b"lost 2")]
+        );
+        assert!(a.take_unacked().is_empty(), "handed back once");
+        a.handle_timeout(Instant::from_secs(2));
+        assert_eq!(
+            a.poll_health(),
+            Some(LinkHealth::Suspect),
+            "still unacknowledged"
+        );
+        // At most MAX_KEPT_BYTES are kept; the rest is left to the origin.
+        let mut c = FramedLink::new(LinkConfig::default());
+        let big = Bytes::from(vec![0u8; 60_000]);
+        for _ in 0..5 {
+            c.send(big.clone(), Instant::ZERO).unwrap();
+        }
+        let kept = c.take_unacked();
+        assert_eq!(kept.len(), MAX_KEPT_BYTES / 60_000);
+        assert!(kept.iter().map(Bytes::len).sum::<usize>() <= MAX_KEPT_BYTES);
+    }
+
+    #[test]
     fn oversize_message_reports_its_header_rfc6940_6_6() {
         let mut b = FramedLink::new(LinkConfig {
             max_message_size: 100,
+            ..LinkConfig::default()
         });
         let header = ForwardingHeader {
             overlay: 1,

@@ -74,7 +74,8 @@ pub fn named(name: &str, seed: u64, nodes: Option<usize>) -> Result<Scenario, St
                 fraction: 0.5,
             };
             c.update_interval = Duration::from_secs(30);
-            c.sample = Duration::from_secs(30);
+            // Fine enough to see whether routing is whole within 10 s.
+            c.sample = Duration::from_secs(5);
             Ok(Scenario {
                 about: "half of the nodes fail at once at minute 5",
                 runs: vec![(format!("n{n}"), c)],

@@ -37,7 +37,6 @@ fn transaction_id(bytes: &Bytes) -> Option<u64> {
 impl Observer for Tap {
     fn sent(&mut self, d: &Delivery) {
         let mut s = self.0.borrow_mut();
-        s.bytes += d.bytes.len() as u64;
         s.messages += 1;
         let tid = transaction_id(&d.bytes);
         if s.capture == Some(d.from) && s.captured.is_none() {
@@ -51,6 +50,10 @@ impl Observer for Tap {
         {
             *n += 1;
         }
+    }
+
+    fn wire(&mut self, _from: NodeId, len: usize) {
+        self.0.borrow_mut().bytes += len as u64;
     }
 
     fn event(&mut self, at: Instant, node: NodeId, event: &Event) {

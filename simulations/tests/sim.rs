@@ -126,7 +126,6 @@ fn the_cli_writes_summary_csvs_and_plots_and_names_bad_options() {
         "timeseries.csv",
         "hops.csv",
         "latency.csv",
-        "violations.csv",
         "hops.svg",
         "hops.png",
         "latency_cdf.svg",
@@ -137,6 +136,12 @@ fn the_cli_writes_summary_csvs_and_plots_and_names_bad_options() {
         let meta = std::fs::metadata(dir.path().join(f)).unwrap();
         assert!(meta.len() > 40, "{f} is empty");
     }
+    // A header, and a line per violation (none is expected here).
+    let violations = std::fs::read_to_string(dir.path().join("violations.csv")).unwrap();
+    assert!(
+        violations.starts_with("time_s,seed,violation\n"),
+        "{violations}"
+    );
     let png = std::fs::read(dir.path().join("hops.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
     let svg = std::fs::read_to_string(dir.path().join("hops.svg")).unwrap();

@@ -160,6 +160,26 @@ impl RoutingTable {
         self.closest_preceding(k)
     }
 
+    /// The peer responsible for `k` when `k` lies between two adjacent entries of the
+    /// neighbour table (predecessors, this node and successors are consecutive on the
+    /// ring): a Resource-ID is then routed straight to its node instead of through its
+    /// predecessor. `None` outside that span, or when this node is responsible.
+    pub fn known_owner(&self, k: u128) -> Option<NodeId> {
+        let chain: Vec<NodeId> = self
+            .predecessors
+            .iter()
+            .rev()
+            .copied()
+            .chain(std::iter::once(self.me))
+            .chain(self.successors.iter().copied())
+            .collect();
+        chain
+            .windows(2)
+            .find(|w| w[0] != w[1] && in_interval_open_closed(k, w[0].0, w[1].0))
+            .map(|w| w[1])
+            .filter(|n| *n != self.me)
+    }
+
     /// The routing choice ignoring responsibility (used for Node-ID destinations).
     pub fn closest_preceding(&self, k: u128) -> NextHop {
         let peers = self.peers();

@@ -156,7 +156,8 @@ impl Node {
             && let Some(conn) = self.links.get_mut(&link)
         {
             conn.ready = true;
-            if self.table.add(from) {
+            // A suspect peer comes back when its acknowledgements do (§6.6.3).
+            if !conn.suspect && self.table.add(from) {
                 self.neighbors_dirty = true;
             }
         }
@@ -476,7 +477,7 @@ impl Node {
         let ready: Vec<NodeId> = self
             .links
             .values()
-            .filter(|c| c.ready)
+            .filter(|c| c.ready && !c.suspect)
             .map(|c| c.peer)
             .collect();
         self.table.refill_from(ready);

@@ -6,7 +6,7 @@
 //! The driver (the tokio runtime or the simulator) owns the clock and the links:
 //!
 //! 1. feed inputs: [`Node::handle_link_up`], [`Node::handle_link_down`],
-//!    [`Node::handle_message`], [`Node::handle_connect_failed`],
+//!    [`Node::handle_link_health`], [`Node::handle_message`], [`Node::handle_connect_failed`],
 //!    [`Node::handle_timeout`], and API calls such as [`Node::join`] or
 //!    [`Node::request`];
 //! 2. after every input, drain [`Node::poll_transmit`] (bytes for a link) and
@@ -27,6 +27,7 @@ pub mod config;
 mod deliver;
 pub mod dials;
 pub mod fragments;
+mod health;
 pub mod partition;
 pub mod reconfig;
 mod routing;
@@ -256,6 +257,9 @@ pub(crate) struct Conn {
     pub(crate) ready: bool,
     /// This node opened the link (else the peer did).
     pub(crate) outgoing: bool,
+    /// The link layer reports unacknowledged frames: out of the routing table until
+    /// acknowledgements resume (§6.6.3).
+    pub(crate) suspect: bool,
 }
 
 /// The sans-IO RELOAD peer.
@@ -517,6 +521,7 @@ impl Node {
                         peer,
                         ready,
                         outgoing,
+                        suspect: false,
                     },
                 );
                 self.link_of.insert(peer, link);
@@ -552,6 +557,7 @@ impl Node {
                 peer,
                 ready: false,
                 outgoing,
+                suspect: false,
             },
         );
         self.link_of.insert(peer, link);

@@ -73,7 +73,7 @@ impl Node {
             return None;
         }
         let mut links: Vec<(&LinkId, &super::Conn)> = self.links.iter().collect();
-        links.sort_by_key(|(l, c)| (!c.ready, **l));
+        links.sort_by_key(|(l, c)| (c.suspect, !c.ready, **l));
         links.first().map(|(l, _)| **l)
     }
 
@@ -121,7 +121,11 @@ impl Node {
                     }
                     return; // §6.1.1: a Resource-ID must be the only entry
                 }
-                Destination::Resource(r) => self.next_link(r.0),
+                Destination::Resource(r) => match self.table.known_owner(r.0) {
+                    Some(owner) if self.client_of().is_none() => self.link_to(owner),
+                    _ => None,
+                }
+                .or_else(|| self.next_link(r.0)),
                 other => {
                     let e = ErrorResponse::new(
                         ErrorCode::InvalidMessage,

@@ -384,13 +384,21 @@ impl Driver {
         let now = self.clock.now();
         match event {
             LinkEvent::Message(bytes) => self.node.handle_message(link, bytes, now),
-            LinkEvent::Health(LinkHealth::Failed) => {
+            LinkEvent::Health(LinkHealth::Failed, _) => {
                 if let Some(l) = self.links.remove(&link) {
                     l.close();
                 }
                 self.node.handle_link_down(link, now);
             }
-            LinkEvent::Health(health) => tracing::debug!(link = link.0, ?health, "link health"),
+            LinkEvent::Health(health, unacked) => {
+                tracing::debug!(
+                    link = link.0,
+                    ?health,
+                    unacked = unacked.len(),
+                    "link health"
+                );
+                self.node.handle_link_health(link, health, unacked, now);
+            }
             LinkEvent::Closed(reason) => {
                 if self.links.remove(&link).is_some() {
                     tracing::debug!(link = link.0, ?reason, "link closed");

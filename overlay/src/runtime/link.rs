@@ -50,7 +50,7 @@ pub enum LinkEvent {
     /// A RELOAD message (or fragment) arrived.
     Message(Bytes),
     /// The link's health changed (§6.6.5).
-    Health(LinkHealth),
+    Health(LinkHealth, Vec<Bytes>),
     /// The link is gone, with the reason if it was not a clean close.
     Closed(Option<String>),
 }
@@ -180,7 +180,13 @@ impl LinkTask {
                 pending.push_back(LinkEvent::Message(message));
             }
             if let Some(health) = framed.poll_health() {
-                pending.push_back(LinkEvent::Health(health));
+                // A suspect link hands back what it had not acknowledged, to be
+                // routed around it.
+                let unacked = match health {
+                    LinkHealth::Suspect => framed.take_unacked(),
+                    _ => Vec::new(),
+                };
+                pending.push_back(LinkEvent::Health(health, unacked));
                 if health == LinkHealth::Failed {
                     closing.get_or_insert(Some("no acknowledgement from the peer".into()));
                 }

@@ -258,6 +258,7 @@ async fn an_oversize_message_gets_error_message_too_large_and_the_link_closes_rf
     let options = LinkOptions {
         config: LinkConfig {
             max_message_size: 2000,
+            ..LinkConfig::default()
         },
         on_oversize: Some(responder),
     };

@@ -7,7 +7,11 @@ use crate::id::ResourceId;
 use crate::node::{Answer, RequestError, RequestId};
 use crate::wire::{Body, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 
-fn answer(r: &Ring, node: NodeId, req: RequestId) -> Option<Result<Answer, RequestError>> {
+pub(super) fn answer(
+    r: &Ring,
+    node: NodeId,
+    req: RequestId,
+) -> Option<Result<Answer, RequestError>> {
     r.net.events.iter().find_map(|(_, n, e)| match e {
         Event::Response { request, result } if *request == req && *n == node => {
             Some(result.clone())
@@ -21,7 +25,7 @@ fn user_resource(i: usize) -> ResourceId {
     ResourceId::of_name(format!("node{i}@{OVERLAY}").as_bytes())
 }
 
-fn store(r: &mut Ring, i: usize, value: &'static [u8]) -> ResourceId {
+pub(super) fn store(r: &mut Ring, i: usize, value: &'static [u8]) -> ResourceId {
     store_with_replicas(r, i, value, 2)
 }
 
@@ -88,7 +92,7 @@ fn holders(r: &Ring, res: ResourceId) -> Vec<NodeId> {
         .collect()
 }
 
-fn responsible_and_next_two(r: &Ring, res: ResourceId) -> Vec<NodeId> {
+pub(super) fn responsible_and_next_two(r: &Ring, res: ResourceId) -> Vec<NodeId> {
     let mut ids = r.live();
     ids.sort();
     let first = ids.iter().position(|n| n.0 >= res.0).unwrap_or(0);

@@ -1,5 +1,5 @@
 //! A deterministic network of sans-IO [`Node`]s in virtual time: an event heap, links
-//! as pairs of in-memory queues, a latency model and a seeded RNG. The core's tests
+//! whose ends run the real framing layer ([`link`]), a latency model and a seeded RNG. The core's tests
 //! use it directly; the simulator (`xor-sim`) drives it with its latency, churn and
 //! workload models. The same seed gives the same run.
 
@@ -17,6 +17,9 @@ use crate::id::NodeId;
 use crate::node::{ConnectId, Event, LinkId, Node, NodeConfig, RequestId};
 use crate::time::Instant;
 use crate::wire::{Body, Destination};
+
+mod link;
+use link::SimLink;
 
 /// How long a message takes between two nodes, and whether it is lost.
 pub trait LatencyModel {
@@ -39,10 +42,10 @@ impl LatencyModel for ConstantLatency {
     }
 }
 
-/// One message crossing a link, as observers see it.
+/// One message put on a link, as observers see it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// When it arrives.
+    /// When it was sent.
     pub at: Instant,
     /// Sender.
     pub from: NodeId,
@@ -54,8 +57,11 @@ pub struct Delivery {
 
 /// Watches traffic and events (the simulator's metrics).
 pub trait Observer {
-    /// A message was put on a link.
+    /// A node sent a message on a link.
     fn sent(&mut self, _d: &Delivery) {}
+    /// `len` bytes were written on a link by `from`: framed messages and
+    /// acknowledgements (all the overlay's bytes above TLS).
+    fn wire(&mut self, _from: NodeId, _len: usize) {}
     /// A node reported an event.
     fn event(&mut self, _at: Instant, _node: NodeId, _event: &Event) {}
 }
@@ -85,14 +91,19 @@ enum Ev {
         node: NodeId,
         at: Instant,
     },
+    LinkTimer {
+        node: NodeId,
+        link: LinkId,
+        at: Instant,
+    },
 }
 
 struct SimNode {
     node: Node,
     addr: SocketAddr,
     alive: bool,
-    /// Local link → (peer, peer's link id).
-    links: HashMap<LinkId, (NodeId, LinkId)>,
+    /// Local link → its end.
+    links: HashMap<LinkId, SimLink>,
     timer: Option<Instant>,
 }
 
@@ -301,7 +312,7 @@ impl VirtualNet {
     /// `link::FAILURE_RETENTION`).
     pub fn fail_detected_after(&mut self, id: NodeId, detect: Duration) {
         let mut links: Vec<(NodeId, LinkId)> = match self.nodes.get(&id) {
-            Some(s) => s.links.values().copied().collect(),
+            Some(s) => s.links.values().map(|l| (l.peer, l.remote)).collect(),
             None => return,
         };
         // In a fixed order: the same seed must give the same run.
@@ -347,30 +358,7 @@ impl VirtualNet {
             }
         }
         for t in transmits {
-            let Some(&(peer, remote)) = self.nodes.get(&id).and_then(|s| s.links.get(&t.link))
-            else {
-                continue;
-            };
-            if self.latency.lost(id, peer, &mut self.rng) {
-                continue;
-            }
-            let at = now + self.latency.delay(id, peer, &mut self.rng);
-            if let Some(o) = self.observer.as_mut() {
-                o.sent(&Delivery {
-                    at,
-                    from: id,
-                    to: peer,
-                    bytes: t.bytes.clone(),
-                });
-            }
-            self.schedule(
-                at,
-                Ev::Deliver {
-                    to: peer,
-                    link: remote,
-                    bytes: t.bytes,
-                },
-            );
+            self.send_on(id, t.link, t.bytes);
         }
         for e in events {
             if let Some(o) = self.observer.as_mut() {
@@ -418,12 +406,13 @@ impl VirtualNet {
             {
                 let (la, lb) = (LinkId(self.next_link), LinkId(self.next_link + 1));
                 self.next_link += 2;
+                let now = self.now;
                 self.nodes
                     .get_mut(&from)
-                    .map(|s| s.links.insert(la, (t, lb)));
+                    .map(|s| s.links.insert(la, SimLink::new(t, lb, now)));
                 self.nodes
                     .get_mut(&t)
-                    .map(|s| s.links.insert(lb, (from, la)));
+                    .map(|s| s.links.insert(lb, SimLink::new(from, la, now)));
                 self.schedule(
                     at,
                     Ev::LinkUp {
@@ -454,7 +443,11 @@ impl VirtualNet {
     }
 
     fn close(&mut self, id: NodeId, link: LinkId) {
-        let Some((peer, remote)) = self.nodes.get_mut(&id).and_then(|s| s.links.remove(&link))
+        let Some((peer, remote)) = self
+            .nodes
+            .get_mut(&id)
+            .and_then(|s| s.links.remove(&link))
+            .map(|l| (l.peer, l.remote))
         else {
             return;
         };
@@ -485,15 +478,7 @@ impl VirtualNet {
         self.now = self.now.max(at);
         let now = self.now;
         match ev {
-            Ev::Deliver { to, link, bytes } => {
-                if self
-                    .nodes
-                    .get(&to)
-                    .is_some_and(|s| s.alive && s.links.contains_key(&link))
-                {
-                    self.with(to, |n| n.handle_message(link, bytes, now));
-                }
-            }
+            Ev::Deliver { to, link, bytes } => self.receive_on(to, link, &bytes),
             Ev::LinkUp {
                 node,
                 link,
@@ -534,6 +519,7 @@ impl VirtualNet {
                     self.with(node, |n| n.handle_timeout(now));
                 }
             }
+            Ev::LinkTimer { node, link, at } => self.link_timer(node, link, at),
         }
         true
     }
