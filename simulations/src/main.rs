@@ -48,6 +48,10 @@ enum Command {
         /// Location lookups per simulated second.
         #[arg(long, default_value_t = 10.0)]
         lookup_rate: f64,
+        /// No workload at all (no lookups, stores or pings): what keeping the
+        /// overlay up costs each node.
+        #[arg(long)]
+        idle: bool,
         /// `chord-update-interval` (e.g. 30s, 10m).
         #[arg(long, default_value = "60s")]
         update_interval: String,
@@ -88,6 +92,7 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
         duration,
         latency,
         lookup_rate,
+        idle,
         update_interval,
         neighbors,
         seed,
@@ -103,6 +108,9 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
     c.duration = parse_duration(duration)?;
     c.latency = Latency::parse(latency)?;
     c.lookup_rate = *lookup_rate;
+    if *idle {
+        (c.lookup_rate, c.store_rate, c.ping_rate) = (0.0, 0.0, 0.0);
+    }
     c.update_interval = parse_duration(update_interval)?;
     if *neighbors < 3 {
         return Err("--neighbors must be at least 3 (RFC 6940 §10.7)".into());

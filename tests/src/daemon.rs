@@ -225,20 +225,7 @@ impl Daemon {
 
     /// Runs `xor-node ARGS --config <this daemon's>` and returns (success, stdout).
     pub async fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(xor_node_bin())
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .await;
-        match out {
-            Ok(o) => (
-                o.status.success(),
-                String::from_utf8_lossy(&o.stdout).into_owned()
-                    + &String::from_utf8_lossy(&o.stderr),
-            ),
-            Err(e) => (false, e.to_string()),
-        }
+        cli(&self.config, args).await
     }
 
     /// Stops it with SIGTERM (it removes its location record and leaves).
@@ -251,4 +238,61 @@ impl Daemon {
         }
         let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
     }
+}
+
+/// Runs `xor-node ARGS --config CONFIG` and returns (success, stdout and stderr).
+pub async fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(xor_node_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await;
+    match out {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// `users` users (`u0`, `u1`, …) with `devices` devices each (`d0`, …), every device an
+/// `xor-node run` daemon on loopback enrolled in `net`; the first device starts the
+/// overlay and is everyone's bootstrap node. Returns the daemons and their Node-IDs,
+/// user by user.
+pub async fn loopback_users(
+    net: &xor_node::devnet::DevNet,
+    users: usize,
+    devices: usize,
+) -> Result<(Vec<Daemon>, Vec<xor_overlay::id::NodeId>), String> {
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let mut daemons: Vec<Daemon> = Vec::new();
+    let mut ids = Vec::new();
+    for u in 0..users {
+        for d in 0..devices {
+            let opts = net.enroll(&format!("u{u}"), &format!("d{d}")).await?;
+            let profile =
+                xor_enrollment::client::load_profile(&opts.profile, xor_node::devnet::OVERLAY)
+                    .map_err(|e| e.to_string())?;
+            ids.push(profile.credentials.node_id());
+            let ports = DaemonPorts::free(localhost);
+            let bootstrap: Vec<SocketAddr> = daemons
+                .first()
+                .map(|f| f.ports.overlay)
+                .into_iter()
+                .collect();
+            let text = config_text(
+                &opts.profile,
+                &format!("d{d}"),
+                &ports,
+                daemons.is_empty(),
+                &bootstrap,
+                xor_node::devnet::PASSWORD,
+            );
+            let path = net.dir().join(format!("u{u}-d{d}.toml"));
+            daemons.push(Daemon::start(&path, &text, ports, &[]).await?);
+        }
+    }
+    Ok((daemons, ids))
 }

@@ -287,7 +287,7 @@ impl Node {
                 resource,
                 peer,
                 version,
-            } => self.replica_stored(resource, peer, version),
+            } => self.replica_stored(resource, peer, version, now),
             Purpose::PartitionPing { via } => self.partition_answered(via, &answer, now),
             Purpose::Update(_) | Purpose::Fire => {}
         }

@@ -291,13 +291,26 @@ impl Node {
         );
     }
 
-    /// A replica store was accepted.
-    pub(crate) fn replica_stored(&mut self, resource: ResourceId, peer: NodeId, version: u64) {
+    /// A replica store was accepted. A store that changed the resource while this
+    /// replica was in flight is sent on now (`send_replica` holds one store per peer
+    /// and resource at a time), not at the next stabilisation: two devices of a user
+    /// registering a moment apart left the replicas with one entry for up to
+    /// `chord-update-interval`.
+    pub(crate) fn replica_stored(
+        &mut self,
+        resource: ResourceId,
+        peer: NodeId,
+        version: u64,
+        now: Instant,
+    ) {
         self.replicating.remove(&(resource, peer));
         self.replicated
             .entry(resource)
             .or_default()
             .insert(peer, version);
+        if version != self.version(resource) {
+            self.sync_replicas(now);
+        }
     }
 
     /// A replica store failed. Right after a failure the peers of a neighbourhood

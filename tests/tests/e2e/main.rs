@@ -13,6 +13,7 @@ mod lab_nat;
 mod netlab;
 mod rfc6940_config_update;
 mod rfc6940_overlay;
+mod rfc6940_silent_failure;
 mod rfc6940_storage;
 mod xor_fanout;
 mod xor_node;

@@ -1,6 +1,6 @@
 //! A 25-node overlay over TLS on loopback (RFC 6940 §6.2, §10): joins one by one and
-//! concurrently, routes to every Node-ID and to random Resource-IDs, and heals after
-//! five nodes die at once.
+//! concurrently, routes to every Node-ID and to random Resource-IDs, keeps answering
+//! lookups while five nodes die at once, and heals.
 
 use std::time::Duration;
 
@@ -112,9 +112,29 @@ async fn twenty_five_nodes_join_route_and_heal() {
         assert_eq!(answer.expect("resource ping answered").from, want);
     }
 
-    // Five nodes die abruptly; the ring heals.
+    // Five nodes die abruptly. Lookups issued during the next 10 s, every second
+    // from every survivor, are answered by the responsible live node.
     for victim in nodes.drain(3..8) {
         victim.kill();
+    }
+    let live: Vec<NodeId> = nodes.iter().map(|n| n.node_id()).collect();
+    let started = tokio::time::Instant::now();
+    let mut during = Vec::new();
+    for round in 0..10u32 {
+        tokio::time::sleep_until(started + Duration::from_secs(round.into())).await;
+        for from in &nodes {
+            let k = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
+            let want = responsible(&live, k);
+            let from = from.clone();
+            during.push(tokio::spawn(async move {
+                (want, from.ping(Destination::Resource(ResourceId(k))).await)
+            }));
+        }
+    }
+    for lookup in join_all(during).await {
+        let (want, answer) = lookup.expect("the lookup task");
+        let answer = answer.expect("a lookup during the 10 s after the failures");
+        assert_eq!(answer.from, want, "answered by the responsible live node");
     }
     wait_stable(&nodes, Duration::from_secs(60))
         .await

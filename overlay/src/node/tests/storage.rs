@@ -279,3 +279,36 @@ fn nodes_store_their_certificates_rfc6940_8() {
     let id = crate::identity::CertIdentity::parse(&cert, OVERLAY).unwrap();
     assert_eq!(id.node_ids, vec![target]);
 }
+
+#[test]
+fn a_store_made_while_a_replica_is_in_flight_reaches_the_replicas_at_once_rfc6940_10_4() {
+    // Two devices of a user register a moment apart: the second store changes the
+    // resource while the first one's replica stores are still on their way.
+    let mut r = ring_of(8, 43);
+    let node = r.ids[2];
+    let res = user_resource(2);
+    let now = r.net.now();
+    r.net.with(node, |n| {
+        for v in [&b"first"[..], &b"second"[..]] {
+            let entry = StoredDataValue::Array {
+                index: crate::wire::store::APPEND_INDEX,
+                value: DataValue::new(Bytes::from_static(v)),
+            };
+            n.store(res, vec![(201, vec![entry])], secs(3600), now);
+        }
+    });
+    // Far less than the 20 s update interval that would otherwise resend them.
+    r.run_checked(secs(3));
+    let counts: Vec<usize> = responsible_and_next_two(&r, res)
+        .iter()
+        .map(|h| {
+            let n = r.net.node(*h).unwrap();
+            n.storage().get(res, 201).map_or(0, |d| d.entries.len())
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![2, 2, 2],
+        "both entries at the node and its two replicas"
+    );
+}

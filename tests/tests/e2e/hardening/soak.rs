@@ -27,7 +27,7 @@ use xor_overlay::time::Instant as CoreInstant;
 use xor_overlay::wire::{
     AppAttach, Body, Destination, ForwardingHeader, Fragment, IceCandidate, RawMessage,
 };
-use xor_tests::daemon::{Daemon, DaemonPorts, config_text};
+use xor_tests::daemon::{Daemon, loopback_users};
 use xor_tests::external::{Slix, have_slixmpp};
 use xor_xmpp::XMPP_APPLICATION;
 
@@ -53,34 +53,7 @@ struct Honest {
 }
 
 async fn honest_overlay(net: &DevNet) -> Honest {
-    let mut daemons: Vec<Daemon> = Vec::new();
-    let mut ids = Vec::new();
-    for u in 0..USERS {
-        for d in 0..2 {
-            let opts = net
-                .enroll(&format!("u{u}"), &format!("d{d}"))
-                .await
-                .unwrap();
-            let profile = load_profile(&opts.profile, OVERLAY).unwrap();
-            ids.push(profile.credentials.node_id());
-            let ports = DaemonPorts::free(LOCALHOST);
-            let bootstrap: Vec<SocketAddr> = daemons
-                .first()
-                .map(|f| f.ports.overlay)
-                .into_iter()
-                .collect();
-            let text = config_text(
-                &opts.profile,
-                &format!("d{d}"),
-                &ports,
-                daemons.is_empty(),
-                &bootstrap,
-                PASSWORD,
-            );
-            let path = net.dir().join(format!("u{u}-d{d}.toml"));
-            daemons.push(Daemon::start(&path, &text, ports, &[]).await.unwrap());
-        }
-    }
+    let (daemons, ids) = loopback_users(net, USERS, 2).await.unwrap();
     Honest { daemons, ids }
 }
 
