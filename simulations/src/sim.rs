@@ -409,6 +409,13 @@ impl Sim {
         }
         self.metrics
             .start_measuring(self.now().saturating_duration_since(Instant::ZERO));
+        // Traffic is counted from here: the joins' and the settling's would otherwise
+        // all land in the first sample (and the run's average).
+        {
+            let mut seen = self.seen.borrow_mut();
+            seen.bytes = 0;
+            seen.messages = 0;
+        }
         self.measure(progress);
     }
 

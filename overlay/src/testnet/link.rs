@@ -123,9 +123,18 @@ impl VirtualNet {
             };
             out.health = Some((h, unacked));
         }
+        // One timer event per link at a time: a deadline that moves later (every frame
+        // heard moves the keep-alive) is left to the armed event, which re-arms when
+        // it fires; only an earlier one schedules another. The heap stays small.
         let wanted = l.framed.poll_timeout().map(|t| t.max(now));
-        let arm = (wanted != l.timer).then_some(wanted).flatten();
-        l.timer = wanted;
+        let arm = match (wanted, l.timer) {
+            (Some(w), Some(armed)) if armed <= w => None,
+            (Some(w), _) => Some(w),
+            (None, _) => None,
+        };
+        if arm.is_some() {
+            l.timer = arm;
+        }
         let mut last = l.last_arrival;
         for chunk in writes {
             if let Some(o) = self.observer.as_mut() {
