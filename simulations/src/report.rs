@@ -38,7 +38,7 @@ pub fn write(dir: &Path, m: &Metrics, nodes: usize, header: &str) -> Result<(), 
 /// Pixel size of every plot.
 const SIZE: (u32, u32) = (800, 500);
 
-/// Draws the three plots, each as SVG and PNG.
+/// Draws the four plots, each as SVG and PNG.
 pub fn plots(dir: &Path, m: &Metrics, nodes: usize) -> DrawResult {
     register_font();
     macro_rules! draw_with {
@@ -48,6 +48,8 @@ pub fn plots(dir: &Path, m: &Metrics, nodes: usize) -> DrawResult {
             hop_plot($backend::new(&hops, SIZE).into_drawing_area(), m, nodes)?;
             cdf_plot($backend::new(&cdf, SIZE).into_drawing_area(), m)?;
             time_plot($backend::new(&time, SIZE).into_drawing_area(), m)?;
+            let traffic = file("traffic");
+            traffic_plot($backend::new(&traffic, SIZE).into_drawing_area(), m)?;
         }};
     }
     draw_with!(SVGBackend, "svg");
@@ -220,6 +222,33 @@ where
             });
     }
     legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
+    area.present()?;
+    Ok(())
+}
+
+/// What each live node sends per second over time (maintenance and workload).
+fn traffic_plot<DB: DrawingBackend>(
+    area: DrawingArea<DB, plotters::coord::Shift>,
+    m: &Metrics,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let data: Vec<(f64, f64)> = m
+        .samples
+        .iter()
+        .map(|s| (s.at.as_secs_f64() / 60.0, s.bytes_per_node_s))
+        .collect();
+    let t0 = data.first().map_or(0.0, |p| p.0);
+    let t1 = data.last().map_or(1.0, |p| p.0).max(t0 + 1.0);
+    let top = data.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = chart(
+        &area,
+        "Traffic per live node over time",
+        (t0..t1, "simulated time (min)"),
+        (0.0..top, "bytes/s sent per node"),
+    )?;
+    chart.draw_series(LineSeries::new(data, BLUE.stroke_width(2)))?;
     area.present()?;
     Ok(())
 }

@@ -132,6 +132,8 @@ fn the_cli_writes_summary_csvs_and_plots_and_names_bad_options() {
         "latency_cdf.png",
         "over_time.svg",
         "over_time.png",
+        "traffic.svg",
+        "traffic.png",
     ] {
         let meta = std::fs::metadata(dir.path().join(f)).unwrap();
         assert!(meta.len() > 40, "{f} is empty");
