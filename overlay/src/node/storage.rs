@@ -291,11 +291,13 @@ impl Node {
         );
     }
 
-    /// A replica store was accepted. A store that changed the resource while this
-    /// replica was in flight is sent on now (`send_replica` holds one store per peer
-    /// and resource at a time), not at the next stabilisation: two devices of a user
-    /// registering a moment apart left the replicas with one entry for up to
-    /// `chord-update-interval`.
+    /// A replica store was accepted. When this node is responsible for the resource
+    /// and a store changed it while the replica was in flight, the peer gets the new
+    /// version now (`send_replica` holds one store per peer and resource at a time),
+    /// not at the next stabilisation: two devices of a user registering a moment apart
+    /// left the replicas with one entry for up to `chord-update-interval`. Only the
+    /// responsible node does this: replica holders also store their copies back to it,
+    /// and both sides resending on every change would trade stores at network speed.
     pub(crate) fn replica_stored(
         &mut self,
         resource: ResourceId,
@@ -308,8 +310,17 @@ impl Node {
             .entry(resource)
             .or_default()
             .insert(peer, version);
-        if version != self.version(resource) {
-            self.sync_replicas(now);
+        let replica = self
+            .table
+            .successors()
+            .iter()
+            .take(2)
+            .position(|p| *p == peer);
+        if let Some(i) = replica
+            && version != self.version(resource)
+            && self.table.is_responsible(resource.0)
+        {
+            self.send_replica(peer, resource, i as u8 + 1, now);
         }
     }
 
