@@ -276,22 +276,31 @@ pub async fn loopback_users(
                 xor_enrollment::client::load_profile(&opts.profile, xor_node::devnet::OVERLAY)
                     .map_err(|e| e.to_string())?;
             ids.push(profile.credentials.node_id());
-            let ports = DaemonPorts::free(localhost);
             let bootstrap: Vec<SocketAddr> = daemons
                 .first()
                 .map(|f| f.ports.overlay)
                 .into_iter()
                 .collect();
-            let text = config_text(
-                &opts.profile,
-                &format!("d{d}"),
-                &ports,
-                daemons.is_empty(),
-                &bootstrap,
-                xor_node::devnet::PASSWORD,
-            );
             let path = net.dir().join(format!("u{u}-d{d}.toml"));
-            daemons.push(Daemon::start(&path, &text, ports, &[]).await?);
+            // A free port can be taken by a test running beside this one between
+            // picking it and the daemon binding it: pick again then.
+            let mut attempt = 0;
+            let daemon = loop {
+                let ports = DaemonPorts::free(localhost);
+                let text = config_text(
+                    &opts.profile,
+                    &format!("d{d}"),
+                    &ports,
+                    daemons.is_empty(),
+                    &bootstrap,
+                    xor_node::devnet::PASSWORD,
+                );
+                match Daemon::start(&path, &text, ports, &[]).await {
+                    Err(e) if e.contains("Address already in use") && attempt < 3 => attempt += 1,
+                    other => break other?,
+                }
+            };
+            daemons.push(daemon);
         }
     }
     Ok((daemons, ids))
