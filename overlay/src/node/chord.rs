@@ -474,13 +474,7 @@ impl Node {
         }
         self.neighbors_dirty = true;
         self.neighbor_lost_check(now);
-        let ready: Vec<NodeId> = self
-            .links
-            .values()
-            .filter(|c| c.ready && !c.suspect)
-            .map(|c| c.peer)
-            .collect();
-        self.table.refill_from(ready);
+        self.refill_from_healthy_links();
         if self.state == JoinState::Joined
             && self.table.successors().is_empty()
             && !self.links.is_empty()
@@ -490,6 +484,17 @@ impl Node {
             self.state = JoinState::Bootstrapping;
             self.bootstrap(now);
         }
+    }
+
+    /// Refills the routing table from the links that are ready and not suspect.
+    pub(crate) fn refill_from_healthy_links(&mut self) {
+        let healthy: Vec<NodeId> = self
+            .links
+            .values()
+            .filter(|c| c.ready && !c.suspect)
+            .map(|c| c.peer)
+            .collect();
+        self.table.refill_from(healthy);
     }
 
     /// Periodic stabilisation (§10.7.4.1).

@@ -67,13 +67,7 @@ impl Node {
             return;
         }
         self.neighbors_dirty = true;
-        let healthy: Vec<NodeId> = self
-            .links
-            .values()
-            .filter(|c| c.ready && !c.suspect)
-            .map(|c| c.peer)
-            .collect();
-        self.table.refill_from(healthy);
+        self.refill_from_healthy_links();
         self.neighbor_lost_check(now);
     }
 

@@ -3,6 +3,7 @@
 //! request it did not acknowledge is routed around it at once, and a Fetch for data
 //! whose responsible node went silent is answered by the replica that takes over.
 
+use super::routing::responsible;
 use super::storage::{answer, responsible_and_next_two, store};
 use super::*;
 use crate::chord::NextHop;
@@ -28,12 +29,6 @@ fn next_hop(r: &Ring, at: NodeId, k: u128) -> Option<NodeId> {
         NextHop::Peer(p) => Some(p),
         _ => None,
     }
-}
-
-fn responsible(r: &Ring, k: u128) -> NodeId {
-    let mut ids = r.live();
-    ids.sort();
-    *ids.iter().find(|n| n.0 >= k).unwrap_or(&ids[0])
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn answer(r: &Ring, (node, req): (NodeId, RequestId)) -> Option<Result<Answer, R
 }
 
 /// The live node responsible for `k`: the first at or after it.
-fn responsible(r: &Ring, k: u128) -> NodeId {
+pub(super) fn responsible(r: &Ring, k: u128) -> NodeId {
     let mut ids = r.live();
     ids.sort();
     *ids.iter().find(|n| n.0 >= k).unwrap_or(&ids[0])
