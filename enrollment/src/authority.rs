@@ -90,6 +90,7 @@ pub fn configure_node(
         node.chord_ping_interval = Duration::from_secs(u64::from(s.max(1)));
     }
     node.chord_reactive = config.chord_reactive;
+    node.turn_density = config.turn_density;
     node.bootstrap = config
         .bootstrap_nodes
         .iter()

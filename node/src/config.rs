@@ -63,6 +63,14 @@ stun = []
 # TURN servers (UDP) with long-term credentials, for NATs nothing else crosses:
 # turn = [{ url = "turn:turn.example.org:3478", username = "u", password = "p" }]
 turn = []
+# Besides these, a device uses the relays the overlay's public peers serve (RFC 6940
+# §9): it finds them among the peers it is linked with, e.g. its bootstrap node.
+# On a machine with a public address (a bootstrap node), serve STUN and TURN to the
+# overlay's members on this UDP address and record it in the overlay; only peers
+# linked to this node can allocate, through their link's credential.
+# relay = "0.0.0.0:3478"
+# relay_public = "203.0.113.5"   # the address peers reach it at (default: the
+#                                # listen address, or the first overlay address)
 
 [log]
 # error, warn, info, debug or trace (RUST_LOG overrides it).
@@ -133,6 +141,12 @@ pub struct NatSection {
     /// TURN servers.
     #[serde(default)]
     pub turn: Vec<TurnSection>,
+    /// Serve STUN and TURN to the overlay on this UDP address (RFC 6940 §9).
+    #[serde(default)]
+    pub relay: Option<SocketAddr>,
+    /// Where peers reach that relay, if not at its listen address.
+    #[serde(default)]
+    pub relay_public: Option<std::net::IpAddr>,
 }
 
 /// One TURN server of `[nat]`.
@@ -181,6 +195,12 @@ impl NatSection {
                 })
                 .collect(),
             include_loopback: false,
+            serve: self
+                .relay
+                .map(|listen| xor_overlay::node::config::ServeRelay {
+                    listen,
+                    public: self.relay_public,
+                }),
         })
     }
 }

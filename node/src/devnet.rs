@@ -39,11 +39,15 @@ pub fn xmpp_template(overlay: &str, enroll_url: &str, bootstrap: &[SocketAddr]) 
             port: a.port(),
         })
         .collect();
-    c.required_kinds = vec![KindBlock::unsigned(KindSpec::user_node_dictionary(
-        KindName::Name("XMPP-LOCATION".into()),
-        16,
-        1024,
-    ))];
+    c.required_kinds = vec![
+        KindBlock::unsigned(KindSpec::user_node_dictionary(
+            KindName::Name("XMPP-LOCATION".into()),
+            16,
+            1024,
+        )),
+        // Where public peers serve STUN and TURN to the others (RFC 6940 §9).
+        KindBlock::unsigned(KindSpec::turn_service()),
+    ];
     c
 }
 

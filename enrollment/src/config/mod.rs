@@ -151,6 +151,20 @@ impl KindSpec {
         }
     }
 
+    /// TURN-SERVICE (RFC 6940 §9): a single `TurnServer` value per Resource-ID,
+    /// NODE-MULTIPLE "with a maximum iteration of counter 20". A `TurnServer` is at
+    /// most 20 bytes (iteration, an IPv6 `IpAddressPort`).
+    pub fn turn_service() -> KindSpec {
+        KindSpec {
+            name: KindName::Name("TURN-SERVICE".into()),
+            data_model: "SINGLE".into(),
+            access_control: "NODE-MULTIPLE".into(),
+            max_count: 1,
+            max_size: 32,
+            max_node_multiple: Some(20),
+        }
+    }
+
     /// The Kind-ID: the `id` attribute, or the IANA registration of the name (§14.6,
     /// XEP-0415 for XMPP-LOCATION).
     pub fn kind_id(&self) -> Option<KindId> {

@@ -91,6 +91,8 @@ pub struct NodeConfig {
     /// Where the runtime learns ICE candidates for application streams (§6.5.1.5);
     /// the core only carries the candidates it is given.
     pub ice: IceSettings,
+    /// `turn-density` (§9, §11.1): how many TURN-SERVICE records a relay stores.
+    pub turn_density: u8,
 }
 
 /// A TURN server and the credentials for it.
@@ -112,8 +114,22 @@ pub struct IceSettings {
     pub stun: Vec<String>,
     /// TURN servers.
     pub turn: Vec<TurnServer>,
-    /// Gather loopback host candidates (a development overlay on one host).
+    /// Gather loopback host candidates (a development overlay on one host); relays
+    /// found in the overlay may then be on private or loopback addresses, and a
+    /// relay this node serves relays to them.
     pub include_loopback: bool,
+    /// Serve STUN and TURN to the overlay and record it under TURN-SERVICE (§9).
+    pub serve: Option<ServeRelay>,
+}
+
+/// A relay this node serves to the overlay (RFC 6940 §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeRelay {
+    /// The UDP address to listen on (STUN and TURN on one port, 3478 by custom).
+    pub listen: SocketAddr,
+    /// The address peers reach it at and relayed ports are given on: the listen
+    /// address, or for a wildcard one the first address the overlay advertises.
+    pub public: Option<std::net::IpAddr>,
 }
 
 impl IceSettings {
@@ -164,6 +180,7 @@ impl NodeConfig {
             applications: Vec::new(),
             storage_limits: StorageLimits::default(),
             ice: IceSettings::default(),
+            turn_density: 1,
         }
     }
 }

@@ -22,12 +22,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::ice::{Gathered, IceSettings};
+use super::ice::Gathered;
+use super::turn_service::Relays;
 use super::tls::{Expect, PeerInfo, TlsContext};
 use super::transport::{LinkStream, dial};
 use crate::id::NodeId;
@@ -129,7 +131,7 @@ pub(crate) enum AppReport {
 /// The driver's application-stream state.
 pub(crate) struct Apps {
     tls: TlsContext,
-    ice: IceSettings,
+    ice: Arc<Relays>,
     pending: HashMap<NodeId, Pending>,
     answered: HashMap<NodeId, (u16, Instant)>,
     incoming: mpsc::Sender<AppStream>,
@@ -148,7 +150,7 @@ impl std::fmt::Debug for Apps {
 impl Apps {
     pub(crate) fn new(
         tls: TlsContext,
-        ice: IceSettings,
+        ice: Arc<Relays>,
         incoming: mpsc::Sender<AppStream>,
         reports: mpsc::Sender<AppReport>,
     ) -> Apps {
@@ -321,7 +323,7 @@ impl Apps {
         application: u16,
         remote: RemoteIce,
     ) {
-        let (ice, reports) = (self.ice.clone(), self.reports.clone());
+        let (ice, reports) = (self.ice.settings(), self.reports.clone());
         tokio::spawn(async move {
             let result = if ice.enabled() {
                 super::ice::gather(&ice, false).await

@@ -15,6 +15,7 @@ use super::apps::{AppError, AppReport, AppStream, Apps};
 use super::clock::Clock;
 use super::link::{Accepted, Link, LinkEvent, LinkOptions, Listener, OversizeResponder};
 use super::tls::{ConnectError, Expect, PeerInfo, TlsContext};
+use super::turn_service::{LinkSecrets, Relays};
 use super::transport::{LinkStream, dial};
 use crate::id::NodeId;
 use crate::link::{LinkConfig, LinkHealth};
@@ -152,6 +153,8 @@ pub(crate) struct Driver {
     connect_tx: mpsc::Sender<Connected>,
     connect_rx: mpsc::Receiver<Connected>,
     apps: Apps,
+    /// The live links' secrets, for the TURN credentials (see [`super::turn_service`]).
+    secrets: Arc<LinkSecrets>,
     app_reports: mpsc::Receiver<AppReport>,
     /// AppAttach requests in flight: the Node-ID each is for.
     app_requests: HashMap<RequestId, NodeId>,
@@ -166,6 +169,7 @@ impl Driver {
         config: LinkConfig,
         out: Outputs,
         app_streams: mpsc::Sender<AppStream>,
+        relays: Arc<Relays>,
     ) -> Driver {
         let creds = node.config().credentials.clone();
         let ttl = node.config().initial_ttl;
@@ -181,12 +185,8 @@ impl Driver {
         let (connect_tx, connect_rx) = mpsc::channel(CONNECTS);
         let (reports_tx, app_reports) = mpsc::channel(APP_REPORTS);
         Driver {
-            apps: Apps::new(
-                tls.clone(),
-                node.config().ice.clone(),
-                app_streams,
-                reports_tx,
-            ),
+            secrets: relays.secrets().clone(),
+            apps: Apps::new(tls.clone(), relays, app_streams, reports_tx),
             app_reports,
             app_requests: HashMap::new(),
             node,
@@ -385,7 +385,7 @@ impl Driver {
         match event {
             LinkEvent::Message(bytes) => self.node.handle_message(link, bytes, now),
             LinkEvent::Health(LinkHealth::Failed, _) => {
-                if let Some(l) = self.links.remove(&link) {
+                if let Some(l) = self.forget_link(link) {
                     l.close();
                 }
                 self.node.handle_link_down(link, now);
@@ -400,7 +400,7 @@ impl Driver {
                 self.node.handle_link_health(link, health, unacked, now);
             }
             LinkEvent::Closed(reason) => {
-                if self.links.remove(&link).is_some() {
+                if self.forget_link(link).is_some() {
                     tracing::debug!(link = link.0, ?reason, "link closed");
                     self.node.handle_link_down(link, now);
                 }
@@ -408,10 +408,17 @@ impl Driver {
         }
     }
 
+    /// Takes a link out of the driver's tables (the caller closes it if it must).
+    fn forget_link(&mut self, link: LinkId) -> Option<Link> {
+        self.secrets.remove(link);
+        self.links.remove(&link)
+    }
+
     fn link_up(&mut self, stream: LinkStream, peer: PeerInfo, connect: Option<ConnectId>) {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         let peer_id = peer.node_id();
+        self.secrets.insert(peer_id, id, peer.secret);
         let link = Link::spawn(
             id,
             stream,
@@ -449,7 +456,7 @@ impl Driver {
                     expect,
                 } => self.connect(id, candidates, expect),
                 Event::CloseLink(link) => {
-                    if let Some(l) = self.links.remove(&link) {
+                    if let Some(l) = self.forget_link(link) {
                         l.close();
                     }
                 }

@@ -362,6 +362,7 @@ mod tests {
             stun: Vec::new(),
             turn: Vec::new(),
             include_loopback: true,
+            serve: None,
         }
     }
 

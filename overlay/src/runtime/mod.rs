@@ -12,7 +12,11 @@ pub mod link;
 mod overlay;
 pub mod tls;
 pub mod transport;
+pub mod turn_server;
+pub mod turn_service;
 
+#[cfg(test)]
+mod relay_tests;
 #[cfg(test)]
 mod tests;
 

@@ -18,8 +18,11 @@ use super::driver::{
 };
 use super::link::Listener;
 use super::tls::TlsContext;
+use super::turn_server::{RelayLimits, RelayServer};
+use super::turn_service::{self, Calls, LinkSecrets, Relays};
 use crate::id::{NodeId, ResourceId};
 use crate::link::LinkConfig;
+use crate::node::config::{IceSettings, ServeRelay};
 use crate::node::{
     Answer, ConfigChange, JoinFailure, JoinState, Node, NodeConfig, RequestError, RequestId,
 };
@@ -44,7 +47,8 @@ pub struct Overlay {
     task: Arc<JoinHandle<()>>,
     apps: Arc<std::sync::Mutex<Option<mpsc::Receiver<AppStream>>>>,
     config: watch::Receiver<(u16, Option<Bytes>)>,
-    ice: Arc<super::ice::IceSettings>,
+    relays: Arc<Relays>,
+    relay: Option<Arc<RelayServer>>,
 }
 
 impl Overlay {
@@ -94,9 +98,20 @@ impl Overlay {
             config.configuration_sequence,
             config.config_document.clone(),
         ));
-        let ice = Arc::new(config.ice.clone());
+        let serve = config.ice.serve.clone();
+        let turn_density = config.turn_density;
+        let ice = config.ice.clone();
         let node = Node::new(config, clock.now());
         let node_id = node.node_id();
+        let relays = Arc::new(Relays::new(
+            ice.clone(),
+            node_id,
+            Arc::new(LinkSecrets::default()),
+        ));
+        let relay = match serve {
+            Some(s) => serve_relay(&s, &advertised, &ice, &relays).await?,
+            None => None,
+        };
         let (commands, command_rx) = mpsc::channel(COMMANDS);
         let (state_tx, state) = watch::channel(JoinState::Idle);
         let (join_error_tx, join_error) = watch::channel(None);
@@ -110,10 +125,28 @@ impl Overlay {
             overlay: listener,
             apps: app_listeners,
         };
-        let driver = Driver::new(node, tls, listeners, clock, link, outputs, apps_tx);
+        let driver = Driver::new(
+            node,
+            tls,
+            listeners,
+            clock,
+            link,
+            outputs,
+            apps_tx,
+            relays.clone(),
+        );
         let span = tracing::info_span!("node", id = %node_id);
         let task = tokio::spawn(driver.run(command_rx).instrument(span));
         let apps = Arc::new(std::sync::Mutex::new(Some(apps_rx)));
+        let calls = Calls {
+            commands: commands.downgrade(),
+            state: state.clone(),
+        };
+        if let Some(r) = &relay {
+            let addr = r.public_addr();
+            tokio::spawn(turn_service::register(calls.clone(), node_id, addr, turn_density));
+        }
+        tokio::spawn(turn_service::discover(calls, relays.clone()));
         Ok(Overlay {
             node_id,
             local_addr,
@@ -125,7 +158,8 @@ impl Overlay {
             task: Arc::new(task),
             apps,
             config: config_rx,
-            ice,
+            relays,
+            relay,
         })
     }
 
@@ -144,8 +178,9 @@ impl Overlay {
         destination: Vec<Destination>,
         application: u16,
     ) -> Result<AppStream, AppError> {
-        let ice = if self.ice.enabled() {
-            match super::ice::gather(&self.ice, true).await {
+        let settings = self.relays.settings();
+        let ice = if settings.enabled() {
+            match super::ice::gather(&settings, true).await {
                 Ok(g) => Some(g),
                 Err(why) => {
                     tracing::debug!(%why, "no ICE candidates; TCP only");
@@ -395,6 +430,17 @@ impl Overlay {
         }
     }
 
+    /// The relays found in the overlay (RFC 6940 §9) this node gathers candidates
+    /// on, by the peer serving each.
+    pub fn overlay_relays(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.relays.serving()
+    }
+
+    /// Where this node serves STUN and TURN, if it does.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(|r| r.public_addr())
+    }
+
     /// Stops at once, as if the process died: links drop without a Leave.
     pub fn kill(&self) {
         self.task.abort();
@@ -404,4 +450,45 @@ impl Overlay {
     pub fn is_stopped(&self) -> bool {
         self.task.is_finished()
     }
+}
+
+/// Starts the relay `serve` asks for, unless its address is one RFC 6940 §9 says a
+/// relay should not have (private or loopback, outside a development overlay).
+async fn serve_relay(
+    serve: &ServeRelay,
+    advertised: &[SocketAddr],
+    ice: &IceSettings,
+    relays: &Relays,
+) -> Result<Option<Arc<RelayServer>>, StartError> {
+    let public = serve.public.unwrap_or_else(|| {
+        if serve.listen.ip().is_unspecified() {
+            advertised
+                .iter()
+                .map(SocketAddr::ip)
+                .find(|ip| !ip.is_loopback())
+                .or_else(|| advertised.first().map(SocketAddr::ip))
+                .unwrap_or(serve.listen.ip())
+        } else {
+            serve.listen.ip()
+        }
+    });
+    if !super::turn_server::relay_allowed(public, ice.include_loopback) {
+        tracing::warn!(
+            %public,
+            "not serving a relay on a private or loopback address (RFC 6940 §9)"
+        );
+        return Ok(None);
+    }
+    let limits = RelayLimits {
+        allow_private_peers: ice.include_loopback,
+        ..RelayLimits::default()
+    };
+    let server = RelayServer::start(serve.listen, public, relays.secrets().clone(), limits)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: serve.listen.to_string(),
+            source,
+        })?;
+    tracing::info!(addr = %server.public_addr(), "serving STUN and TURN to the overlay");
+    Ok(Some(Arc::new(server)))
 }

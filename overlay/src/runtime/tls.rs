@@ -7,6 +7,7 @@
 //! reports the client's Node-IDs so the caller can match them to its pending Attaches.
 //! `SSLKEYLOGFILE` is honoured so captures can be decrypted in Wireshark.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -111,6 +112,31 @@ pub struct PeerInfo {
     pub cert: CertificateDer<'static>,
     /// Its address.
     pub addr: SocketAddr,
+    /// The link's own secret, exported from the TLS session (RFC 5705): what both
+    /// ends derive a TURN credential from ([`super::turn_service`]).
+    pub secret: LinkSecret,
+}
+
+/// 32 bytes of keying material exported from a link's TLS session with the label
+/// [`LinkSecret::LABEL`]; both ends hold the same bytes and nobody else does.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkSecret(pub [u8; 32]);
+
+impl LinkSecret {
+    /// The exporter label (RFC 5705 §4: labels begin with "EXPORTER").
+    pub const LABEL: &'static [u8] = b"EXPORTER-xor-turn-credential";
+
+    fn export(exported: Result<[u8; 32], rustls::Error>) -> Result<LinkSecret, ConnectError> {
+        exported
+            .map(LinkSecret)
+            .map_err(|e| ConnectError::Tls(format!("keying material: {e}")))
+    }
+}
+
+impl fmt::Debug for LinkSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkSecret(…)")
+    }
 }
 
 impl PeerInfo {
@@ -351,7 +377,13 @@ impl TlsContext {
             .connect(name, io)
             .await
             .map_err(ConnectError::from_io)?;
-        let peer = self.peer_info(tls.get_ref().1.peer_certificates(), addr)?;
+        let conn = tls.get_ref().1;
+        let secret = LinkSecret::export(conn.export_keying_material(
+                [0u8; 32],
+                LinkSecret::LABEL,
+                None,
+            ))?;
+        let peer = self.peer_info(conn.peer_certificates(), addr, secret)?;
         Ok((TlsStream::Client(tls), peer))
     }
 
@@ -374,7 +406,13 @@ impl TlsContext {
         let acceptor = TlsAcceptor::from(self.server.clone());
         let attempt = async {
             let tls = acceptor.accept(io).await.map_err(ConnectError::from_io)?;
-            let peer = self.peer_info(tls.get_ref().1.peer_certificates(), addr)?;
+            let conn = tls.get_ref().1;
+            let secret = LinkSecret::export(conn.export_keying_material(
+                [0u8; 32],
+                LinkSecret::LABEL,
+                None,
+            ))?;
+            let peer = self.peer_info(conn.peer_certificates(), addr, secret)?;
             Ok((TlsStream::Server(tls), peer))
         };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
@@ -386,6 +424,7 @@ impl TlsContext {
         &self,
         certs: Option<&[CertificateDer<'static>]>,
         addr: SocketAddr,
+        secret: LinkSecret,
     ) -> Result<PeerInfo, ConnectError> {
         let cert = certs
             .and_then(|c| c.first())
@@ -404,6 +443,7 @@ impl TlsContext {
             identity: Arc::new(identity),
             cert,
             addr,
+            secret,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! | [`attach`] | Attach, AppAttach, ICE candidates (§6.5.1, §6.5.2) |
 //! | [`store`] | stored data, data models, Store (§7, §7.4.1) |
 //! | [`fetch`] | Fetch, Stat, Find (§7.4.2 – §7.4.4) |
+//! | [`turn`] | the TURN Server Usage's `TurnServer` (§9) |
 //! | [`topology`] | Probe, Join, Leave, Update, RouteQuery, Ping, ConfigUpdate (§6.4.2, §6.5.3, §6.5.4, §10) |
 //! | [`framing`] | the framing header (§6.6.2) |
 //! | [`message`] | whole messages (§6.3) |
@@ -29,6 +30,7 @@ pub mod message;
 pub mod security;
 pub mod store;
 pub mod topology;
+pub mod turn;
 
 #[cfg(test)]
 mod tests;
