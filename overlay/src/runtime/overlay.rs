@@ -436,6 +436,12 @@ impl Overlay {
         self.relays.serving()
     }
 
+    /// The STUN and TURN servers the next ICE gathering uses: the configured ones
+    /// and the overlay's relays, with this node's credentials for them.
+    pub fn ice_settings(&self) -> IceSettings {
+        self.relays.settings()
+    }
+
     /// Where this node serves STUN and TURN, if it does.
     pub fn relay_addr(&self) -> Option<SocketAddr> {
         self.relay.as_ref().map(|r| r.public_addr())

@@ -15,5 +15,6 @@ mod rfc6940_config_update;
 mod rfc6940_overlay;
 mod rfc6940_silent_failure;
 mod rfc6940_storage;
+mod rfc6940_turn_service;
 mod xor_fanout;
 mod xor_node;
