@@ -93,6 +93,12 @@ impl Reporter {
                 let _ = writeln!(out, "state       {e}");
             }
         }
+        if let Some(addr) = overlay.relay_addr() {
+            let _ = writeln!(out, "relay       serving STUN and TURN at {addr}");
+        }
+        for (peer, addr) in overlay.overlay_relays() {
+            let _ = writeln!(out, "relay       using {addr} (Node-ID {})", short(peer));
+        }
         let stored = overlay
             .with_node(|n| {
                 let s = n.storage();

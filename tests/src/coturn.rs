@@ -126,7 +126,8 @@ impl Drop for Coturn {
 }
 
 /// The public segment of a NAT-traversal lab: the operator's host, the bootstrap
-/// node's host and coturn on a third (RFC 5737 addresses, as on the internet).
+/// node's host and, unless the overlay relays for itself, coturn on a third (RFC 5737
+/// addresses, as on the internet).
 #[derive(Debug)]
 pub struct PublicSegment {
     /// The segment, for more hosts and NAT routers.
@@ -135,23 +136,35 @@ pub struct PublicSegment {
     pub op: Host,
     /// Where the bootstrap node runs.
     pub boot: Host,
-    /// coturn as STUN and TURN server.
-    pub coturn: Coturn,
+    /// coturn as STUN and TURN server, if started.
+    pub coturn: Option<Coturn>,
 }
 
 impl PublicSegment {
     /// Makes the segment and its three hosts in `lab` and starts coturn.
     pub async fn start(lab: &mut Lab) -> Result<PublicSegment, String> {
+        let mut seg = PublicSegment::without_coturn(lab)?;
+        let turn = lab.host("turn", &mut seg.switch, None)?;
+        seg.coturn = Some(Coturn::start(&turn).await?);
+        Ok(seg)
+    }
+
+    /// The segment with the operator's and the bootstrap node's hosts only: no
+    /// STUN or TURN server but what the overlay's peers serve (RFC 6940 §9).
+    pub fn without_coturn(lab: &mut Lab) -> Result<PublicSegment, String> {
         let mut switch = lab.public()?;
         let op = lab.host("op", &mut switch, None)?;
         let boot = lab.host("boot", &mut switch, None)?;
-        let turn = lab.host("turn", &mut switch, None)?;
-        let coturn = Coturn::start(&turn).await?;
         Ok(PublicSegment {
             switch,
             op,
             boot,
-            coturn,
+            coturn: None,
         })
+    }
+
+    /// coturn, for a segment made by [`PublicSegment::start`].
+    pub fn coturn(&self) -> &Coturn {
+        self.coturn.as_ref().expect("the segment runs coturn")
     }
 }

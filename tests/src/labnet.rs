@@ -234,7 +234,19 @@ impl Operator {
         resource: &str,
         edit: impl FnOnce(String) -> String,
     ) -> Result<Daemon, String> {
-        let config = self.enroll(host, user, resource, false).await?;
+        self.device_with(host, user, resource, false, edit).await
+    }
+
+    /// [`Operator::device_edited`], for a device that may start the overlay.
+    pub async fn device_with(
+        &self,
+        host: &Host,
+        user: &str,
+        resource: &str,
+        may_start: bool,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<Daemon, String> {
+        let config = self.enroll(host, user, resource, may_start).await?;
         let text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&config);
         xor_node::config::write_private(&config, &edit(text))?;

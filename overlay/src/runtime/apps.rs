@@ -29,9 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::ice::Gathered;
-use super::turn_service::Relays;
 use super::tls::{Expect, PeerInfo, TlsContext};
 use super::transport::{LinkStream, dial};
+use super::turn_service::Relays;
 use crate::id::NodeId;
 pub use crate::node::REVERSE_DIAL_DELAY;
 use crate::node::{AnswerToken, RemoteIce};

@@ -15,8 +15,8 @@ use super::apps::{AppError, AppReport, AppStream, Apps};
 use super::clock::Clock;
 use super::link::{Accepted, Link, LinkEvent, LinkOptions, Listener, OversizeResponder};
 use super::tls::{ConnectError, Expect, PeerInfo, TlsContext};
-use super::turn_service::{LinkSecrets, Relays};
 use super::transport::{LinkStream, dial};
+use super::turn_service::{LinkSecrets, Relays};
 use crate::id::NodeId;
 use crate::link::{LinkConfig, LinkHealth};
 use crate::node::{
@@ -102,6 +102,10 @@ pub(crate) struct Outputs {
     pub(crate) state: watch::Sender<JoinState>,
     pub(crate) join_error: watch::Sender<Option<JoinFailure>>,
     pub(crate) config: watch::Sender<(u16, Option<Bytes>)>,
+    /// Application streams nobody asked for ([`Overlay::take_app_streams`]).
+    ///
+    /// [`Overlay::take_app_streams`]: super::Overlay::take_app_streams
+    pub(crate) app_streams: mpsc::Sender<AppStream>,
 }
 
 /// The node's listeners: overlay links, and one per application.
@@ -168,7 +172,6 @@ impl Driver {
         clock: Clock,
         config: LinkConfig,
         out: Outputs,
-        app_streams: mpsc::Sender<AppStream>,
         relays: Arc<Relays>,
     ) -> Driver {
         let creds = node.config().credentials.clone();
@@ -186,7 +189,7 @@ impl Driver {
         let (reports_tx, app_reports) = mpsc::channel(APP_REPORTS);
         Driver {
             secrets: relays.secrets().clone(),
-            apps: Apps::new(tls.clone(), relays, app_streams, reports_tx),
+            apps: Apps::new(tls.clone(), relays, out.app_streams.clone(), reports_tx),
             app_reports,
             app_requests: HashMap::new(),
             node,

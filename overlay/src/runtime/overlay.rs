@@ -120,21 +120,13 @@ impl Overlay {
             state: state_tx,
             join_error: join_error_tx,
             config: config_tx,
+            app_streams: apps_tx,
         };
         let listeners = Listeners {
             overlay: listener,
             apps: app_listeners,
         };
-        let driver = Driver::new(
-            node,
-            tls,
-            listeners,
-            clock,
-            link,
-            outputs,
-            apps_tx,
-            relays.clone(),
-        );
+        let driver = Driver::new(node, tls, listeners, clock, link, outputs, relays.clone());
         let span = tracing::info_span!("node", id = %node_id);
         let task = tokio::spawn(driver.run(command_rx).instrument(span));
         let apps = Arc::new(std::sync::Mutex::new(Some(apps_rx)));
@@ -144,7 +136,12 @@ impl Overlay {
         };
         if let Some(r) = &relay {
             let addr = r.public_addr();
-            tokio::spawn(turn_service::register(calls.clone(), node_id, addr, turn_density));
+            tokio::spawn(turn_service::register(
+                calls.clone(),
+                node_id,
+                addr,
+                turn_density,
+            ));
         }
         tokio::spawn(turn_service::discover(calls, relays.clone()));
         Ok(Overlay {

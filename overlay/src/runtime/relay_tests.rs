@@ -129,7 +129,11 @@ async fn an_allocation_flood_from_one_peer_stops_at_its_quota_and_leaves_others_
             Err(_) => refused += 1,
         }
     }
-    assert_eq!((held.len(), refused), (3, 7), "a peer holds its quota, no more");
+    assert_eq!(
+        (held.len(), refused),
+        (3, 7),
+        "a peer holds its quota, no more"
+    );
     assert_eq!(server.allocations(), 3);
 
     // The other peer still gets its share, up to the total.
@@ -186,10 +190,23 @@ async fn the_relay_sends_nothing_into_private_or_loopback_networks_unless_told_t
         !relays_to_loopback(RelayLimits::default()).await,
         "a packet to loopback through a public relay must be dropped"
     );
-    for denied in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.16.0.1", "169.254.1.1"] {
+    for denied in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.1.1",
+        "172.16.0.1",
+        "169.254.1.1",
+    ] {
         assert!(!relay_allowed(denied.parse().unwrap(), false), "{denied}");
     }
-    for denied in ["::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "0.0.0.0", "224.0.0.1"] {
+    for denied in [
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:10.0.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+    ] {
         assert!(!relay_allowed(denied.parse().unwrap(), false), "{denied}");
     }
     assert!(!relay_allowed("224.0.0.1".parse().unwrap(), true));

@@ -378,11 +378,8 @@ impl TlsContext {
             .await
             .map_err(ConnectError::from_io)?;
         let conn = tls.get_ref().1;
-        let secret = LinkSecret::export(conn.export_keying_material(
-                [0u8; 32],
-                LinkSecret::LABEL,
-                None,
-            ))?;
+        let secret =
+            LinkSecret::export(conn.export_keying_material([0u8; 32], LinkSecret::LABEL, None))?;
         let peer = self.peer_info(conn.peer_certificates(), addr, secret)?;
         Ok((TlsStream::Client(tls), peer))
     }

@@ -171,7 +171,12 @@ impl Quota {
         let user = s.current.take().unwrap_or_default();
         let held = s.per_user.get(&user).copied().unwrap_or(0);
         if s.total >= self.limits.total || held >= self.limits.per_peer {
-            tracing::info!(user, held, total = s.total, "TURN allocation refused: quota");
+            tracing::info!(
+                user,
+                held,
+                total = s.total,
+                "TURN allocation refused: quota"
+            );
             return Err(turn::Error::Other("allocation quota reached".into()));
         }
         s.total += 1;

@@ -178,7 +178,7 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
     let b = run_device_with_env(&seg.boot, &config, &[("SSLKEYLOGFILE", &keylog)])
         .await
         .unwrap();
-    let stun = format!("stun = [\"{}\"]", seg.coturn.stun_url());
+    let stun = format!("stun = [\"{}\"]", seg.coturn().stun_url());
     let natted = |text: String| {
         text.replace("role = \"peer\"", "role = \"client\"")
             .replace("stun = []\n", &format!("{stun}\n"))

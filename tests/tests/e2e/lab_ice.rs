@@ -43,11 +43,11 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
     let (_r1, h1) = lab.behind_nat("dave", kind, &mut seg.switch, 41).unwrap();
     let (_r2, h2) = lab.behind_nat("erin", kind, &mut seg.switch, 42).unwrap();
     let dave = op
-        .device_edited(&h1, "dave", "laptop", natted(nat(&seg.coturn)))
+        .device_edited(&h1, "dave", "laptop", natted(nat(seg.coturn())))
         .await
         .unwrap();
     let erin = op
-        .device_edited(&h2, "erin", "laptop", natted(nat(&seg.coturn)))
+        .device_edited(&h2, "erin", "laptop", natted(nat(seg.coturn())))
         .await
         .unwrap();
     let mut d = login("dave", &h1).await;
@@ -61,7 +61,7 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
         "{kind:?}: dave → erin: erin saw {:?}; dave saw {:?}\ncoturn:\n{}",
         e.seen,
         d.seen,
-        seg.coturn.log_text()
+        seg.coturn().log_text()
     );
     e.message(&format!("dave@{DOMAIN}"), "yes, directly").await;
     assert!(
@@ -76,7 +76,7 @@ async fn chat_behind(kind: NatKind, nat: impl Fn(&Coturn) -> String) {
         .lines()
         .find(|l| l.contains(&format!("erin@{DOMAIN}/laptop")) && l.contains(" at "))
         .unwrap_or_else(|| panic!("no stream to erin in:\n{status}"));
-    let relayed = line.contains(&format!(" at {}:", seg.coturn.addr.ip()));
+    let relayed = line.contains(&format!(" at {}:", seg.coturn().addr.ip()));
     assert!(!relayed, "{kind:?}: {line}");
     d.quit().await;
     e.quit().await;

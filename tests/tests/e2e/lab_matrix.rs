@@ -1,10 +1,13 @@
 //! The NAT matrix (network lab): users behind every pair of the lab's UDP-passing NAT
-//! kinds, with coturn as STUN and TURN server, chat directly where ICE can join the
-//! pair and through coturn's relayed candidates where it cannot ([`needs_relay`]).
+//! kinds chat directly where ICE can join the pair and through relayed candidates
+//! where it cannot ([`needs_relay`]) — once with coturn as the only STUN and TURN
+//! server, once with no server but the relay the public bootstrap node serves to
+//! the overlay (RFC 6940 §9).
 //! The same lab measures, as a benchmark, how long the first message to a user never
 //! contacted takes per pair (`BENCHMARKS.md`).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use xor_tests::coturn::{Coturn, PublicSegment, have_coturn};
@@ -15,16 +18,28 @@ use xor_tests::netlab::{Host, Lab, NatKind};
 
 use super::lab_ice::{WAIT, natted, needs_relay, stun_and_turn};
 
+/// Where the relays are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// coturn on the public segment, configured in every device's `[nat]`.
+    Coturn,
+    /// The bootstrap node serves STUN and TURN (`[nat] relay`); the devices have no
+    /// `[nat]` server and find it in the overlay.
+    Bootstrap,
+}
+
 /// Two users behind each UDP-passing NAT kind ("<kind>a", "<kind>b"), each with one
 /// device (a client of the overlay, §4.2.1) and a slixmpp client logged in, a public
-/// bootstrap node and coturn. Fields drop in order: clients and daemons before the
-/// lab's namespaces.
+/// bootstrap node and the relay. Fields drop in order: clients and daemons before
+/// the lab's namespaces.
 struct Matrix {
     clients: BTreeMap<String, Slix>,
     devices: BTreeMap<String, Daemon>,
     hosts: BTreeMap<String, Host>,
     boot: Daemon,
-    coturn: Coturn,
+    /// The relay's address, what `status` shows for a relayed stream.
+    relay_ip: IpAddr,
+    _coturn: Option<Coturn>,
     kinds: Vec<NatKind>,
     _op: Operator,
     _routers: Vec<Host>,
@@ -32,17 +47,25 @@ struct Matrix {
 }
 
 impl Matrix {
-    async fn start() -> Option<Matrix> {
+    async fn start(relay: Relay) -> Option<Matrix> {
         let mut lab = Lab::new()?;
-        if !have_slixmpp() || !have_coturn() {
+        if !have_slixmpp() || (relay == Relay::Coturn && !have_coturn()) {
             return None;
         }
         let kinds: Vec<NatKind> = NatKind::ALL
             .into_iter()
             .filter(|k| *k != NatKind::NoUdp)
             .collect();
-        let mut seg = PublicSegment::start(&mut lab).await.unwrap();
+        let mut seg = match relay {
+            Relay::Coturn => PublicSegment::start(&mut lab).await.unwrap(),
+            Relay::Bootstrap => PublicSegment::without_coturn(&mut lab).unwrap(),
+        };
         let boot = overlay_addr(&seg.boot);
+        let (relay_ip, nat) = match &seg.coturn {
+            Some(c) => (c.addr.ip(), stun_and_turn(c)),
+            None => (boot.ip(), String::new()),
+        };
+        let serve = format!("[nat]\nrelay = \"{}:3478\"\n", boot.ip());
         let names: Vec<String> = kinds
             .iter()
             .flat_map(|k| [format!("{}a", k.name()), format!("{}b", k.name())])
@@ -50,13 +73,20 @@ impl Matrix {
         let mut users: Vec<&str> = vec!["boot"];
         users.extend(names.iter().map(String::as_str));
         let op = Operator::start(&seg.op, &users, &[boot]).await.unwrap();
-        let b = op.device(&seg.boot, "boot", "server", true).await.unwrap();
+        let b = op
+            .device_with(&seg.boot, "boot", "server", true, |text| match relay {
+                Relay::Coturn => text,
+                Relay::Bootstrap => text.replace("[nat]\n", &serve),
+            })
+            .await
+            .unwrap();
         let mut m = Matrix {
             clients: BTreeMap::new(),
             devices: BTreeMap::new(),
             hosts: BTreeMap::new(),
             boot: b,
-            coturn: seg.coturn,
+            relay_ip,
+            _coturn: seg.coturn,
             kinds,
             _op: op,
             _routers: Vec::new(),
@@ -70,7 +100,7 @@ impl Matrix {
                 .unwrap();
             let d = m
                 ._op
-                .device_edited(&host, name, "laptop", natted(stun_and_turn(&m.coturn)))
+                .device_edited(&host, name, "laptop", natted(nat.clone()))
                 .await
                 .unwrap();
             m.clients.insert(name.clone(), login(name, &host).await);
@@ -112,7 +142,7 @@ impl Matrix {
     }
 
     fn relayed(&self, line: &str) -> bool {
-        line.contains(&format!(" at {}:", self.coturn.addr.ip()))
+        line.contains(&format!(" at {}:", self.relay_ip))
     }
 
     /// Restarts `user`'s device and client: a fresh process that has contacted
@@ -160,7 +190,21 @@ impl Matrix {
 /// says ICE can join them and relayed through coturn where it cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_pair_of_nat_kinds_chats_directly_where_ice_can_and_through_turn_elsewhere() {
-    let Some(mut m) = Matrix::start().await else {
+    chat_across_the_matrix(Relay::Coturn).await;
+}
+
+/// The same matrix in an overlay whose only public machine is its bootstrap node:
+/// no STUN or TURN server is configured anywhere. The bootstrap node serves both
+/// (`[nat] relay`) and records itself under TURN-SERVICE; each device finds it there,
+/// learns its server-reflexive address from it, and allocates a relayed candidate
+/// on it with the credential of its link (RFC 6940 §9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_pair_of_nat_kinds_chats_with_only_the_bootstrap_node_relaying_rfc6940_9() {
+    chat_across_the_matrix(Relay::Bootstrap).await;
+}
+
+async fn chat_across_the_matrix(relay: Relay) {
+    let Some(mut m) = Matrix::start(relay).await else {
         return;
     };
     let mut wrong = Vec::new();
@@ -185,6 +229,17 @@ async fn every_pair_of_nat_kinds_chats_directly_where_ice_can_and_through_turn_e
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    if relay == Relay::Bootstrap {
+        // `status` says who serves the relay and who uses it.
+        let (ok, status) = m.boot.cli(&["status"]).await;
+        let serving = format!("relay       serving STUN and TURN at {}:3478", m.relay_ip);
+        assert!(ok && status.contains(&serving), "{status}");
+        for device in m.devices.values() {
+            let (ok, status) = device.cli(&["status"]).await;
+            let using = format!("relay       using {}:3478", m.relay_ip);
+            assert!(ok && status.contains(&using), "{status}");
+        }
+    }
     m.stop().await;
 }
 
@@ -199,7 +254,7 @@ async fn every_pair_of_nat_kinds_chats_directly_where_ice_can_and_through_turn_e
 #[ignore]
 #[allow(clippy::print_stdout)] // the benchmark's report
 async fn bench_nat_first_message() {
-    let Some(mut m) = Matrix::start().await else {
+    let Some(mut m) = Matrix::start(Relay::Coturn).await else {
         return;
     };
     let mut rows = Vec::new();

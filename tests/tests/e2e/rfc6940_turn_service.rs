@@ -25,8 +25,7 @@ fn kinds() -> KindTable {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_finds_its_peers_relay_in_the_overlay_and_gathers_a_relayed_candidate_rfc6940_9()
-{
+async fn a_client_finds_its_peers_relay_in_the_overlay_and_gathers_a_relayed_candidate_rfc6940_9() {
     let mut ca = TestCa::new("turn.xor", 7);
     let boot_id = NodeId(1 << 120);
     let mut cfg = loopback_config(&mut ca, "relay@example.org", boot_id, None, 1);
@@ -38,7 +37,9 @@ async fn a_client_finds_its_peers_relay_in_the_overlay_and_gathers_a_relayed_can
     });
     let boot = start(cfg).await.unwrap();
     assert!(boot.joined(Duration::from_secs(10)).await);
-    let relay = boot.relay_addr().expect("the bootstrap node serves a relay");
+    let relay = boot
+        .relay_addr()
+        .expect("the bootstrap node serves a relay");
 
     let mut cfg = loopback_config(
         &mut ca,
