@@ -417,6 +417,49 @@ mod tests {
         b.close().await;
     }
 
+    /// A peer that sends candidates and then never answers a check: the checks end
+    /// at [`CHECK_TIMEOUT`] with a clear error, and another pair connects meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_with_a_peer_that_never_answers_end_at_their_deadline() {
+        let (a, silent) = (
+            gather(&loopback(), true).await.unwrap(),
+            gather(&loopback(), false).await.unwrap(),
+        );
+        let remote_silent = remote(&silent);
+        // The silent peer's agent is gone: its ports answer nothing.
+        silent.close().await;
+        let (_keep, checks) = mpsc::channel(1);
+        let started = tokio::time::Instant::now();
+        let hung = tokio::spawn(a.connect(remote_silent, true, checks));
+
+        let (c, d) = (
+            gather(&loopback(), true).await.unwrap(),
+            gather(&loopback(), false).await.unwrap(),
+        );
+        let (rc, rd) = (remote(&d), remote(&c));
+        let (_keep_c, checks_c) = mpsc::channel(1);
+        let (_keep_d, checks_d) = mpsc::channel(1);
+        let controlling = tokio::spawn(c.connect(rc, true, checks_c));
+        let (mut y, _) = d.connect(rd, false, checks_d).await.unwrap();
+        y.write_all(b"meanwhile").await.unwrap();
+        let (mut x, _) = controlling.await.unwrap().unwrap();
+        let mut buf = [0u8; 9];
+        x.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"meanwhile");
+        assert!(
+            !hung.is_finished(),
+            "the silent pair is still being checked"
+        );
+
+        let err = hung.await.unwrap().unwrap_err();
+        assert!(err.contains("did not finish in time"), "{err}");
+        let took = started.elapsed();
+        assert!(
+            took >= CHECK_TIMEOUT && took < CHECK_TIMEOUT + Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
     #[test]
     fn candidates_read_back_as_the_sdp_lines_webrtc_ice_parses() {
         let c = IceCandidate {
