@@ -28,7 +28,8 @@ may_start = false
 # "peer": take a place on the ring, route and store for others (a desktop that stays
 # on). "client": link to the one peer responsible for this node and use the overlay
 # through it, storing nothing for others (RFC 6940 §4.2.1) — for short sessions, or a
-# machine its ring neighbours cannot reach.
+# machine its ring neighbours cannot reach. A peer that cannot link to its ring
+# neighbours (behind NATs) becomes a client by itself.
 role = "peer"
 # Where direct XMPP streams from other users' devices arrive (0 picks a port).
 stream_listen = "0.0.0.0:0"

@@ -302,6 +302,8 @@ impl Device {
         cfg.node.bootstrap.extend(opts.bootstrap.iter().copied());
         cfg.node.may_start_overlay = opts.may_start;
         cfg.node.client = opts.overlay_client;
+        // A peer that cannot link to its ring neighbours takes part as a client.
+        cfg.node.client_fallback = true;
         cfg.node.ice = opts.ice.clone();
         cfg.priority = opts.priority;
         cfg.stream_listen = opts.stream_listen;

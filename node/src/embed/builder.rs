@@ -308,6 +308,7 @@ impl Builder {
         cfg.node.may_start_overlay = self.may_start;
         cfg.node.ice = ice;
         cfg.node.client = self.client.unwrap_or(!self.may_start);
+        cfg.node.client_fallback = true;
         if cfg.node.client && self.may_start {
             return Err(ChatError::Config(
                 "the node that starts the overlay must be a peer, not a client".into(),

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// to it when that changed (§4.2.1: "the client would then need to form a
     /// connection to the appropriate peer").
     pub client_check_interval: Duration,
+    /// A peer that cannot link to the neighbours of its place on the ring (behind a
+    /// NAT, say) takes part as a client instead (§4.2.1) rather than failing to join.
+    pub client_fallback: bool,
     /// Fragment messages larger than this on the way out (§6.7); `None` for stream
     /// links, which carry whole messages.
     pub fragment_mtu: Option<usize>,
@@ -171,6 +174,7 @@ impl NodeConfig {
             bootstrap_retry: Duration::from_secs(5),
             client: false,
             client_check_interval: Duration::from_secs(120),
+            client_fallback: false,
             fragment_mtu: None,
             max_connections: 512,
             reassembly: Default::default(),

@@ -141,3 +141,73 @@ fn a_client_moves_when_a_peer_takes_over_its_node_id_and_when_its_peer_dies() {
     assert_eq!(r.net.node(c).unwrap().client_of(), Some(first));
     assert!(ping(&mut r, NodeId(1 << 124), c).is_ok());
 }
+
+/// A peer behind a NAT (it dials out, nobody dials it) whose place on the ring is
+/// next to another such node cannot take that place; with `client_fallback` it takes
+/// part as a client instead (§4.2.1) and says nothing of a failed join. Its
+/// responsible peer is the unreachable one, so it goes through a linked peer (§4.2.1's
+/// second option) and is reached along the Destination List [that peer, itself].
+#[test]
+fn a_peer_that_cannot_link_to_its_neighbours_falls_back_to_a_client_rfc6940_4_2_1() {
+    let mut r = Ring::new(13);
+    for i in 0..4u128 {
+        r.add_with(NodeId((i * 4 + 1) << 124));
+        r.settle(secs(60));
+    }
+    // x (unreachable) sits between two reachable nodes; y (unreachable) right before
+    // x, so x is responsible for y's Node-ID and neither can link to the other.
+    let x = NodeId((2 << 124) + 9);
+    let y = NodeId((2 << 124) + 5);
+    let cfg = r.config_at(4, x);
+    r.net.add(cfg);
+    r.net.set_unreachable(x);
+    r.ids.push(x);
+    r.net.join(x);
+    r.run_checked(secs(30));
+    assert_eq!(r.net.node(x).unwrap().state(), JoinState::Joined);
+    let mut cfg = r.config_at(5, y);
+    cfg.client_fallback = true;
+    r.net.add(cfg);
+    r.net.set_unreachable(y);
+    r.net.record_events(true);
+    r.net.join(y);
+    r.run_checked(secs(60));
+    let state = r.net.node(y).unwrap().state();
+    let JoinState::Client { peer } = state else {
+        let ev: Vec<_> = r
+            .net
+            .take_events()
+            .into_iter()
+            .filter(|(_, n, _)| *n == y)
+            .collect();
+        panic!("{state:?} {ev:#?}")
+    };
+    assert_ne!(peer, x, "x cannot be linked to");
+    assert!(!in_any_table(&r, y), "a client is in no routing table");
+    let failures = r
+        .net
+        .take_events()
+        .into_iter()
+        .filter(|(_, n, e)| *n == y && matches!(e, Event::JoinFailed(_)))
+        .count();
+    assert_eq!(failures, 0, "falling back is not a failed join");
+    check_stable(&r.net.views(), 3).unwrap();
+    // Reached through its peer (what its XMPP-LOCATION record says), and reaching all.
+    r.net.record_events(true);
+    for p in r.ids.clone() {
+        let req = r
+            .net
+            .request(
+                p,
+                vec![Destination::Node(peer), Destination::Node(y)],
+                Body::PingReq(Default::default()),
+            )
+            .unwrap();
+        r.run_checked(secs(20));
+        assert!(
+            answer(&r, p, req).unwrap().is_ok(),
+            "{p} reaches y via {peer}"
+        );
+        assert!(ping(&mut r, y, p).is_ok(), "y pings {p}");
+    }
+}
