@@ -98,6 +98,9 @@ impl Overlay {
             config.configuration_sequence,
             config.config_document.clone(),
         ));
+        // An overlay whose configuration lacks TURN-SERVICE has no relays to record
+        // or find (§9).
+        let turn_service = config.kinds.get(crate::wire::turn::TURN_SERVICE).is_some();
         let serve = config.ice.serve.clone();
         let turn_density = config.turn_density;
         let ice = config.ice.clone();
@@ -134,7 +137,7 @@ impl Overlay {
             commands: commands.downgrade(),
             state: state.clone(),
         };
-        if let Some(r) = &relay {
+        if let Some(r) = relay.as_ref().filter(|_| turn_service) {
             let addr = r.public_addr();
             tokio::spawn(turn_service::register(
                 calls.clone(),
@@ -142,8 +145,12 @@ impl Overlay {
                 addr,
                 turn_density,
             ));
+        } else if relay.is_some() {
+            tracing::warn!("the overlay has no TURN-SERVICE Kind: the relay is not recorded");
         }
-        tokio::spawn(turn_service::discover(calls, relays.clone()));
+        if turn_service {
+            tokio::spawn(turn_service::discover(calls, relays.clone()));
+        }
         Ok(Overlay {
             node_id,
             local_addr,

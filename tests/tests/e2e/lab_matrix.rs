@@ -249,12 +249,18 @@ async fn chat_across_the_matrix(relay: Relay) {
 /// AppAttach with ICE gathering and checks, TLS and the stream's negotiation included
 /// — ten times, and whether the stream was direct or relayed. Run with
 /// `cargo test --release -p xor-tests --test e2e -- --ignored --nocapture
-/// bench_nat_first_message` (as root, for the lab); the table is in `BENCHMARKS.md`.
+/// bench_nat_first_message` (as root, for the lab; `XOR_BENCH_RELAY=bootstrap` for
+/// the bootstrap node's relay instead of coturn); the table is in `BENCHMARKS.md`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore]
 #[allow(clippy::print_stdout)] // the benchmark's report
 async fn bench_nat_first_message() {
-    let Some(mut m) = Matrix::start(Relay::Coturn).await else {
+    // `XOR_BENCH_RELAY=bootstrap`: the bootstrap node's relay instead of coturn.
+    let relay = match std::env::var("XOR_BENCH_RELAY").as_deref() {
+        Ok("bootstrap") => Relay::Bootstrap,
+        _ => Relay::Coturn,
+    };
+    let Some(mut m) = Matrix::start(relay).await else {
         return;
     };
     let mut rows = Vec::new();

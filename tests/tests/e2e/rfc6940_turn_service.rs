@@ -110,3 +110,140 @@ async fn a_client_finds_its_peers_relay_in_the_overlay_and_gathers_a_relayed_can
     client.leave().await;
     boot.leave().await;
 }
+
+/// One side's gathering for the throughput benchmark, and its candidates for the
+/// other side: all of them, or only the relayed ones.
+async fn agent(
+    settings: &xor_overlay::node::config::IceSettings,
+    controlling: bool,
+    relay_only: bool,
+) -> (
+    xor_overlay::runtime::ice::Gathered,
+    xor_overlay::node::RemoteIce,
+) {
+    let g = gather(settings, controlling).await.unwrap();
+    let candidates = g
+        .offer
+        .candidates
+        .iter()
+        .filter(|c| !relay_only || matches!(c.cand_type, CandType::Relay(_)))
+        .cloned()
+        .collect();
+    let remote = xor_overlay::node::RemoteIce {
+        ufrag: g.offer.ufrag.clone(),
+        password: g.offer.password.clone(),
+        candidates,
+    };
+    (g, remote)
+}
+
+/// Benchmark, not run by the test command: bytes per second of the stream ICE opens
+/// (SCTP over the selected UDP pair; the TLS both paths run on top is left out)
+/// between two agents on loopback, over a host pair and through the relay a peer
+/// serves (each side offering only its relayed candidate, so every pair crosses
+/// the relay). Run with `cargo test --release -p xor-tests --test e2e -- --ignored
+/// --nocapture bench_stream_throughput`; the table is in `BENCHMARKS.md`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+#[allow(clippy::print_stdout)] // the benchmark's report
+async fn bench_stream_throughput_direct_vs_relayed() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use xor_overlay::node::config::{IceSettings, TurnServer as TurnUrl};
+    use xor_overlay::runtime::LinkId;
+    use xor_overlay::runtime::tls::LinkSecret;
+    use xor_overlay::runtime::turn_server::{RelayLimits, RelayServer};
+    use xor_overlay::runtime::turn_service::LinkSecrets;
+
+    const BYTES: usize = 64 << 20;
+    let (a_id, b_id, relay_id) = (NodeId(0xa), NodeId(0xb), NodeId(0x7e));
+    let at_relay = Arc::new(LinkSecrets::default());
+    at_relay.insert(a_id, LinkId(1), LinkSecret([1; 32]));
+    at_relay.insert(b_id, LinkId(2), LinkSecret([2; 32]));
+    let limits = RelayLimits {
+        allow_private_peers: true,
+        ..RelayLimits::default()
+    };
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let relay = RelayServer::start(listen, listen.ip(), at_relay, limits)
+        .await
+        .unwrap();
+    let settings = |id: NodeId, secret: u8, relayed: bool| {
+        let mut s = IceSettings {
+            include_loopback: true,
+            stun: vec![format!("stun:{}", relay.local_addr())],
+            ..Default::default()
+        };
+        if relayed {
+            let mine = LinkSecrets::default();
+            mine.insert(relay_id, LinkId(9), LinkSecret([secret; 32]));
+            let (username, password) = mine.credential(id, relay_id).unwrap();
+            s.turn.push(TurnUrl {
+                url: format!("turn:{}", relay.local_addr()),
+                username,
+                password,
+            });
+        }
+        s
+    };
+    println!("| path | MiB/s | selected pair's far end |");
+    println!("|---|---|---|");
+    for relayed in [false, true] {
+        let (a, to_a) = agent(&settings(a_id, 1, relayed), true, relayed).await;
+        let (b, to_b) = agent(&settings(b_id, 2, relayed), false, relayed).await;
+        let relay_addrs: Vec<_> = to_b
+            .candidates
+            .iter()
+            .chain(&to_a.candidates)
+            .filter(|c| matches!(c.cand_type, CandType::Relay(_)))
+            .filter_map(|c| match c.addr_port {
+                IpAddressPort::Addr(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let (_keep_a, checks_a) = tokio::sync::mpsc::channel(1);
+        let (_keep_b, checks_b) = tokio::sync::mpsc::channel(1);
+        let controlling = tokio::spawn(a.connect(to_b, true, checks_a));
+        let (mut y, _) = b.connect(to_a, false, checks_b).await.unwrap();
+        y.write_all(b"go").await.unwrap();
+        let (mut x, far) = controlling.await.unwrap().unwrap();
+        let mut go = [0u8; 2];
+        x.read_exact(&mut go).await.unwrap();
+        // Relayed: neither side knows the other's host addresses, so every pair has
+        // a relayed end — the far end is the peer's relayed address, or its host
+        // address as the relay saw it (a peer-reflexive candidate behind our relay).
+        let far_kind = if relay_addrs.contains(&far) {
+            "its relayed candidate"
+        } else if relayed {
+            "peer-reflexive, through our relay"
+        } else {
+            "host"
+        };
+        let started = std::time::Instant::now();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 16 * 1024];
+            let mut sent = 0;
+            while sent < BYTES {
+                x.write_all(&chunk).await.unwrap();
+                sent += chunk.len();
+            }
+            x.flush().await.unwrap();
+            x
+        });
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < BYTES {
+            let n = y.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended after {got} bytes");
+            got += n;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        drop(writer.await.unwrap());
+        let path = if relayed { "relayed" } else { "direct" };
+        println!(
+            "| {path} | {:.1} | {far_kind} |",
+            BYTES as f64 / secs / f64::from(1 << 20)
+        );
+    }
+    relay.close().await;
+}
