@@ -1,4 +1,4 @@
-//! A small XMPP client (RFC 6120): TCP, STARTTLS, SASL SCRAM-SHA-1 or PLAIN, resource
+//! A small XMPP client (RFC 6120): TCP, STARTTLS, SASL SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN, resource
 //! binding. The node uses it for the C2S fallback (XEP-0415 "Interaction with XMPP
 //! Core"); tests use it as a second, independent client of the local port.
 
@@ -15,7 +15,7 @@ use xor_xmpp::stream::io::XmlIo;
 use xor_xmpp::stream::{NS_CLIENT, NS_STREAMS, StreamEvent, writer};
 use xor_xmpp::{Jid, stanza};
 
-use crate::sasl::{ScramClient, plain};
+use crate::sasl::{ScramClient, ScramHash, plain};
 
 /// `urn:ietf:params:xml:ns:xmpp-tls`.
 pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
@@ -336,12 +336,20 @@ async fn authenticate(
         .unwrap_or_default();
     let user = o.jid.to_string();
     let local = user.split('@').next().unwrap_or_default().to_owned();
-    if mechanisms.iter().any(|m| m == "SCRAM-SHA-1") {
+    // The strongest SCRAM the server offers (RFC 7677 before RFC 5802), else PLAIN.
+    let scram_hash = [ScramHash::Sha256, ScramHash::Sha1]
+        .into_iter()
+        .find(|h| mechanisms.iter().any(|m| m == h.mechanism()));
+    if let Some(hash) = scram_hash {
         let nonce = hex::encode(rand::random::<[u8; 12]>());
-        let mut scram = ScramClient::new(&local, &o.password, &nonce);
-        conn.send(&sasl_element("auth", &scram.first(), Some("SCRAM-SHA-1")))
-            .await
-            .map_err(io_err)?;
+        let mut scram = ScramClient::new(hash, &local, &o.password, &nonce);
+        conn.send(&sasl_element(
+            "auth",
+            &scram.first(),
+            Some(hash.mechanism()),
+        ))
+        .await
+        .map_err(io_err)?;
         let (name, data) = sasl_step(conn).await?;
         if name != "challenge" {
             return Err(ClientError::Auth(format!(

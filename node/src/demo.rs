@@ -116,7 +116,7 @@ pub async fn run(stay: bool) -> Result<(), String> {
     }
     println!("      every device registered its location under its user's JID (XMPP-LOCATION)");
     println!(
-        "[3/4] an XMPP client is logged in to each device's local port (STARTTLS, SCRAM-SHA-1)"
+        "[3/4] an XMPP client is logged in to each device's local port (STARTTLS, SCRAM-SHA-256)"
     );
     for s in &seats {
         if let Some(a) = s.device.client_addr() {

@@ -1,5 +1,5 @@
 //! SASL for the local client port and the fallback client: PLAIN (RFC 4616, only over
-//! TLS) and SCRAM-SHA-1 (RFC 5802), both sides, sans-IO.
+//! TLS), SCRAM-SHA-1 (RFC 5802) and SCRAM-SHA-256 (RFC 7677), both sides, sans-IO.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -41,28 +41,67 @@ pub fn plain(user: &str, password: &str) -> Vec<u8> {
     format!("\0{user}\0{password}").into_bytes()
 }
 
-fn hmac_sha1(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let k = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
-    hmac::sign(&k, data).as_ref().to_vec()
+/// The hash of a SCRAM mechanism: SCRAM-SHA-1 (RFC 5802) or SCRAM-SHA-256 (RFC 7677).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScramHash {
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
 }
 
-fn sha1(data: &[u8]) -> Vec<u8> {
-    digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, data)
-        .as_ref()
-        .to_vec()
-}
+impl ScramHash {
+    /// The SASL mechanism name.
+    pub fn mechanism(self) -> &'static str {
+        match self {
+            ScramHash::Sha1 => "SCRAM-SHA-1",
+            ScramHash::Sha256 => "SCRAM-SHA-256",
+        }
+    }
 
-fn salted(password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-    let mut out = vec![0u8; 20];
-    let n = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA1,
-        n,
-        salt,
-        password.as_bytes(),
-        &mut out,
-    );
-    out
+    /// The hash of the mechanism called `name`.
+    pub fn of_mechanism(name: &str) -> Option<ScramHash> {
+        [ScramHash::Sha256, ScramHash::Sha1]
+            .into_iter()
+            .find(|h| h.mechanism() == name)
+    }
+
+    fn len(self) -> usize {
+        match self {
+            ScramHash::Sha1 => 20,
+            ScramHash::Sha256 => 32,
+        }
+    }
+
+    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        let algorithm = match self {
+            ScramHash::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            ScramHash::Sha256 => hmac::HMAC_SHA256,
+        };
+        hmac::sign(&hmac::Key::new(algorithm, key), data)
+            .as_ref()
+            .to_vec()
+    }
+
+    fn hash(self, data: &[u8]) -> Vec<u8> {
+        let algorithm = match self {
+            ScramHash::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+            ScramHash::Sha256 => &digest::SHA256,
+        };
+        digest::digest(algorithm, data).as_ref().to_vec()
+    }
+
+    /// `SaltedPassword := Hi(Normalize(password), salt, i)` (RFC 5802 §3).
+    fn salted(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+        let algorithm = match self {
+            ScramHash::Sha1 => pbkdf2::PBKDF2_HMAC_SHA1,
+            ScramHash::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+        };
+        let mut out = vec![0u8; self.len()];
+        let n = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        pbkdf2::derive(algorithm, n, salt, password.as_bytes(), &mut out);
+        out
+    }
 }
 
 /// Equality in time independent of where the inputs differ.
@@ -108,9 +147,10 @@ fn unescape_name(n: &str) -> Result<String, SaslError> {
     Ok(out)
 }
 
-/// The server side of SCRAM-SHA-1.
+/// The server side of SCRAM.
 #[derive(Debug)]
 pub struct ScramServer {
+    hash: ScramHash,
     nonce: String,
     salt: Vec<u8>,
     iterations: u32,
@@ -130,8 +170,9 @@ enum ServerState {
 impl ScramServer {
     /// A server exchange with its own nonce part, salt and iteration count (fresh
     /// random values per exchange).
-    pub fn new(server_nonce: &str, salt: &[u8], iterations: u32) -> ScramServer {
+    pub fn new(hash: ScramHash, server_nonce: &str, salt: &[u8], iterations: u32) -> ScramServer {
         ScramServer {
+            hash,
             nonce: server_nonce.to_owned(),
             salt: salt.to_vec(),
             iterations,
@@ -194,23 +235,25 @@ impl ScramServer {
             .decode(proof)
             .map_err(|_| malformed("proof is not base64"))?;
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let salted = salted(password, &self.salt, self.iterations);
-        let client_key = hmac_sha1(&salted, b"Client Key");
-        let stored_key = sha1(&client_key);
-        let signature = hmac_sha1(&stored_key, auth_message.as_bytes());
+        let h = self.hash;
+        let salted = h.salted(password, &self.salt, self.iterations);
+        let client_key = h.hmac(&salted, b"Client Key");
+        let stored_key = h.hash(&client_key);
+        let signature = h.hmac(&stored_key, auth_message.as_bytes());
         let candidate = xor(&proof, &signature);
-        if proof.len() != 20 || !ct_eq(&sha1(&candidate), &stored_key) {
+        if proof.len() != h.len() || !ct_eq(&h.hash(&candidate), &stored_key) {
             return Err(SaslError::NotAuthorized);
         }
-        let server_key = hmac_sha1(&salted, b"Server Key");
-        let server_sig = hmac_sha1(&server_key, auth_message.as_bytes());
+        let server_key = h.hmac(&salted, b"Server Key");
+        let server_sig = h.hmac(&server_key, auth_message.as_bytes());
         Ok(format!("v={}", STANDARD.encode(server_sig)).into_bytes())
     }
 }
 
-/// The client side of SCRAM-SHA-1.
+/// The client side of SCRAM.
 #[derive(Debug)]
 pub struct ScramClient {
+    hash: ScramHash,
     password: String,
     nonce: String,
     client_first_bare: String,
@@ -219,9 +262,10 @@ pub struct ScramClient {
 
 impl ScramClient {
     /// An exchange for `user` with a fresh `nonce`.
-    pub fn new(user: &str, password: &str, nonce: &str) -> ScramClient {
+    pub fn new(hash: ScramHash, user: &str, password: &str, nonce: &str) -> ScramClient {
         let escaped = user.replace('=', "=3D").replace(',', "=2C");
         ScramClient {
+            hash,
             password: password.to_owned(),
             nonce: nonce.to_owned(),
             client_first_bare: format!("n={escaped},r={nonce}"),
@@ -251,13 +295,14 @@ impl ScramClient {
             .ok_or_else(|| malformed("bad iteration count"))?;
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
-        let salted = salted(&self.password, &salt, iterations);
-        let client_key = hmac_sha1(&salted, b"Client Key");
-        let stored_key = sha1(&client_key);
-        let signature = hmac_sha1(&stored_key, auth_message.as_bytes());
+        let h = self.hash;
+        let salted = h.salted(&self.password, &salt, iterations);
+        let client_key = h.hmac(&salted, b"Client Key");
+        let stored_key = h.hash(&client_key);
+        let signature = h.hmac(&stored_key, auth_message.as_bytes());
         let proof = xor(&client_key, &signature);
-        let server_key = hmac_sha1(&salted, b"Server Key");
-        self.expected_server_sig = Some(hmac_sha1(&server_key, auth_message.as_bytes()));
+        let server_key = h.hmac(&salted, b"Server Key");
+        self.expected_server_sig = Some(h.hmac(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
     }
 
@@ -283,8 +328,13 @@ mod tests {
     #[test]
     fn the_rfc_5802_example_exchange() {
         let salt = STANDARD.decode("QSXCR+Q6sek8bf92").unwrap();
-        let mut server = ScramServer::new("3rfcNHYJY1ZVvWVs7j", &salt, 4096);
-        let mut client = ScramClient::new("user", "pencil", "fyko+d2lbbFgONRv9qkxdawL");
+        let mut server = ScramServer::new(ScramHash::Sha1, "3rfcNHYJY1ZVvWVs7j", &salt, 4096);
+        let mut client = ScramClient::new(
+            ScramHash::Sha1,
+            "user",
+            "pencil",
+            "fyko+d2lbbFgONRv9qkxdawL",
+        );
         assert_eq!(client.first(), b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
         let (server_first, user) = server.client_first(&client.first()).unwrap();
         assert_eq!(user, "user");
@@ -302,25 +352,66 @@ mod tests {
         client.verify(&server_final).unwrap();
     }
 
+    /// The example exchange of RFC 7677 §3 (SCRAM-SHA-256).
+    #[test]
+    fn the_rfc_7677_example_exchange() {
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let mut server = ScramServer::new(
+            ScramHash::Sha256,
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            &salt,
+            4096,
+        );
+        let mut client =
+            ScramClient::new(ScramHash::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(client.first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let (server_first, user) = server.client_first(&client.first()).unwrap();
+        assert_eq!(user, "user");
+        assert_eq!(
+            String::from_utf8(server_first.clone()).unwrap(),
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        );
+        let client_final = client.respond(&server_first).unwrap();
+        assert_eq!(
+            String::from_utf8(client_final.clone()).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        let server_final = server.client_final(&client_final, "pencil").unwrap();
+        assert_eq!(
+            server_final,
+            b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+        client.verify(&server_final).unwrap();
+        // A SHA-1 proof does not pass a SHA-256 exchange.
+        let mut server = ScramServer::new(ScramHash::Sha256, "s", &salt, 4096);
+        let mut sha1 = ScramClient::new(ScramHash::Sha1, "user", "pencil", "c");
+        let (first, _) = server.client_first(&sha1.first()).unwrap();
+        let fin = sha1.respond(&first).unwrap();
+        assert_eq!(
+            server.client_final(&fin, "pencil"),
+            Err(SaslError::NotAuthorized)
+        );
+    }
+
     #[test]
     fn a_wrong_password_or_a_replayed_nonce_is_refused() {
         let salt = b"saltsaltsalt";
-        let mut server = ScramServer::new("srv", salt, 1000);
-        let mut client = ScramClient::new("alice", "wrong", "cli");
+        let mut server = ScramServer::new(ScramHash::Sha1, "srv", salt, 1000);
+        let mut client = ScramClient::new(ScramHash::Sha1, "alice", "wrong", "cli");
         let (first, _) = server.client_first(&client.first()).unwrap();
         let fin = client.respond(&first).unwrap();
         assert_eq!(
             server.client_final(&fin, "right"),
             Err(SaslError::NotAuthorized)
         );
-        let mut server = ScramServer::new("srv2", salt, 1000);
+        let mut server = ScramServer::new(ScramHash::Sha1, "srv2", salt, 1000);
         let (_, _) = server.client_first(&client.first()).unwrap();
         assert_eq!(
             server.client_final(&fin, "wrong"),
             Err(SaslError::NotAuthorized)
         );
         for junk in [&b""[..], b"p=", b"n,,", b"\xff\xfe", b"x,,n=a,r=b"] {
-            let mut s = ScramServer::new("s", salt, 1000);
+            let mut s = ScramServer::new(ScramHash::Sha1, "s", salt, 1000);
             assert!(matches!(s.client_first(junk), Err(SaslError::Malformed(_))));
         }
     }
@@ -337,10 +428,10 @@ mod tests {
             "n,,=,r=x",
             "n,,n,r",
         ] {
-            let mut s = ScramServer::new("s", salt, 1000);
+            let mut s = ScramServer::new(ScramHash::Sha1, "s", salt, 1000);
             let _ = s.client_first(junk.as_bytes());
         }
-        let mut s = ScramServer::new("s", salt, 1000);
+        let mut s = ScramServer::new(ScramHash::Sha1, "s", salt, 1000);
         let (first, user) = s
             .client_first("n,,\u{20ac}=x,n=alice,r=abc".as_bytes())
             .unwrap();
@@ -351,11 +442,11 @@ mod tests {
             "c=biws,r=\u{e9}\u{e9},p=\u{e9}",
             "p=,p=",
         ] {
-            let mut s = ScramServer::new("s", salt, 1000);
+            let mut s = ScramServer::new(ScramHash::Sha1, "s", salt, 1000);
             s.client_first(b"n,,n=a,r=abc").unwrap();
             assert!(s.client_final(fin.as_bytes(), "pw").is_err());
         }
-        let mut c = ScramClient::new("alice", "pw", "abc");
+        let mut c = ScramClient::new(ScramHash::Sha1, "alice", "pw", "abc");
         assert!(
             c.respond("r=abc\u{e9}\u{e9}\u{e9},\u{e9}=1,s=c2FsdA==,i=4096".as_bytes())
                 .is_ok()

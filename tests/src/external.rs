@@ -100,6 +100,43 @@ impl Slix {
         addr: std::net::SocketAddr,
         prefix: &[&str],
     ) -> Slix {
+        let mut s = Slix::spawn(jid, password, addr, prefix, None);
+        let online = s
+            .wait(Duration::from_secs(30), |e| e["event"] == "online")
+            .await;
+        assert!(online.is_some(), "{jid} did not come online: {:?}", s.seen);
+        s
+    }
+
+    /// Logs in as `jid` at `port` on loopback with the SASL `mechanism` only: the
+    /// client online, or what it saw when it failed.
+    pub async fn login_with(
+        jid: &str,
+        password: &str,
+        port: u16,
+        mechanism: &str,
+    ) -> Result<Slix, Vec<Value>> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = Slix::spawn(jid, password, addr, &[], Some(mechanism));
+        let outcome = s
+            .wait(Duration::from_secs(30), |e| {
+                e["event"] == "online" || e["event"] == "failed"
+            })
+            .await;
+        match outcome {
+            Some(e) if e["event"] == "online" => Ok(s),
+            // The client may have exited: dropping it kills what is left.
+            _ => Err(s.seen.clone()),
+        }
+    }
+
+    fn spawn(
+        jid: &str,
+        password: &str,
+        addr: std::net::SocketAddr,
+        prefix: &[&str],
+        mechanism: Option<&str>,
+    ) -> Slix {
         let (program, args) = match prefix.split_first() {
             Some((p, rest)) => (*p, [rest, &["python3"]].concat()),
             None => ("python3", Vec::new()),
@@ -113,6 +150,7 @@ impl Slix {
                 &addr.ip().to_string(),
                 &addr.port().to_string(),
             ])
+            .envs(mechanism.map(|m| ("XOR_SASL_MECH", m)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -120,17 +158,12 @@ impl Slix {
             .expect("python3 runs");
         let stdin = child.stdin.take().expect("stdin");
         let events = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut s = Slix {
+        Slix {
             child,
             stdin,
             events,
             seen: Vec::new(),
-        };
-        let online = s
-            .wait(Duration::from_secs(30), |e| e["event"] == "online")
-            .await;
-        assert!(online.is_some(), "{jid} did not come online: {:?}", s.seen);
-        s
+        }
     }
 
     /// Sends one command (see the script's usage).

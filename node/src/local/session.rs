@@ -1,5 +1,5 @@
 //! One connection on the local client port (RFC 6120): the stream header, STARTTLS
-//! (required), SASL (SCRAM-SHA-1 or PLAIN, three tries), resource binding, then the
+//! (required), SASL (SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN, three tries), resource binding, then the
 //! stanza loop. The session is bound to the account's JID whatever resource the
 //! client asks for ("one user per node").
 
@@ -21,7 +21,7 @@ use xor_xmpp::stream::{
 use super::account::Account;
 use super::{Control, LocalSettings, lock};
 use crate::c2s_client::{NS_BIND, NS_SASL, NS_SESSION, NS_TLS};
-use crate::sasl::{SaslError, ScramServer, check_plain};
+use crate::sasl::{SaslError, ScramHash, ScramServer, check_plain};
 
 /// Failed SASL attempts before the stream is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
@@ -179,7 +179,7 @@ async fn negotiate(
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
     let mut conn = XmlIo::new(tls, PRE_AUTH_MAX_ELEMENT);
     let mut mechanisms = stanza::element("mechanisms", NS_SASL, &[]);
-    for m in ["SCRAM-SHA-1", "PLAIN"] {
+    for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
         let mut el = stanza::element("mechanism", NS_SASL, &[]);
         el.append_text_node(m);
         mechanisms.append_child(el);
@@ -292,8 +292,13 @@ async fn authenticate(
                         .map(|_| None)
                 })
                 .map_err(refused),
-            Some("SCRAM-SHA-1") => scram(conn, &auth, settings, account).await.map_err(refused),
-            _ => Err("invalid-mechanism"),
+            Some(name) => match ScramHash::of_mechanism(name) {
+                Some(hash) => scram(conn, hash, &auth, settings, account)
+                    .await
+                    .map_err(refused),
+                None => Err("invalid-mechanism"),
+            },
+            None => Err("invalid-mechanism"),
         };
         if outcome.is_ok() {
             lock(ctl).throttle.succeeded(peer.ip());
@@ -324,15 +329,17 @@ async fn authenticate(
     }
 }
 
-/// SCRAM-SHA-1: challenge, response, success with the server signature.
+/// SCRAM-SHA-256 or SCRAM-SHA-1: challenge, response, success with the server
+/// signature.
 async fn scram(
     conn: &mut XmlIo<Tls>,
+    hash: ScramHash,
     auth: &Element,
     settings: &LocalSettings,
     account: &Account,
 ) -> Result<Option<Vec<u8>>, SaslError> {
     let salt: [u8; 16] = rand::random();
-    let mut server = ScramServer::new(&hex::encode(rand::random::<[u8; 12]>()), &salt, 4096);
+    let mut server = ScramServer::new(hash, &hex::encode(rand::random::<[u8; 12]>()), &salt, 4096);
     let (first, user) = server.client_first(&decode(auth)?)?;
     conn.send(&sasl("challenge", Some(&first)))
         .await

@@ -303,6 +303,13 @@ pub(crate) async fn discover(mut calls: Calls, relays: Arc<Relays>) {
 }
 
 /// The relay address a Fetch of TURN-SERVICE at `H(peer || 1)` returned, if usable.
+///
+/// The value's signature is verified with the Fetch (§7.4.2.2), but not that its
+/// signer is `peer`: a dishonest storing peer could answer with another node's
+/// address. The harm is bounded: the relay is used with `peer`'s link credential,
+/// which no other relay can check, so allocations there fail; and even a relay that
+/// accepted anything would carry only the TLS the stream runs end to end, with its
+/// Node-ID checks.
 fn served_at(body: &Body, allow_private: bool) -> Option<SocketAddr> {
     let Body::FetchAns(ans) = body else {
         return None;

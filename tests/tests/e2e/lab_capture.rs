@@ -174,6 +174,12 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let config = op.enroll(&seg.boot, "boot", "server", true).await.unwrap();
+    // The bootstrap node also serves a relay (RFC 6940 §9): the devices' Fetches of
+    // TURN-SERVICE come back with its TurnServer value, for tshark to decode.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let serve = format!("[nat]\nrelay = \"{}:3478\"\n", seg.boot.addr());
+    std::fs::remove_file(&config).unwrap();
+    xor_node::config::write_private(&config, &text.replace("[nat]\n", &serve)).unwrap();
     let keylog = keys.display().to_string();
     let b = run_device_with_env(&seg.boot, &config, &[("SSLKEYLOGFILE", &keylog)])
         .await
@@ -259,13 +265,52 @@ async fn a_capture_of_joins_and_ice_attaches_decodes_in_tshark_without_malformed
         count >= 10,
         "tshark decoded {count} RELOAD messages:\n{codes}"
     );
-    let malformed = read(
+    // One exception, a gap in Wireshark's dissector, not in the bytes: a Fetch of a
+    // single value nobody stored (TURN-SERVICE at a peer that serves no relay) is
+    // answered with `exists = false` and, as RFC 6940 §7.4.2.2 says, identity_type
+    // "none" (3) with an empty identity; tshark names the type but flags its empty
+    // value "Unknown identity type".
+    let flagged = read(
         "_ws.malformed || _ws.expert.severity == error",
-        &["frame.number", "_ws.col.Info"],
+        &[
+            "frame.number",
+            "_ws.col.Info",
+            "_ws.expert.message",
+            "reload.signature.identity.type",
+        ],
     );
+    let malformed: Vec<&str> = flagged
+        .lines()
+        .filter(|l| !l.is_empty())
+        .filter(|l| {
+            let f: Vec<&str> = l.split(';').collect();
+            let messages: Vec<&str> = f.get(2).unwrap_or(&"").split(',').collect();
+            let nones = f
+                .get(3)
+                .unwrap_or(&"")
+                .split(',')
+                .filter(|t| *t == "3")
+                .count();
+            let only_none_identities =
+                messages.iter().all(|m| *m == "Unknown identity type") && messages.len() <= nones;
+            !only_none_identities
+        })
+        .collect();
+    assert!(malformed.is_empty(), "malformed in tshark:\n{malformed:#?}");
+    // The TurnServer values (§9) decode as Wireshark reads them: iteration 1, the
+    // bootstrap node's address.
+    let turn = read(
+        "reload.turnserver",
+        &[
+            "reload.turnserver.iteration",
+            "reload.ipv4addr",
+            "reload.port",
+        ],
+    );
+    let want = format!("1;{};3478", seg.boot.addr());
     assert!(
-        malformed.trim().is_empty(),
-        "malformed in tshark:\n{malformed}"
+        turn.lines().any(|l| l == want),
+        "no TurnServer value {want} in the capture:\n{turn}"
     );
     // Attach and AppAttach carry their candidates, as (overlay link types, candidate
     // types) per message: TLS-TCP-FH-NO-ICE is 4, DTLS-UDP-SR 1; host is 1,

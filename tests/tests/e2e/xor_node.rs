@@ -287,6 +287,39 @@ async fn the_local_port_refuses_bad_input_and_keeps_serving_the_user() {
     net.shutdown();
 }
 
+/// A real client logs in to the local port with each SASL mechanism it offers —
+/// SCRAM-SHA-256 (RFC 7677), SCRAM-SHA-1 (RFC 5802), PLAIN (RFC 4616, over TLS) — and
+/// with each a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slixmpp_logs_in_with_scram_sha_256_scram_sha_1_and_plain() {
+    logs();
+    if !have_slixmpp() {
+        return;
+    }
+    let mut net = DevNet::start(&["alice"]).await.unwrap();
+    let alice = net.device("alice", "laptop").await.unwrap();
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
+        let c = Slix::login_with("alice@example.org", PASSWORD, port(&alice), mechanism)
+            .await
+            .unwrap_or_else(|seen| panic!("{mechanism}: {seen:?}"));
+        c.quit().await;
+        let refused = Slix::login_with(
+            "alice@example.org",
+            "not the password",
+            port(&alice),
+            mechanism,
+        )
+        .await;
+        let Err(seen) = refused else {
+            panic!("{mechanism}: a wrong password logged in")
+        };
+        assert!(
+            seen.iter().any(|e| e["event"] == "failed"),
+            "{mechanism}: {seen:?}"
+        );
+    }
+}
+
 /// A desktop configured with `role = "client"` (RFC 6940 §4.2.1): its ordinary XMPP
 /// client chats with another user's through it, and `status` says what it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
