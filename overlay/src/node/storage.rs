@@ -454,6 +454,12 @@ impl Node {
     }
 
     /// Verifies the values of a FetchAns (§7.4.2.2); returns how many were dropped.
+    ///
+    /// A value counts only if its signature verifies and its Kind's access control
+    /// (§7.3) would have let its signer write it there: the storing peer enforces
+    /// the policy on Store, but any enrolled peer may be the storing peer, and one
+    /// that skipped the check could otherwise hand out a record someone else signed
+    /// for another place (a location record of its own under alice's name, say).
     pub(crate) fn verify_fetched(
         &mut self,
         resource: ResourceId,
@@ -468,13 +474,18 @@ impl Node {
                 continue;
             };
             let kind = kr.kind;
+            let policy = self.cfg.kinds.get(kind).map(|d| d.policy.clone());
             values.retain(|v| {
                 let ok = if v.signature.is_anonymous() {
                     !v.value.data().exists // synthesised non-existent values only
                 } else {
                     self.certs
                         .verify_value(&self.cfg.trust, resource, kind, v, bucket, unix)
-                        .is_ok()
+                        .is_ok_and(|signer| {
+                            policy
+                                .as_ref()
+                                .is_none_or(|p| p.permits(resource, &v.value, &signer))
+                        })
                 };
                 dropped += !ok as usize;
                 ok

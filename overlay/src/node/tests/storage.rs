@@ -312,3 +312,93 @@ fn a_store_made_while_a_replica_is_in_flight_reaches_the_replicas_at_once_rfc694
         "both entries at the node and its two replicas"
     );
 }
+
+/// Accepts every value: the policy of a storing peer that skips §7.3.
+struct Anything;
+
+impl crate::storage::AccessControl for Anything {
+    fn name(&self) -> &str {
+        "ANYTHING"
+    }
+
+    fn permits(
+        &self,
+        _: ResourceId,
+        _: &StoredDataValue,
+        _: &crate::identity::VerifiedSigner,
+    ) -> bool {
+        true
+    }
+}
+
+/// A storing peer that skips access control (any enrolled peer may be one) stores a
+/// value another node signed for node1's user resource, which USER-MATCH forbids it
+/// (§7.3.1). The signature verifies, but a fetcher applies the Kind's policy too and
+/// drops the value (§7.4.2.2 verification, §7.3): the record cannot be forged by
+/// whoever holds it.
+#[test]
+fn a_fetched_value_its_signer_could_not_have_stored_is_dropped_rfc6940_7_3() {
+    let mut r = Ring::new(77);
+    let res = user_resource(1);
+    // The hostile node's Node-ID is the resource itself: it is responsible for it.
+    let hostile = NodeId(res.0);
+    for i in 0..4u128 {
+        r.add_with(NodeId(res.0.wrapping_add((i + 1) << 124)));
+        r.settle(secs(60));
+    }
+    let mut cfg = r.config_at(4, hostile);
+    let mut kinds = test_kinds();
+    kinds.insert(crate::storage::KindDef {
+        id: 200,
+        name: "TEST-200".into(),
+        model: crate::wire::DataModel::Single,
+        policy: crate::storage::Policy::Custom(std::sync::Arc::new(Anything)),
+        max_count: 100,
+        max_size: 1000,
+    });
+    cfg.kinds = kinds;
+    r.net.add(cfg);
+    r.ids.push(hostile);
+    r.net.join(hostile);
+    r.settle(secs(60));
+    r.net.record_events(true);
+    // Node 2 (user node2) stores under node1's user name: only the hostile node
+    // takes it.
+    let signer = r.ids[2];
+    let now = r.net.now();
+    let mut req = None;
+    r.net.with(signer, |n| {
+        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(b"forged")));
+        req = Some(n.store(res, vec![(200, vec![v])], secs(3600), now));
+    });
+    r.run_checked(secs(5));
+    assert!(answer(&r, signer, req.unwrap()).unwrap().is_ok());
+    assert!(
+        r.net
+            .node(hostile)
+            .unwrap()
+            .storage()
+            .get(res, 200)
+            .is_some()
+    );
+    // An honest node fetches it: the answer comes, the forged value is dropped.
+    let reader = r.ids[0];
+    let now = r.net.now();
+    let mut req = None;
+    r.net.with(reader, |n| {
+        let spec = StoredDataSpecifier {
+            kind: 200,
+            generation: 0,
+            model_specifier: ModelSpecifier::Single,
+        };
+        req = Some(n.fetch(res, vec![spec], now));
+    });
+    r.run_checked(secs(5));
+    let a = answer(&r, reader, req.unwrap()).unwrap().unwrap();
+    assert_eq!(a.from, hostile);
+    assert_eq!(a.dropped, 1, "the value its signer could not have stored");
+    let Body::FetchAns(ans) = a.body else {
+        panic!("{:?}", a.body)
+    };
+    assert!(ans.kind_responses[0].values.parsed().is_empty());
+}
