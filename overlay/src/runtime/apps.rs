@@ -323,8 +323,9 @@ impl Apps {
         application: u16,
         remote: RemoteIce,
     ) {
-        let (ice, reports) = (self.ice.settings(), self.reports.clone());
+        let (relays, reports) = (self.ice.clone(), self.reports.clone());
         tokio::spawn(async move {
+            let ice = relays.settings_when_ready().await;
             let result = if ice.enabled() {
                 super::ice::gather(&ice, false).await
             } else {

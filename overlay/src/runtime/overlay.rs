@@ -110,6 +110,7 @@ impl Overlay {
             ice.clone(),
             node_id,
             Arc::new(LinkSecrets::default()),
+            turn_service,
         ));
         let relay = match serve {
             Some(s) => serve_relay(&s, &advertised, &ice, &relays).await?,
@@ -182,7 +183,7 @@ impl Overlay {
         destination: Vec<Destination>,
         application: u16,
     ) -> Result<AppStream, AppError> {
-        let settings = self.relays.settings();
+        let settings = self.relays.settings_when_ready().await;
         let ice = if settings.enabled() {
             match super::ice::gather(&settings, true).await {
                 Ok(g) => Some(g),

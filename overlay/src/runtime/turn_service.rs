@@ -9,7 +9,8 @@
 //!   from the link, [`LinkSecrets`]), so a node fetches TURN-SERVICE at
 //!   `H(peer || 1)` for the peers it holds links with — for a client (§4.2.1) that is
 //!   its admitting peer, for a peer its neighbours and fingers — and keeps those that
-//!   serve. Each found relay is used both as STUN server (server-reflexive
+//!   serve. A peer that serves none is asked again after 5 s, then after twice as
+//!   long each time, up to 10 minutes. Each found relay is used both as STUN server (server-reflexive
 //!   candidates) and as TURN server (relayed candidates), next to any configured ones.
 
 use std::collections::HashMap;
@@ -35,11 +36,18 @@ use crate::wire::{
 pub const RECORD_LIFETIME: Duration = Duration::from_secs(3600);
 /// How often a serving peer stores its records again.
 pub const REFRESH: Duration = Duration::from_secs(1200);
-/// How often a node looks for relays among its linked peers.
-pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
-/// How long the answer about one peer (serves or not) is kept.
+/// How often a node looks at its linked peers for ones to ask.
+pub const DISCOVERY_TICK: Duration = Duration::from_secs(5);
+/// How long the answer about one peer (serves or not) is kept at most.
 pub const ANSWER_KEPT: Duration = Duration::from_secs(600);
-/// Peers asked per discovery round, and relays kept.
+/// How long a first "serves no relay" is kept; each further one doubles it up to
+/// [`ANSWER_KEPT`]. Right after a join the answer can come from a node that has not
+/// yet received the records it took over (§10.5), so an early "none" is asked again
+/// soon.
+pub const FIRST_MISS_KEPT: Duration = Duration::from_secs(5);
+/// How long after joining the first round waits.
+pub const JOIN_SETTLE: Duration = Duration::from_secs(1);
+/// Peers asked per round.
 pub const ASKED_PER_ROUND: usize = 4;
 /// Relays a node keeps using at most.
 pub const MAX_RELAYS: usize = 2;
@@ -114,24 +122,58 @@ pub struct Relays {
     own: NodeId,
     secrets: Arc<LinkSecrets>,
     found: Mutex<HashMap<NodeId, Found>>,
+    /// Whether a first round of discovery has ended (or none will run).
+    ready: watch::Sender<bool>,
 }
+
+/// How long a gathering waits for the first round of discovery after a join.
+pub const READY_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy)]
 struct Found {
     /// Where the peer serves, if it does.
     addr: Option<SocketAddr>,
     asked: tokio::time::Instant,
+    /// Answers in a row that it serves none.
+    misses: u32,
+}
+
+impl Found {
+    /// How long this answer holds.
+    fn kept(&self) -> Duration {
+        if self.addr.is_some() {
+            return ANSWER_KEPT;
+        }
+        let doubled = FIRST_MISS_KEPT.saturating_mul(1 << self.misses.saturating_sub(1).min(10));
+        doubled.min(ANSWER_KEPT)
+    }
 }
 
 impl Relays {
-    /// Relays of `own`, with the `configured` servers.
-    pub fn new(configured: IceSettings, own: NodeId, secrets: Arc<LinkSecrets>) -> Relays {
+    /// Relays of `own`, with the `configured` servers; `discovering`: a
+    /// [`discover`] task will look for the overlay's relays.
+    pub fn new(
+        configured: IceSettings,
+        own: NodeId,
+        secrets: Arc<LinkSecrets>,
+        discovering: bool,
+    ) -> Relays {
         Relays {
             configured,
             own,
             secrets,
             found: Mutex::new(HashMap::new()),
+            ready: watch::Sender::new(!discovering),
         }
+    }
+
+    /// [`Relays::settings`] once the first round of discovery has ended, or after
+    /// [`READY_WAIT`]: the first message after a join should not go out without the
+    /// relays a moment's wait would have found.
+    pub async fn settings_when_ready(&self) -> IceSettings {
+        let mut ready = self.ready.subscribe();
+        let _ = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await;
+        self.settings()
     }
 
     /// The live links' secrets.
@@ -183,7 +225,7 @@ impl Relays {
         }
         linked
             .into_iter()
-            .filter(|n| found.get(n).is_none_or(|f| now - f.asked >= ANSWER_KEPT))
+            .filter(|n| found.get(n).is_none_or(|f| now - f.asked >= f.kept()))
             .take(ASKED_PER_ROUND)
             .collect()
     }
@@ -191,7 +233,16 @@ impl Relays {
     fn answered(&self, peer: NodeId, addr: Option<SocketAddr>) {
         if let Ok(mut found) = self.found.lock() {
             let asked = tokio::time::Instant::now();
-            found.insert(peer, Found { addr, asked });
+            let before = found.get(&peer).map_or(0, |f| f.misses);
+            let misses = if addr.is_some() { 0 } else { before + 1 };
+            found.insert(
+                peer,
+                Found {
+                    addr,
+                    asked,
+                    misses,
+                },
+            );
         }
     }
 }
@@ -276,7 +327,13 @@ pub(crate) async fn register(mut calls: Calls, node: NodeId, addr: SocketAddr, d
 
 /// Looks for relays among the linked peers ([`Relays::to_ask`]) while the node runs.
 pub(crate) async fn discover(mut calls: Calls, relays: Arc<Relays>) {
+    let mut was_in = false;
     while calls.in_overlay().await {
+        if !was_in {
+            // Just (re)joined: let the records this node takes over arrive (§10.5)
+            // before asking, or it may answer "none" for a relay it is to hold.
+            tokio::time::sleep(JOIN_SETTLE).await;
+        }
         for peer in relays.to_ask() {
             let resource = node_multiple_resource(peer, 1);
             let specifiers = vec![StoredDataSpecifier {
@@ -298,18 +355,17 @@ pub(crate) async fn discover(mut calls: Calls, relays: Arc<Relays>) {
                 None => {}
             }
         }
-        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+        relays.ready.send_replace(true);
+        tokio::time::sleep(DISCOVERY_TICK).await;
+        was_in = calls.state.borrow().in_overlay();
     }
 }
 
 /// The relay address a Fetch of TURN-SERVICE at `H(peer || 1)` returned, if usable.
 ///
-/// The value's signature is verified with the Fetch (§7.4.2.2), but not that its
-/// signer is `peer`: a dishonest storing peer could answer with another node's
-/// address. The harm is bounded: the relay is used with `peer`'s link credential,
-/// which no other relay can check, so allocations there fail; and even a relay that
-/// accepted anything would carry only the TLS the stream runs end to end, with its
-/// Node-ID checks.
+/// The Fetch keeps only values whose signature verifies and whose signer the Kind's
+/// NODE-MULTIPLE policy admits at that Resource-ID (§7.3.4): `peer` itself, so a
+/// dishonest storing peer cannot name another address for it.
 fn served_at(body: &Body, allow_private: bool) -> Option<SocketAddr> {
     let Body::FetchAns(ans) = body else {
         return None;
@@ -339,5 +395,47 @@ fn served_at(body: &Body, allow_private: bool) -> Option<SocketAddr> {
 impl std::fmt::Debug for Calls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Calls")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which linked peers are asked, and when again: a relay is kept, a "serves
+    /// none" is asked again after 5 s, then 10 s, 20 s …
+    #[tokio::test(start_paused = true)]
+    async fn linked_peers_are_asked_and_a_miss_is_asked_again_ever_later() {
+        let secrets = Arc::new(LinkSecrets::default());
+        let (a, b) = (NodeId(0xa), NodeId(0xb));
+        secrets.insert(a, LinkId(1), LinkSecret([1; 32]));
+        secrets.insert(b, LinkId(2), LinkSecret([2; 32]));
+        let relays = Relays::new(IceSettings::default(), NodeId(0xc), secrets.clone(), true);
+        let mut first = relays.to_ask();
+        first.sort();
+        assert_eq!(first, vec![a, b]);
+        let addr: SocketAddr = "203.0.113.9:3478".parse().unwrap();
+        relays.answered(a, Some(addr));
+        relays.answered(b, None);
+        assert!(relays.to_ask().is_empty());
+        assert_eq!(relays.serving(), vec![(a, addr)]);
+        let s = relays.settings();
+        assert_eq!(s.stun, vec![format!("stun:{addr}")]);
+        assert_eq!(s.turn[0].url, format!("turn:{addr}"));
+        assert!(s.turn[0].username.starts_with(&NodeId(0xc).to_string()));
+        for wait in [5, 10, 20, 40] {
+            tokio::time::advance(Duration::from_secs(wait - 1)).await;
+            assert!(relays.to_ask().is_empty(), "{wait} s");
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert_eq!(relays.to_ask(), vec![b], "{wait} s");
+            relays.answered(b, None);
+        }
+        // The relay's link goes down: no credential, not used, asked again when back.
+        secrets.remove(LinkId(1));
+        assert!(relays.settings().turn.is_empty());
+        assert!(relays.to_ask().is_empty());
+        assert!(relays.serving().is_empty());
+        secrets.insert(a, LinkId(3), LinkSecret([3; 32]));
+        assert_eq!(relays.to_ask(), vec![a]);
     }
 }
