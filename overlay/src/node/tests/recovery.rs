@@ -4,13 +4,13 @@
 //! whose responsible node went silent is answered by the replica that takes over.
 
 use super::routing::responsible;
-use super::storage::{answer, responsible_and_next_two, store};
+use super::storage::{answer, responsible_and_next_two, start_fetch, store};
 use super::*;
 use crate::chord::NextHop;
 use crate::id::ResourceId;
 use crate::link::KEEPALIVE;
 use crate::node::RequestId;
-use crate::wire::{Body, Destination, ModelSpecifier, StoredDataSpecifier};
+use crate::wire::{Body, Destination};
 
 /// When `node`'s request `req` was answered.
 fn answered_at(r: &Ring, node: NodeId, req: RequestId) -> Option<Instant> {
@@ -80,16 +80,7 @@ fn a_fetch_is_answered_by_the_replica_while_the_responsible_node_is_silent_rfc69
         .find(|n| !holders.contains(n))
         .expect("a node holding no copy");
     let now = r.net.now();
-    let mut req = None;
-    r.net.with(reader, |n| {
-        let spec = StoredDataSpecifier {
-            kind: 200,
-            generation: 0,
-            model_specifier: ModelSpecifier::Single,
-        };
-        req = Some(n.fetch(res, vec![spec], now));
-    });
-    let req = req.unwrap();
+    let req = start_fetch(&mut r, reader, res);
     // Long before the dead owner's links fail (RTO + 30 s, §6.6.5).
     r.run_checked(secs(5));
     let a = answer(&r, reader, req)

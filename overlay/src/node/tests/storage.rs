@@ -58,7 +58,8 @@ fn store_with_replicas(
     res
 }
 
-fn fetch(r: &mut Ring, from: NodeId, res: ResourceId) -> Option<Vec<u8>> {
+/// Starts a Fetch of Kind 200 (single value) at `res` from `from`.
+pub(super) fn start_fetch(r: &mut Ring, from: NodeId, res: ResourceId) -> RequestId {
     let now = r.net.now();
     let mut req = None;
     r.net.with(from, |n| {
@@ -69,8 +70,13 @@ fn fetch(r: &mut Ring, from: NodeId, res: ResourceId) -> Option<Vec<u8>> {
         };
         req = Some(n.fetch(res, vec![spec], now));
     });
+    req.expect("the node exists")
+}
+
+fn fetch(r: &mut Ring, from: NodeId, res: ResourceId) -> Option<Vec<u8>> {
+    let req = start_fetch(r, from, res);
     r.run_checked(secs(3));
-    let a = answer(r, from, req.unwrap())?.ok()?;
+    let a = answer(r, from, req)?.ok()?;
     assert_eq!(a.dropped, 0, "every value verifies");
     let Body::FetchAns(ans) = a.body else {
         return None;
@@ -383,18 +389,9 @@ fn a_fetched_value_its_signer_could_not_have_stored_is_dropped_rfc6940_7_3() {
     );
     // An honest node fetches it: the answer comes, the forged value is dropped.
     let reader = r.ids[0];
-    let now = r.net.now();
-    let mut req = None;
-    r.net.with(reader, |n| {
-        let spec = StoredDataSpecifier {
-            kind: 200,
-            generation: 0,
-            model_specifier: ModelSpecifier::Single,
-        };
-        req = Some(n.fetch(res, vec![spec], now));
-    });
+    let req = start_fetch(&mut r, reader, res);
     r.run_checked(secs(5));
-    let a = answer(&r, reader, req.unwrap()).unwrap().unwrap();
+    let a = answer(&r, reader, req).unwrap().unwrap();
     assert_eq!(a.from, hostile);
     assert_eq!(a.dropped, 1, "the value its signer could not have stored");
     let Body::FetchAns(ans) = a.body else {
