@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use minidom::Element;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
-use xor_xmpp::stream::io::XmlIo;
+use xor_xmpp::stream::io::{StreamEnd, XmlIo};
 use xor_xmpp::stream::{NS_CLIENT, NS_STREAMS, StreamEvent, writer};
 use xor_xmpp::{Jid, stanza};
 
@@ -48,9 +48,21 @@ pub struct ClientOptions {
 /// Why the client could not connect.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// A network or TLS failure.
-    #[error("{0}")]
-    Io(String),
+    /// A network failure.
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The XML stream ended or broke.
+    #[error(transparent)]
+    Stream(#[from] StreamEnd),
+    /// The TLS configuration was refused.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The JID's domain is not a name TLS can check.
+    #[error("{0} is not a DNS name")]
+    ServerName(String),
+    /// The server took longer than the timeout.
+    #[error("timed out")]
+    TimedOut,
     /// The server said no or broke the protocol.
     #[error("{0}")]
     Protocol(String),
@@ -67,10 +79,6 @@ pub struct C2sClient {
     conn: XmlIo<Tls>,
     jid: Jid,
     timeout: Duration,
-}
-
-fn io_err(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Io(e.to_string())
 }
 
 /// Accepts any server certificate (only for `insecure`).
@@ -112,8 +120,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 fn tls_config(o: &ClientOptions) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(io_err)?;
+        .with_safe_default_protocol_versions()?;
     let mut config = if o.insecure {
         builder
             .dangerous()
@@ -125,7 +132,7 @@ fn tls_config(o: &ClientOptions) -> Result<rustls::ClientConfig, ClientError> {
             roots.extend(webpki_roots_shim());
         }
         for r in &o.tls_roots {
-            roots.add(CertificateDer::from(r.clone())).map_err(io_err)?;
+            roots.add(CertificateDer::from(r.clone()))?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
@@ -147,17 +154,16 @@ impl C2sClient {
     pub async fn connect(o: &ClientOptions) -> Result<C2sClient, ClientError> {
         tokio::time::timeout(o.timeout * 4, Self::connect_inner(o))
             .await
-            .map_err(|_| ClientError::Io("timed out".into()))?
+            .map_err(|_| ClientError::TimedOut)?
     }
 
     async fn connect_inner(o: &ClientOptions) -> Result<C2sClient, ClientError> {
         let domain = o.jid.domain().to_owned();
-        let tcp = TcpStream::connect(o.server).await.map_err(io_err)?;
+        let tcp = TcpStream::connect(o.server).await?;
         let mut plain_conn = XmlIo::new(tcp, 1 << 20);
         plain_conn
             .write(&writer::header(None, Some(&domain), None))
-            .await
-            .map_err(io_err)?;
+            .await?;
         let features = read_features(&mut plain_conn).await?;
         if !features.has_child("starttls", NS_TLS) {
             return Err(ClientError::Protocol(
@@ -166,29 +172,24 @@ impl C2sClient {
         }
         plain_conn
             .send(&stanza::element("starttls", NS_TLS, &[]))
-            .await
-            .map_err(io_err)?;
-        match plain_conn.next().await.map_err(ClientError::Protocol)? {
+            .await?;
+        match plain_conn.next().await? {
             StreamEvent::Element(e) if e.name() == "proceed" => {}
             other => return Err(ClientError::Protocol(format!("no <proceed/>: {other:?}"))),
         }
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(o)?));
-        let name = ServerName::try_from(domain.clone()).map_err(io_err)?;
-        let tls = connector
-            .connect(name, plain_conn.into_inner())
-            .await
-            .map_err(io_err)?;
+        let name = ServerName::try_from(domain.clone())
+            .map_err(|_| ClientError::ServerName(domain.clone()))?;
+        let tls = connector.connect(name, plain_conn.into_inner()).await?;
         let mut conn = XmlIo::new(tls, 1 << 20);
         conn.write(&writer::header(None, Some(&domain), None))
-            .await
-            .map_err(io_err)?;
+            .await?;
         let features = read_features(&mut conn).await?;
         authenticate(&mut conn, &features, o).await?;
         // Both sides restart the stream after SASL success (RFC 6120 §6.4.6).
         conn.parser.reset();
         conn.write(&writer::header(None, Some(&domain), None))
-            .await
-            .map_err(io_err)?;
+            .await?;
         let features = read_features(&mut conn).await?;
         if !features.has_child("bind", NS_BIND) {
             return Err(ClientError::Protocol("no resource binding offered".into()));
@@ -199,9 +200,9 @@ impl C2sClient {
         r.append_text_node(o.resource.clone());
         b.append_child(r);
         bind.append_child(b);
-        conn.send(&bind).await.map_err(io_err)?;
+        conn.send(&bind).await?;
         let jid = loop {
-            match conn.next().await.map_err(ClientError::Protocol)? {
+            match conn.next().await? {
                 StreamEvent::Element(e) if e.name() == "iq" && e.attr("id") == Some("bind") => {
                     if e.attr("type") != Some("result") {
                         return Err(ClientError::Protocol(format!(
@@ -226,7 +227,7 @@ impl C2sClient {
         {
             let mut iq = stanza::element("iq", NS_CLIENT, &[("type", "set"), ("id", "sess")]);
             iq.append_child(stanza::element("session", NS_SESSION, &[]));
-            conn.send(&iq).await.map_err(io_err)?;
+            conn.send(&iq).await?;
         }
         Ok(C2sClient {
             conn,
@@ -242,12 +243,14 @@ impl C2sClient {
 
     /// Sends a stanza.
     pub async fn send(&mut self, el: &Element) -> Result<(), ClientError> {
-        self.conn.send(el).await.map_err(io_err)
+        self.conn.send(el).await?;
+        Ok(())
     }
 
     /// Sends raw bytes (tests of hostile input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.conn.write(bytes).await.map_err(io_err)
+        self.conn.write(bytes).await?;
+        Ok(())
     }
 
     /// The next stanza, or `None` when the stream ends or nothing arrives in time.
@@ -277,7 +280,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
-        match conn.next().await.map_err(ClientError::Protocol)? {
+        match conn.next().await? {
             StreamEvent::Header(_) => {}
             StreamEvent::Element(e) if e.name() == "features" && e.ns() == NS_STREAMS => {
                 return Ok(e);
@@ -309,7 +312,7 @@ fn sasl_element(name: &str, data: &[u8], mechanism: Option<&str>) -> Element {
 }
 
 async fn sasl_step(conn: &mut XmlIo<Tls>) -> Result<(String, Vec<u8>), ClientError> {
-    match conn.next().await.map_err(ClientError::Protocol)? {
+    match conn.next().await? {
         StreamEvent::Element(e) if e.ns() == NS_SASL => {
             let text = e.text();
             let data = if text.trim() == "=" || text.trim().is_empty() {
@@ -348,8 +351,7 @@ async fn authenticate(
             &scram.first(),
             Some(hash.mechanism()),
         ))
-        .await
-        .map_err(io_err)?;
+        .await?;
         let (name, data) = sasl_step(conn).await?;
         if name != "challenge" {
             return Err(ClientError::Auth(format!(
@@ -359,9 +361,7 @@ async fn authenticate(
         let fin = scram
             .respond(&data)
             .map_err(|e| ClientError::Auth(e.to_string()))?;
-        conn.send(&sasl_element("response", &fin, None))
-            .await
-            .map_err(io_err)?;
+        conn.send(&sasl_element("response", &fin, None)).await?;
         let (name, data) = sasl_step(conn).await?;
         if name != "success" {
             return Err(ClientError::Auth(format!("the server answered <{name}/>")));
@@ -375,8 +375,7 @@ async fn authenticate(
             &plain(&local, &o.password),
             Some("PLAIN"),
         ))
-        .await
-        .map_err(io_err)?;
+        .await?;
         match sasl_step(conn).await? {
             (name, _) if name == "success" => Ok(()),
             (name, _) => Err(ClientError::Auth(format!("the server answered <{name}/>"))),

@@ -9,28 +9,50 @@ use std::time::Duration;
 use xor_xmpp::Jid;
 
 use crate::c2s_client::ClientOptions;
-use crate::config::{FallbackSection, NodeFile};
-use crate::daemon::{ClientPort, Device, DeviceOptions};
-use crate::status::ControlSocket;
+use crate::config::{ConfigError, FallbackSection, NodeFile};
+use crate::daemon::{ClientPort, Device, DeviceOptions, StartupError};
+use crate::status::{ControlError, ControlSocket};
+
+/// Why `xor-node run` could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The device did not start.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The control socket.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The `[fallback]` section names a server that cannot be used.
+    #[error("[fallback] {0}")]
+    Fallback(String),
+    /// Another daemon runs with this profile.
+    #[error("another xor-node is running with the profile {}", .0.display())]
+    AlreadyRunning(std::path::PathBuf),
+}
 
 /// The fallback account's connection options: the server named in the file, or the
 /// JID's domain on port 5222; trust anchors from `ca`, else the Web PKI.
 pub async fn fallback_options(
     f: &FallbackSection,
     resource: &str,
-) -> Result<ClientOptions, String> {
-    let jid = Jid::parse(&f.jid).map_err(|e| format!("[fallback] jid {:?}: {e}", f.jid))?;
+) -> Result<ClientOptions, RunError> {
+    let jid =
+        Jid::parse(&f.jid).map_err(|e| RunError::Fallback(format!("jid {:?}: {e}", f.jid)))?;
     let host = f
         .server
         .clone()
         .unwrap_or_else(|| format!("{}:5222", jid.domain()));
     let server: SocketAddr = tokio::net::lookup_host(&host)
         .await
-        .map_err(|e| format!("[fallback] server {host:?}: {e}"))?
+        .map_err(|e| RunError::Fallback(format!("server {host:?}: {e}")))?
         .next()
-        .ok_or_else(|| format!("[fallback] server {host:?} has no address"))?;
+        .ok_or_else(|| RunError::Fallback(format!("server {host:?} has no address")))?;
     let tls_roots = match &f.ca {
-        Some(path) => xor_enrollment::files::read_certs(path).map_err(|e| e.to_string())?,
+        Some(path) => xor_enrollment::files::read_certs(path)
+            .map_err(|e| RunError::Fallback(format!("ca: {e}")))?,
         None => Vec::new(),
     };
     Ok(ClientOptions {
@@ -45,7 +67,7 @@ pub async fn fallback_options(
 }
 
 /// The device options a configuration file describes.
-pub async fn device_options(file: &NodeFile) -> Result<DeviceOptions, String> {
+pub async fn device_options(file: &NodeFile) -> Result<DeviceOptions, RunError> {
     let mut o = DeviceOptions::new(&file.profile, &file.resource);
     o.priority = file.priority;
     o.overlay_listen = file.overlay.listen;
@@ -101,22 +123,19 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts the device the file describes and its control socket.
-    pub async fn start(file: &NodeFile) -> Result<Daemon, String> {
+    pub async fn start(file: &NodeFile) -> Result<Daemon, RunError> {
         let opts = device_options(file).await?;
         // Refuse before joining if another daemon runs with this profile.
         let control_path = file.control_path();
         if control_path.exists() && tokio::net::UnixStream::connect(&control_path).await.is_ok() {
-            return Err(format!(
-                "another xor-node is running with the profile {}",
-                file.profile.display()
-            ));
+            return Err(RunError::AlreadyRunning(file.profile.clone()));
         }
-        let device = Device::start(opts).await.map_err(|e| e.to_string())?;
+        let device = Device::start(opts).await?;
         let control = match ControlSocket::start(&control_path, device.reporter()).await {
             Ok(c) => c,
             Err(e) => {
                 device.shutdown().await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         Ok(Daemon {
@@ -153,7 +172,7 @@ impl Daemon {
 
 /// `xor-node run`: starts, prints the banner, runs until SIGINT or SIGTERM, then
 /// removes the location record and leaves.
-pub async fn run(file: &NodeFile) -> Result<(), String> {
+pub async fn run(file: &NodeFile) -> Result<(), RunError> {
     let daemon = Daemon::start(file).await?;
     println!("{}", daemon.banner());
     terminated().await;

@@ -7,6 +7,67 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// What is wrong with a configuration, or with a file the node reads or writes.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is there already and is not replaced.
+    #[error("{} exists already", .0.display())]
+    Exists(PathBuf),
+    /// No configuration file where one was expected.
+    #[error("{} does not exist: write one (`xor-node config-example --write`) or pass --config", .0.display())]
+    Missing(PathBuf),
+    /// A secret file that other users may read or write.
+    #[error("{} {what} but other users may read it (mode {mode:o}): run `chmod 600 {}`", path.display(), path.display())]
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+        /// Why it is secret.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// TOML that does not parse; the message names the line.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    /// A value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// A problem in the named file.
+    #[error("{}: {source}", path.display())]
+    In {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        source: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// A failed read or write of `path`.
+    pub fn file(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+        move |source| ConfigError::File {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// This error, said to be about `path`.
+    pub fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::In {
+            path: path.to_owned(),
+            source: Box::new(self),
+        }
+    }
+}
+
 /// A commented configuration with every option at its default.
 pub const EXAMPLE: &str = r#"# xor-node configuration. Every option is shown with its default.
 
@@ -165,7 +226,7 @@ pub struct TurnSection {
 impl NatSection {
     /// The overlay runtime's ICE settings; a malformed server URL is an error here,
     /// at start-up, not at the first message.
-    pub fn ice(&self) -> Result<xor_overlay::node::config::IceSettings, String> {
+    pub fn ice(&self) -> Result<xor_overlay::node::config::IceSettings, ConfigError> {
         let check = |url: &str, schemes: &[&str]| {
             let ok = schemes.iter().any(|s| {
                 url.strip_prefix(s)
@@ -175,7 +236,10 @@ impl NatSection {
             if ok {
                 Ok(())
             } else {
-                Err(format!("[nat] {url:?} is not a {} URL", schemes[0]))
+                Err(ConfigError::Invalid(format!(
+                    "[nat] {url:?} is not a {} URL",
+                    schemes[0]
+                )))
             }
         };
         for s in &self.stun {
@@ -318,21 +382,20 @@ impl Default for LogSection {
 
 /// Refuses a secret file (`what` says why it is secret) that other users may read or
 /// write: `chmod 600` is the cure, and the error says so.
-pub fn owner_only(path: &Path, what: &str) -> Result<(), String> {
+pub fn owner_only(path: &Path, what: &'static str) -> Result<(), ConfigError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(ConfigError::file(path))?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} {what} but other users may read it (mode {:o}): run `chmod 600 {}`",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            ));
+            return Err(ConfigError::NotPrivate {
+                path: path.to_owned(),
+                what,
+                mode: mode & 0o777,
+            });
         }
     }
     let _ = (path, what);
@@ -340,10 +403,10 @@ pub fn owner_only(path: &Path, what: &str) -> Result<(), String> {
 }
 
 /// Writes `text` to `path` readable by its owner only, refusing to replace a file.
-pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
+pub fn write_private(path: &Path, text: &str) -> Result<(), ConfigError> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(ConfigError::file(dir))?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -353,11 +416,11 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => format!("{} exists already", path.display()),
-        _ => format!("{}: {e}", path.display()),
+        std::io::ErrorKind::AlreadyExists => ConfigError::Exists(path.to_owned()),
+        _ => ConfigError::file(path)(e),
     })?;
     f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(ConfigError::file(path))
 }
 
 /// `~/` expanded with `$HOME`.
@@ -370,35 +433,40 @@ pub fn expand(path: &Path) -> PathBuf {
 
 impl NodeFile {
     /// Parses configuration text; errors name the line and the problem.
-    pub fn parse(text: &str) -> Result<NodeFile, String> {
-        let mut f: NodeFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<NodeFile, ConfigError> {
+        let mut f: NodeFile = toml::from_str(text)?;
         f.profile = expand(&f.profile);
         if let Some(r) = &f.client.roster {
             f.client.roster = Some(expand(r));
         }
         if f.client.enabled && f.client.password.is_empty() {
-            return Err(
+            return Err(ConfigError::Invalid(
                 "[client] is enabled but has no password: set `password`, or `enabled = false`"
                     .into(),
-            );
-        }
-        if !["error", "warn", "info", "debug", "trace"].contains(&f.log.level.as_str()) {
-            return Err(format!(
-                "[log] level {:?} is not one of error, warn, info, debug, trace",
-                f.log.level
             ));
         }
+        if !["error", "warn", "info", "debug", "trace"].contains(&f.log.level.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "[log] level {:?} is not one of error, warn, info, debug, trace",
+                f.log.level
+            )));
+        }
         if f.resource.is_empty() || f.resource.len() > 1023 {
-            return Err("resource must be 1 to 1023 bytes".into());
+            return Err(ConfigError::Invalid(
+                "resource must be 1 to 1023 bytes".into(),
+            ));
         }
         Ok(f)
     }
 
     /// Reads and parses a configuration file. A file holding a password must be
     /// readable by its owner only (as ssh insists for private keys).
-    pub fn load(path: &Path) -> Result<NodeFile, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let f = NodeFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<NodeFile, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.to_owned()));
+        }
+        let text = std::fs::read_to_string(path).map_err(ConfigError::file(path))?;
+        let f = NodeFile::parse(&text).map_err(|e| e.in_file(path))?;
         if f.holds_passwords() {
             owner_only(path, "holds passwords")?;
         }
@@ -444,7 +512,8 @@ mod tests {
     #[test]
     fn the_example_parses_once_a_password_is_set() {
         let err = NodeFile::parse(EXAMPLE).unwrap_err();
-        assert!(err.contains("no password"), "{err}");
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("no password"), "{err}");
         let text = EXAMPLE.replace("password = \"\"", "password = \"pw\"");
         let f = NodeFile::parse(&text).unwrap();
         assert_eq!(f.resource, "desktop");
@@ -471,12 +540,12 @@ mod tests {
         // The default: no server, no ICE (TCP only).
         assert!(!f("").unwrap().nat.ice().unwrap().enabled());
         let bad = f("stun = [\"203.0.113.5:3478\"]").unwrap().nat.ice();
-        assert!(bad.unwrap_err().contains("not a stun URL"));
+        assert!(bad.unwrap_err().to_string().contains("not a stun URL"));
         let bad = f("turn = [{ url = \"stun:x:1\", username = \"u\", password = \"p\" }]")
             .unwrap()
             .nat
             .ice();
-        assert!(bad.unwrap_err().contains("not a turn URL"));
+        assert!(bad.unwrap_err().to_string().contains("not a turn URL"));
     }
 
     #[test]
@@ -488,7 +557,7 @@ mod tests {
         };
         assert_eq!(f("client").unwrap().overlay.role, Role::Client);
         assert_eq!(f("peer").unwrap().overlay.role, Role::Peer);
-        assert!(f("server").unwrap_err().contains("role"));
+        assert!(f("server").unwrap_err().to_string().contains("role"));
     }
 
     #[test]
@@ -496,13 +565,18 @@ mod tests {
         let f = NodeFile::parse("profile = \"/p\"\n[client]\nenabled = false\n").unwrap();
         assert_eq!(f.roster_path(), PathBuf::from("/p/roster.toml"));
         let err = NodeFile::parse("profile = \"/p\"\nresorce = \"x\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Toml(_)), "{err}");
+        let err = err.to_string();
         assert!(err.contains("resorce"), "{err}");
-        let err = NodeFile::parse("resource = \"x\"\n").unwrap_err();
+        let err = NodeFile::parse("resource = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("profile"), "{err}");
         let err = NodeFile::parse(
             "profile = \"/p\"\n[overlay]\nlisten = \"nowhere\"\n[client]\nenabled = false\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("listen"), "{err}");
     }
 }

@@ -288,7 +288,7 @@ impl Device {
             crate::config::owner_only(&key, "is this device's private key").map_err(|why| {
                 StartupError::Profile {
                     dir: dir.clone(),
-                    why,
+                    why: why.to_string(),
                 }
             })?;
         }
@@ -331,7 +331,7 @@ impl Device {
         let roster = match opts.client.as_ref().and_then(|c| c.roster.as_deref()) {
             Some(path) => Roster::load(path).map_err(|why| StartupError::Profile {
                 dir: opts.profile.display().to_string(),
-                why,
+                why: why.to_string(),
             }),
             None => Ok(Roster::in_memory()),
         };
@@ -353,7 +353,7 @@ impl Device {
                     local_port_tls(Some(&opts.profile), node.jid().domain()).map_err(|why| {
                         StartupError::Config {
                             dir: opts.profile.display().to_string(),
-                            why,
+                            why: why.to_string(),
                         }
                     })?;
                 let settings = LocalSettings::new(c.listen, c.password.clone(), tls);

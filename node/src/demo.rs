@@ -14,10 +14,28 @@ use xor_xmpp::Jid;
 use xor_xmpp::stanza::{self, Carbon};
 use xor_xmpp::stream::NS_CLIENT;
 
+use crate::c2s_client::ClientError;
 use crate::c2s_client::{C2sClient, ClientOptions};
 use crate::daemon::Device;
 pub use crate::devnet::{DOMAIN, OVERLAY, PASSWORD};
-use crate::devnet::{DevNet, step};
+use crate::devnet::{DevNet, DevNetError};
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The development overlay.
+    #[error(transparent)]
+    DevNet(#[from] DevNetError),
+    /// A demo client could not log in or send.
+    #[error("demo client: {0}")]
+    Client(#[from] ClientError),
+    /// A device has no local client port.
+    #[error("a device has no client port")]
+    NoClientPort,
+    /// Messages did not arrive where they should have.
+    #[error("{0} expected deliveries did not arrive")]
+    Missed(usize),
+}
 
 /// The users and their devices.
 pub const USERS: &[(&str, &[&str])] = &[
@@ -33,8 +51,8 @@ struct Seat {
     client: C2sClient,
 }
 
-async fn login(device: &Device) -> Result<C2sClient, String> {
-    let addr = device.client_addr().ok_or("no client port")?;
+async fn login(device: &Device) -> Result<C2sClient, DemoError> {
+    let addr = device.client_addr().ok_or(DemoError::NoClientPort)?;
     let mut c = C2sClient::connect(&ClientOptions {
         jid: device.jid().bare(),
         password: PASSWORD.into(),
@@ -44,14 +62,11 @@ async fn login(device: &Device) -> Result<C2sClient, String> {
         insecure: true,
         timeout: Duration::from_secs(10),
     })
-    .await
-    .map_err(step)?;
+    .await?;
     let mut carbons = stanza::element("iq", NS_CLIENT, &[("type", "set"), ("id", "carbons")]);
     carbons.append_child(stanza::element("enable", stanza::NS_CARBONS, &[]));
-    c.send(&carbons).await.map_err(step)?;
-    c.send(&stanza::element("presence", NS_CLIENT, &[]))
-        .await
-        .map_err(step)?;
+    c.send(&carbons).await?;
+    c.send(&stanza::element("presence", NS_CLIENT, &[])).await?;
     Ok(c)
 }
 
@@ -87,7 +102,7 @@ fn bare(user: &str) -> Jid {
 
 /// Runs the demo; with `stay`, keeps everything up until Ctrl-C so you can log in
 /// with your own XMPP client.
-pub async fn run(stay: bool) -> Result<(), String> {
+pub async fn run(stay: bool) -> Result<(), DemoError> {
     println!("xor demo: a private RELOAD overlay on loopback, with XMPP on top\n");
     let users: Vec<&str> = USERS.iter().map(|(u, _)| *u).collect();
     let mut net = DevNet::start(&users).await?;
@@ -133,14 +148,14 @@ pub async fn run(stay: bool) -> Result<(), String> {
     let mut delivered = 0usize;
     let mut missed = 0usize;
     for (from, to, body) in script {
-        let sender = seats
-            .iter()
-            .position(|s| s.label == *from)
-            .ok_or("script names an unknown device")?;
+        let Some(sender) = seats.iter().position(|s| s.label == *from) else {
+            missed += 1; // the script names a device that is not seated
+            continue;
+        };
         let from_user = from.split('/').next().unwrap_or_default();
         println!("\n      {from} -> {to}@{DOMAIN}: {body:?}");
         let msg = stanza::chat(&bare(to), body);
-        seats[sender].client.send(&msg).await.map_err(step)?;
+        seats[sender].client.send(&msg).await?;
         for (i, seat) in seats.iter_mut().enumerate() {
             let user = seat.label.split('/').next().unwrap_or_default();
             let expect = user == *to || (user == from_user && i != sender);
@@ -202,7 +217,7 @@ pub async fn run(stay: bool) -> Result<(), String> {
     }
     net.shutdown();
     if missed > 0 {
-        return Err(format!("{missed} expected deliveries did not arrive"));
+        return Err(DemoError::Missed(missed));
     }
     Ok(())
 }

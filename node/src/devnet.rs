@@ -17,7 +17,7 @@ use xor_enrollment::client::ClientSettings;
 use xor_enrollment::config::{Configuration, KindBlock, KindName, KindSpec};
 use xor_enrollment::server::{EnrollmentServer, ServerSettings};
 
-use crate::daemon::{ClientPort, Device, DeviceOptions};
+use crate::daemon::{ClientPort, Device, DeviceOptions, StartupError};
 
 /// The development overlay's name.
 pub const OVERLAY: &str = "demo.xor";
@@ -57,8 +57,32 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-pub(crate) fn step(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why the development overlay or one of its devices could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DevNetError {
+    /// Setting up the operator (CA, accounts, enrollment server) failed.
+    #[error("setting up the operator: {0}")]
+    Operator(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Enrolling a device failed.
+    #[error("enrolling {device}: {source}")]
+    Enroll {
+        /// `user/resource`.
+        device: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Starting a device failed.
+    #[error("starting {device}: {source}")]
+    Start {
+        /// The device's profile.
+        device: String,
+        /// Why.
+        source: StartupError,
+    },
+}
+
+fn step(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DevNetError {
+    DevNetError::Operator(e.into())
 }
 
 /// The operator and the devices' bootstrap node.
@@ -76,7 +100,7 @@ pub struct DevNet {
 impl DevNet {
     /// Starts the operator with an account `<user>@example.org` (password
     /// [`PASSWORD`]) for each of `users`.
-    pub async fn start(users: &[&str]) -> Result<DevNet, String> {
+    pub async fn start(users: &[&str]) -> Result<DevNet, DevNetError> {
         let dir = tempfile::tempdir().map_err(step)?;
         let ca = CaDir::init(&dir.path().join("ca"), OVERLAY, 30, now()).map_err(step)?;
         let domain = ca.create_domain(DOMAIN, 30, now()).map_err(step)?;
@@ -177,7 +201,7 @@ impl DevNet {
     /// Enrolls a device of `user` over HTTPS and returns the options to start it with:
     /// loopback ports, the first device's address as bootstrap (the first device
     /// starts the overlay) and a client port with password [`PASSWORD`].
-    pub async fn enroll(&self, user: &str, resource: &str) -> Result<DeviceOptions, String> {
+    pub async fn enroll(&self, user: &str, resource: &str) -> Result<DeviceOptions, DevNetError> {
         let profile = self.dir.path().join(format!("{user}-{resource}"));
         enroll_cli(&EnrollOptions {
             overlay: OVERLAY.into(),
@@ -189,7 +213,10 @@ impl DevNet {
             client: self.client.clone(),
         })
         .await
-        .map_err(|e| format!("enrolling {user}/{resource}: {e}"))?;
+        .map_err(|e| DevNetError::Enroll {
+            device: format!("{user}/{resource}"),
+            source: e.into(),
+        })?;
         let mut opts = DeviceOptions::new(&profile, resource);
         opts.bootstrap = self.bootstrap.clone();
         opts.may_start = self.bootstrap.is_empty();
@@ -202,11 +229,14 @@ impl DevNet {
     }
 
     /// Starts a device from `opts`; the first becomes everyone's bootstrap node.
-    pub async fn start_device(&mut self, opts: DeviceOptions) -> Result<Device, String> {
+    pub async fn start_device(&mut self, opts: DeviceOptions) -> Result<Device, DevNetError> {
         let label = opts.profile.display().to_string();
         let device = Device::start(opts)
             .await
-            .map_err(|e| format!("starting {label}: {e}"))?;
+            .map_err(|source| DevNetError::Start {
+                device: label,
+                source,
+            })?;
         if self.bootstrap.is_empty() {
             self.bootstrap = vec![device.node().overlay().local_addr()];
         }
@@ -214,7 +244,7 @@ impl DevNet {
     }
 
     /// Enrolls and starts a device of `user`.
-    pub async fn device(&mut self, user: &str, resource: &str) -> Result<Device, String> {
+    pub async fn device(&mut self, user: &str, resource: &str) -> Result<Device, DevNetError> {
         let opts = self.enroll(user, resource).await?;
         self.start_device(opts).await
     }

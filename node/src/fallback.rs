@@ -8,9 +8,23 @@ use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
 use xor_xmpp::stanza;
 
-use crate::c2s_client::{C2sClient, ClientOptions};
+use crate::c2s_client::{C2sClient, ClientError, ClientOptions};
 
-type Job = (Element, oneshot::Sender<Result<(), String>>);
+type Job = (Element, oneshot::Sender<Result<(), FallbackError>>);
+
+/// Why a stanza did not go out through the fallback server.
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackError {
+    /// Connecting and logging in failed.
+    #[error("cannot reach the fallback server: {0}")]
+    Connect(ClientError),
+    /// Writing the stanza failed (the connection is opened again on next use).
+    #[error("the fallback connection failed: {0}")]
+    Send(ClientError),
+    /// The fallback task has stopped.
+    #[error("the fallback task stopped")]
+    Stopped,
+}
 
 /// A handle on the fallback connection.
 #[derive(Debug, Clone)]
@@ -35,15 +49,14 @@ impl Fallback {
     }
 
     /// Sends `el` through the fallback server (its `from` is left to the server).
-    pub async fn send(&self, mut el: Element) -> Result<(), String> {
+    pub async fn send(&self, mut el: Element) -> Result<(), FallbackError> {
         stanza::remove_attr(&mut el, "from");
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send((el, tx))
             .await
-            .map_err(|_| "the fallback task stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the fallback task stopped".to_owned())?
+            .map_err(|_| FallbackError::Stopped)?;
+        rx.await.map_err(|_| FallbackError::Stopped)?
     }
 }
 
@@ -65,15 +78,13 @@ async fn run(
                             client = Some(c);
                         }
                         Err(e) => {
-                            let _ = reply.send(Err(format!("cannot reach the fallback server: {e}")));
+                            let _ = reply.send(Err(FallbackError::Connect(e)));
                             continue;
                         }
                     }
                 }
-                let result = match client.as_mut() {
-                    Some(c) => c.send(&el).await.map_err(|e| e.to_string()),
-                    None => Err("no fallback connection".into()),
-                };
+                let Some(c) = client.as_mut() else { continue };
+                let result = c.send(&el).await.map_err(FallbackError::Send);
                 if result.is_err() {
                     client = None;
                 }

@@ -185,7 +185,10 @@ enum AccountCommand {
     List,
 }
 
-fn password() -> Result<String, String> {
+/// What a command failed with: the message `xor-node` prints before exiting 1.
+type Failure = Box<dyn std::error::Error>;
+
+fn password() -> Result<String, Failure> {
     if let Ok(p) = std::env::var("XOR_PASSWORD") {
         return Ok(p);
     }
@@ -202,15 +205,9 @@ fn password() -> Result<String, String> {
     Ok(p)
 }
 
-fn load_config(path: Option<PathBuf>) -> Result<NodeFile, String> {
+fn load_config(path: Option<PathBuf>) -> Result<NodeFile, Failure> {
     let path = path.unwrap_or_else(config::default_path);
-    if !path.exists() {
-        return Err(format!(
-            "{} does not exist: write one (`xor-node config-example --write`) or pass --config",
-            path.display()
-        ));
-    }
-    NodeFile::load(&path)
+    Ok(NodeFile::load(&path)?)
 }
 
 fn logging(level: &str) {
@@ -222,18 +219,18 @@ fn logging(level: &str) {
         .try_init();
 }
 
-async fn dispatch(cli: Cli) -> Result<(), String> {
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let level = cli.log.clone();
     let log = |default: &str| logging(level.as_deref().unwrap_or(default));
     match cli.command {
         Command::Demo { stay } => {
             log("warn");
-            xor_node::demo::run(stay).await
+            Ok(xor_node::demo::run(stay).await?)
         }
         Command::Run { config } => {
             let file = load_config(config)?;
             log(&file.log.level);
-            xor_node::cli::run(&file).await
+            Ok(xor_node::cli::run(&file).await?)
         }
         Command::Status { config } => {
             let file = load_config(config)?;
@@ -247,7 +244,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                 xor_node::status::ask(&file.control_path(), &format!("resolve {jid}")).await?;
             print!("{out}");
             if out.starts_with("error:") {
-                return Err(format!("{jid} could not be resolved"));
+                return Err(format!("{jid} could not be resolved").into());
             }
             Ok(())
         }
@@ -264,7 +261,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                 None => xor_enrollment::ca::user_domain(&jid).to_owned(),
             };
             let http_roots = match ca {
-                Some(p) => xor_enrollment::files::read_certs(&p).map_err(|e| e.to_string())?,
+                Some(p) => xor_enrollment::files::read_certs(&p)?,
                 None => Vec::new(),
             };
             let profile = profile.unwrap_or_else(|| {
@@ -282,9 +279,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     ..ClientSettings::default()
                 },
             };
-            let p = xor_enrollment::cli::enroll_cli(&opts)
-                .await
-                .map_err(|e| e.to_string())?;
+            let p = xor_enrollment::cli::enroll_cli(&opts).await?;
             let id = p.credentials.identity();
             println!(
                 "enrolled {jid} in overlay {} (Node-ID {}); profile saved to {}",
@@ -317,33 +312,27 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     enroll_url,
                     bootstrap,
                 } => {
-                    let overlay = xor_enrollment::ca::CaDir::open(&dir)
-                        .map_err(|e| e.to_string())?
-                        .overlay()
-                        .to_owned();
+                    let overlay = xor_enrollment::ca::CaDir::open(&dir)?.overlay().to_owned();
                     let template =
                         xor_node::devnet::xmpp_template(&overlay, &enroll_url, &bootstrap);
                     xor_enrollment::cli::ca_publish(&dir, &template)
                 }
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             println!("{out}");
             Ok(())
         }
         Command::Account { accounts, command } => {
-            let file = xor_enrollment::accounts::FileAccounts::open(&accounts)
-                .map_err(|e| e.to_string())?;
+            let file = xor_enrollment::accounts::FileAccounts::open(&accounts)?;
             match command {
                 AccountCommand::Set { user } => {
                     let user = xor_enrollment::ca::prepare_user_name(&user)?;
-                    file.set_password(&user, &password()?)
-                        .map_err(|e| e.to_string())?;
+                    file.set_password(&user, &password()?)?;
                     println!("password of {user} set");
                 }
                 AccountCommand::Remove { user } => {
                     let user = xor_enrollment::ca::prepare_user_name(&user)?;
-                    if !file.remove(&user).map_err(|e| e.to_string())? {
-                        return Err(format!("no account {user}"));
+                    if !file.remove(&user)? {
+                        return Err(format!("no account {user}").into());
                     }
                     println!("removed {user}");
                 }
@@ -368,7 +357,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                                     })?;
                                 Ok(xor_overlay::id::NodeId::from_bytes(b))
                             })
-                            .collect::<Result<Vec<_>, String>>()?
+                            .collect::<Result<Vec<_>, Failure>>()?
                     };
                     let removed = file.remove_node_ids(&user, &ids)?;
                     println!(
@@ -377,8 +366,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     );
                     if let Some(dir) = dir {
                         xor_enrollment::ca::CaDir::open(&dir)
-                            .and_then(|ca| ca.revoke_nodes(&ids))
-                            .map_err(|e| e.to_string())?;
+                            .and_then(|ca| ca.revoke_nodes(&ids))?;
                         println!(
                             "listed as bad nodes; run `ca publish` to distribute the revocation"
                         );
@@ -407,9 +395,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                     ..Default::default()
                 },
             };
-            let server = xor_enrollment::cli::enroll_server(&opts)
-                .await
-                .map_err(|e| e.to_string())?;
+            let server = xor_enrollment::cli::enroll_server(&opts).await?;
             println!(
                 "enrollment server listening on https://{}; Ctrl-C stops",
                 server.local_addr()

@@ -1,6 +1,7 @@
 //! The user's roster (RFC 6121 §2), kept in a TOML file next to the profile. The node
 //! is the user's "server": it answers roster requests and tracks subscriptions.
 
+use crate::config::ConfigError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -148,16 +149,16 @@ impl Roster {
     }
 
     /// Loads the roster at `path` (empty if the file does not exist yet).
-    pub fn load(path: &Path) -> Result<Roster, String> {
+    pub fn load(path: &Path) -> Result<Roster, ConfigError> {
         let items = match std::fs::read_to_string(path) {
             Ok(text) => toml::from_str::<File>(&text)
-                .map_err(|e| format!("{}: {e}", path.display()))?
+                .map_err(|e| ConfigError::from(e).in_file(path))?
                 .item
                 .into_iter()
                 .map(|i| (i.jid.clone(), i))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(ConfigError::file(path)(e)),
         };
         Ok(Roster {
             path: Some(path.to_owned()),
@@ -167,10 +168,12 @@ impl Roster {
 
     /// A roster kept in memory, from the text of [`Roster::to_toml`] (an embedding
     /// that keeps its own savedata).
-    pub fn from_toml(text: &str) -> Result<Roster, String> {
-        let file = toml::from_str::<File>(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<Roster, ConfigError> {
+        let file = toml::from_str::<File>(text)?;
         if file.item.len() > MAX_ITEMS {
-            return Err(format!("more than {MAX_ITEMS} contacts"));
+            return Err(ConfigError::Invalid(format!(
+                "more than {MAX_ITEMS} contacts"
+            )));
         }
         Ok(Roster {
             path: None,
@@ -179,11 +182,11 @@ impl Roster {
     }
 
     /// The roster as the roster file holds it.
-    pub fn to_toml(&self) -> Result<String, String> {
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         let file = File {
             item: self.items.values().cloned().collect(),
         };
-        toml::to_string(&file).map_err(|e| e.to_string())
+        toml::to_string(&file)
     }
 
     fn save(&self) {

@@ -191,18 +191,17 @@ pub struct ControlSocket {
 impl ControlSocket {
     /// Listens on `path` (a stale socket from a crashed daemon is replaced; a live one
     /// is an error: another daemon uses this profile).
-    pub async fn start(path: &Path, reporter: Reporter) -> Result<ControlSocket, String> {
+    pub async fn start(path: &Path, reporter: Reporter) -> Result<ControlSocket, ControlError> {
         if path.exists() {
             if UnixStream::connect(path).await.is_ok() {
-                return Err(format!(
-                    "another xor-node is running with this profile ({} answers)",
-                    path.display()
-                ));
+                return Err(ControlError::InUse(path.to_owned()));
             }
             let _ = std::fs::remove_file(path);
         }
-        let listener = UnixListener::bind(path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let listener = UnixListener::bind(path).map_err(|source| ControlError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -238,19 +237,42 @@ impl Drop for ControlSocket {
 }
 
 /// Sends `request` to the daemon listening on `path` and returns its answer.
-pub async fn ask(path: &Path, request: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(path).await.map_err(|e| {
-        format!(
-            "no xor-node is running with this profile ({}: {e}); start it with `xor-node run`",
-            path.display()
-        )
-    })?;
-    s.write_all(format!("{request}\n").as_bytes())
+pub async fn ask(path: &Path, request: &str) -> Result<String, ControlError> {
+    let mut s = UnixStream::connect(path)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| ControlError::NotRunning {
+            path: path.to_owned(),
+            source,
+        })?;
+    s.write_all(format!("{request}\n").as_bytes()).await?;
     let mut out = String::new();
-    s.read_to_string(&mut out)
-        .await
-        .map_err(|e| e.to_string())?;
+    s.read_to_string(&mut out).await?;
     Ok(out)
+}
+
+/// Why the control socket could not be served or asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another daemon answers on the socket.
+    #[error("another xor-node is running with this profile ({} answers)", .0.display())]
+    InUse(PathBuf),
+    /// The socket could not be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Nothing listens on the socket.
+    #[error("no xor-node is running with this profile ({}: {source}); start it with `xor-node run`", path.display())]
+    NotRunning {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The exchange broke off.
+    #[error("the control connection failed: {0}")]
+    Io(#[from] std::io::Error),
 }

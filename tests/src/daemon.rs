@@ -151,7 +151,7 @@ impl Daemon {
         prefix: &[&str],
     ) -> Result<Daemon, String> {
         let _ = std::fs::remove_file(path);
-        xor_node::config::write_private(path, config)?;
+        xor_node::config::write_private(path, config).map_err(|e| e.to_string())?;
         let bin = xor_node_bin();
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -271,7 +271,10 @@ pub async fn loopback_users(
     let mut ids = Vec::new();
     for u in 0..users {
         for d in 0..devices {
-            let opts = net.enroll(&format!("u{u}"), &format!("d{d}")).await?;
+            let opts = net
+                .enroll(&format!("u{u}"), &format!("d{d}"))
+                .await
+                .map_err(|e| e.to_string())?;
             let profile =
                 xor_enrollment::client::load_profile(&opts.profile, xor_node::devnet::OVERLAY)
                     .map_err(|e| e.to_string())?;

@@ -221,7 +221,7 @@ impl Operator {
         }
         let config = self.dir.path().join(format!("{name}.toml"));
         let _ = std::fs::remove_file(&config);
-        xor_node::config::write_private(&config, &text)?;
+        xor_node::config::write_private(&config, &text).map_err(|e| e.to_string())?;
         Ok(config)
     }
 
@@ -249,7 +249,7 @@ impl Operator {
         let config = self.enroll(host, user, resource, may_start).await?;
         let text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&config);
-        xor_node::config::write_private(&config, &edit(text))?;
+        xor_node::config::write_private(&config, &edit(text)).map_err(|e| e.to_string())?;
         run_device(host, &config).await
     }
 

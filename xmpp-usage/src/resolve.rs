@@ -6,6 +6,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use xor_overlay::id::{NodeId, ResourceId};
+use xor_overlay::node::RequestError;
 use xor_overlay::wire::{Decode, Destination, StoredData, StoredDataValue};
 
 use crate::jid::Jid;
@@ -37,7 +38,7 @@ pub enum ResolveError {
         /// The JID fetched.
         jid: String,
         /// What went wrong.
-        why: String,
+        why: RequestError,
     },
 }
 
@@ -149,11 +150,11 @@ impl Resolver {
     }
 
     /// Fetching `jid` failed.
-    pub fn on_error(&mut self, jid: &Jid, why: impl Into<String>) {
+    pub fn on_error(&mut self, jid: &Jid, why: RequestError) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.error.get_or_insert(ResolveError::Fetch {
             jid: jid.bare_str(),
-            why: why.into(),
+            why,
         });
     }
 

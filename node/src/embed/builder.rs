@@ -231,7 +231,7 @@ impl Builder {
                 "no credentials: call enroll, credentials_pem or savedata".into(),
             )),
             CredentialSource::Saved(bytes) => {
-                let saved = Savedata::from_bytes(bytes).map_err(bad)?;
+                let saved = Savedata::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
                 if saved.overlay != self.overlay {
                     return Err(ChatError::Config(format!(
                         "the savedata is for overlay {}, not {}",
@@ -242,9 +242,11 @@ impl Builder {
             }
             CredentialSource::Pem { key, chain } => {
                 let key = parse_key(key).map_err(bad)?;
-                let creds = savedata::credentials(key, chain, &self.overlay).map_err(bad)?;
+                let creds = savedata::credentials(key, chain, &self.overlay)
+                    .map_err(|e| bad(e.to_string()))?;
                 let doc = self.document().await?;
-                let profile = savedata::profile(&self.overlay, doc, creds).map_err(bad)?;
+                let profile =
+                    savedata::profile(&self.overlay, doc, creds).map_err(|e| bad(e.to_string()))?;
                 Ok((profile, String::new()))
             }
             CredentialSource::Enroll { user, password } => {
@@ -299,9 +301,12 @@ impl Builder {
         if let Some(e) = &self.http_roots_error {
             return Err(ChatError::Config(e.clone()));
         }
-        let ice = self.nat.ice().map_err(ChatError::Config)?;
+        let ice = self
+            .nat
+            .ice()
+            .map_err(|e| ChatError::Config(e.to_string()))?;
         let (profile, roster) = self.profile().await?;
-        let roster = Roster::from_toml(&roster).map_err(ChatError::Config)?;
+        let roster = Roster::from_toml(&roster).map_err(|e| ChatError::Config(e.to_string()))?;
         let mut cfg = node_config(&profile, &self.overlay, &self.resource, "the embedding")?;
         cfg.node.listen_addr = Some(self.listen);
         cfg.node.bootstrap.extend(self.bootstrap.iter().copied());

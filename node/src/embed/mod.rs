@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use minidom::Element;
 use tokio::task::JoinHandle;
-use xor_xmpp::runtime::XmppNode;
+use xor_xmpp::runtime::{ConnectError, XmppNode};
 use xor_xmpp::stream::NS_CLIENT;
 use xor_xmpp::{Jid, stanza};
 
@@ -122,7 +122,7 @@ pub struct ContactDevice {
     /// Route priority (lower first).
     pub priority: u8,
     /// `Ok` when a direct stream is open; otherwise why not.
-    pub reachable: Result<(), String>,
+    pub reachable: Result<(), ConnectError>,
 }
 
 /// How this user shows to contacts.

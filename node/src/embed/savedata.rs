@@ -72,33 +72,30 @@ impl Savedata {
 
     /// Reads a blob written by [`Savedata::to_bytes`]. The configuration document
     /// was verified when it was first fetched and is parsed again here.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Savedata, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Savedata, SavedataError> {
         if bytes.len() > MAX_SAVEDATA {
-            return Err(format!("savedata larger than {MAX_SAVEDATA} bytes"));
+            return Err(SavedataError::TooLarge);
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| "savedata is not UTF-8 text")?;
-        let blob: Blob = toml::from_str(text).map_err(|e| format!("savedata: {e}"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| SavedataError::NotUtf8)?;
+        let blob: Blob = toml::from_str(text)?;
         if blob.format != FORMAT {
-            return Err(format!(
-                "savedata format {:?}, this version reads {FORMAT:?}",
-                blob.format
-            ));
+            return Err(SavedataError::Format(blob.format));
         }
-        let key = parse_key(blob.key.as_bytes())?;
+        let key = parse_key(blob.key.as_bytes()).map_err(SavedataError::Credentials)?;
         let document = Bytes::from(
             STANDARD
                 .decode(blob.configuration.trim())
-                .map_err(|e| format!("savedata configuration: {e}"))?,
+                .map_err(|e| SavedataError::Configuration(e.to_string()))?,
         );
         let config = Document::parse(&document)
             .and_then(|d| d.configuration(&blob.overlay).map(|c| c.config.clone()))
-            .map_err(|e| format!("savedata configuration: {e}"))?;
+            .map_err(|e| SavedataError::Configuration(e.to_string()))?;
         let profile = Profile {
             credentials: credentials(key, blob.certificates.as_bytes(), &blob.overlay)?,
             document,
             config,
         };
-        crate::roster::Roster::from_toml(&blob.roster)?;
+        crate::roster::Roster::from_toml(&blob.roster).map_err(SavedataError::Roster)?;
         Ok(Savedata {
             overlay: blob.overlay,
             profile,
@@ -107,13 +104,39 @@ impl Savedata {
     }
 }
 
+/// Why savedata cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedataError {
+    /// Over [`MAX_SAVEDATA`]; refused before it is read.
+    #[error("savedata larger than {MAX_SAVEDATA} bytes")]
+    TooLarge,
+    /// Not text.
+    #[error("savedata is not UTF-8 text")]
+    NotUtf8,
+    /// Not the TOML that [`Savedata::to_bytes`] writes.
+    #[error("savedata: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// Written by another version.
+    #[error("savedata format {0:?}, this version reads {FORMAT:?}")]
+    Format(String),
+    /// The key or certificates are unusable.
+    #[error("savedata credentials: {0}")]
+    Credentials(String),
+    /// The overlay's configuration document is unusable.
+    #[error("savedata configuration: {0}")]
+    Configuration(String),
+    /// The roster is unusable.
+    #[error("savedata roster: {0}")]
+    Roster(crate::config::ConfigError),
+}
+
 /// Credentials from a key and a PEM chain (leaf first).
 pub(crate) fn credentials(
     key: xor_overlay::identity::KeyPair,
     chain_pem: &[u8],
     overlay: &str,
-) -> Result<Credentials, String> {
-    let mut certs = parse_certs(chain_pem)?;
+) -> Result<Credentials, SavedataError> {
+    let mut certs = parse_certs(chain_pem).map_err(SavedataError::Credentials)?;
     let leaf = certs.remove(0);
     Credentials::new(
         key,
@@ -121,7 +144,7 @@ pub(crate) fn credentials(
         certs.into_iter().map(Bytes::from).collect(),
         overlay,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| SavedataError::Credentials(e.to_string()))
 }
 
 /// A profile from a document just fetched or given (verified) and credentials.
@@ -129,8 +152,9 @@ pub(crate) fn profile(
     overlay: &str,
     document: Bytes,
     credentials: Credentials,
-) -> Result<Profile, String> {
-    let fetched = check_document(overlay, document, None).map_err(|e| e.to_string())?;
+) -> Result<Profile, SavedataError> {
+    let fetched = check_document(overlay, document, None)
+        .map_err(|e| SavedataError::Configuration(e.to_string()))?;
     Ok(Profile {
         credentials,
         document: fetched.document,
@@ -146,10 +170,10 @@ mod tests {
     fn savedata_beyond_its_limit_is_refused_before_it_is_read() {
         let over = vec![b'#'; MAX_SAVEDATA + 1];
         let err = Savedata::from_bytes(&over).unwrap_err();
-        assert!(err.contains("larger than"), "{err}");
+        assert!(matches!(err, SavedataError::TooLarge), "{err}");
         // At the limit it is read (and this text is no savedata).
         let at = vec![b'#'; MAX_SAVEDATA];
         let err = Savedata::from_bytes(&at).unwrap_err();
-        assert!(!err.contains("larger than"), "{err}");
+        assert!(!matches!(err, SavedataError::TooLarge), "{err}");
     }
 }

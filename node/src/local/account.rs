@@ -170,7 +170,7 @@ impl Account {
     }
 
     /// The roster as TOML text (see [`Roster::to_toml`]).
-    pub fn roster_toml(&self) -> Result<String, String> {
+    pub fn roster_toml(&self) -> Result<String, toml::ser::Error> {
         lock(&self.roster).to_toml()
     }
 

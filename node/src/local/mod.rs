@@ -60,14 +60,27 @@ impl LocalSettings {
 /// certificate, PEM, owner-only.
 pub const LOCAL_PORT_PEM: &str = "local-port.pem";
 
+/// Why the local port's certificate or TLS configuration could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalTlsError {
+    /// Making the certificate failed.
+    #[error("cannot make the local port's certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("the local port's TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Reading or writing the certificate file failed.
+    #[error(transparent)]
+    File(#[from] crate::config::ConfigError),
+}
+
 /// A self-signed certificate for `domain` (and `localhost`) and its key.
 fn make_local_cert(
     domain: &str,
-) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let params = rcgen::CertificateParams::new(vec![domain.to_owned(), "localhost".to_owned()])
-        .map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), LocalTlsError> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(vec![domain.to_owned(), "localhost".to_owned()])?;
+    let cert = params.self_signed(&key)?;
     Ok((
         CertificateDer::from(cert.der().to_vec()),
         PrivatePkcs8KeyDer::from(key.serialize_der()),
@@ -80,7 +93,7 @@ fn make_local_cert(
 pub fn local_cert(
     path: &std::path::Path,
     domain: &str,
-) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), String> {
+) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), LocalTlsError> {
     use rustls_pki_types::pem::PemObject;
     if let Ok(text) = std::fs::read(path) {
         let cert = CertificateDer::pem_slice_iter(&text)
@@ -91,7 +104,7 @@ pub fn local_cert(
             return Ok((cert, key));
         }
         tracing::warn!(path = %path.display(), "the local port's certificate file is unreadable; making a new one");
-        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(crate::config::ConfigError::file(path))?;
     }
     let (cert, key) = make_local_cert(domain)?;
     let text = xor_enrollment::files::pem("PRIVATE KEY", key.secret_pkcs8_der())
@@ -107,18 +120,16 @@ pub fn local_cert(
 pub fn local_port_tls(
     profile: Option<&std::path::Path>,
     domain: &str,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<Arc<rustls::ServerConfig>, LocalTlsError> {
     let (cert, key) = match profile {
         Some(dir) => local_cert(&dir.join(LOCAL_PORT_PEM), domain)?,
         None => make_local_cert(domain)?,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(vec![cert], PrivateKeyDer::Pkcs8(key))
-        .map_err(|e| e.to_string())?;
+        .with_single_cert(vec![cert], PrivateKeyDer::Pkcs8(key))?;
     if std::env::var_os("SSLKEYLOGFILE").is_some() {
         config.key_log = Arc::new(rustls::KeyLogFile::new());
     }
@@ -126,7 +137,7 @@ pub fn local_port_tls(
 }
 
 /// [`local_port_tls`] with a certificate made on the spot.
-pub fn self_signed_tls(domain: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn self_signed_tls(domain: &str) -> Result<Arc<rustls::ServerConfig>, LocalTlsError> {
     local_port_tls(None, domain)
 }
 

@@ -13,7 +13,7 @@ use minidom::Element;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use xor_xmpp::stanza;
-use xor_xmpp::stream::io::XmlIo;
+use xor_xmpp::stream::io::{StreamEnd, XmlIo};
 use xor_xmpp::stream::{
     NS_CLIENT, StreamCondition, StreamError, StreamEvent, StreamParser, writer,
 };
@@ -41,25 +41,39 @@ fn stream_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
+/// Why a local client's login ended without a session.
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    /// The XML stream ended or broke (a stream error sent says why).
+    #[error(transparent)]
+    Stream(#[from] StreamEnd),
+    /// Writing to the client failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS handshake after STARTTLS failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+}
+
 /// Reads the client's stream header (within [`HEADER_TIMEOUT`]) and answers with
 /// ours and `features`.
 async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut XmlIo<S>,
     domain: &str,
     features: &[Element],
-) -> Result<(), String> {
+) -> Result<(), LoginError> {
     let first = match tokio::time::timeout(HEADER_TIMEOUT, conn.next()).await {
         Ok(ev) => ev?,
         Err(_) => {
             conn.write(&writer::header(Some(domain), None, Some(&stream_id())))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             return Err(conn
                 .fail(StreamError::new(
                     StreamCondition::ConnectionTimeout,
                     "no stream header",
                 ))
-                .await);
+                .await
+                .into());
         }
     };
     match first {
@@ -72,9 +86,8 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
                     format!("this port serves {domain} only"),
                 );
                 conn.write(&writer::header(Some(domain), None, Some(&stream_id())))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Err(conn.fail(e).await);
+                    .await?;
+                return Err(conn.fail(e).await.into());
             }
         }
         other => {
@@ -83,12 +96,13 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
                     StreamCondition::BadFormat,
                     format!("expected a stream header, got {other:?}"),
                 ))
-                .await);
+                .await
+                .into());
         }
     }
     let mut bytes = writer::header(Some(domain), None, Some(&stream_id()));
     bytes.extend(writer::features(features));
-    conn.write(&bytes).await.map_err(|e| e.to_string())
+    Ok(conn.write(&bytes).await?)
 }
 
 /// Refuses a connection with a stream error (RFC 6120 §4.9.1.1: a header first).
@@ -150,7 +164,7 @@ async fn negotiate(
     settings: &LocalSettings,
     account: &Account,
     ctl: &Mutex<Control>,
-) -> Result<XmlIo<Tls>, String> {
+) -> Result<XmlIo<Tls>, LoginError> {
     let domain = account.jid().domain().to_owned();
     let mut conn = XmlIo::new(tcp, PRE_AUTH_MAX_ELEMENT);
     let mut starttls = stanza::element("starttls", NS_TLS, &[]);
@@ -166,17 +180,16 @@ async fn negotiate(
                     StreamCondition::PolicyViolation,
                     "STARTTLS is required on this port",
                 ))
-                .await);
+                .await
+                .into());
         }
     }
-    conn.send(&stanza::element("proceed", NS_TLS, &[]))
-        .await
-        .map_err(|e| e.to_string())?;
+    conn.send(&stanza::element("proceed", NS_TLS, &[])).await?;
     let acceptor = tokio_rustls::TlsAcceptor::from(settings.tls.clone());
     let tls = acceptor
         .accept(conn.into_inner())
         .await
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        .map_err(LoginError::Tls)?;
     let mut conn = XmlIo::new(tls, PRE_AUTH_MAX_ELEMENT);
     let mut mechanisms = stanza::element("mechanisms", NS_SASL, &[]);
     for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
@@ -207,7 +220,7 @@ async fn negotiate(
             jid.append_text_node(account.jid().to_string());
             bind.append_child(jid);
             result.append_child(bind);
-            conn.send(&result).await.map_err(|e| e.to_string())?;
+            conn.send(&result).await?;
             Ok(conn)
         }
         StreamEvent::Element(_) => Err(conn
@@ -215,8 +228,9 @@ async fn negotiate(
                 StreamCondition::NotAuthorized,
                 "bind a resource first",
             ))
-            .await),
-        other => Err(format!("before binding: {other:?}")),
+            .await
+            .into()),
+        _ => Err(StreamEnd::Unexpected("a resource binding").into()),
     }
 }
 
@@ -257,7 +271,7 @@ async fn authenticate(
     settings: &LocalSettings,
     account: &Account,
     ctl: &Mutex<Control>,
-) -> Result<(), String> {
+) -> Result<(), LoginError> {
     let mut failures = 0;
     loop {
         let auth = match conn.next().await? {
@@ -268,7 +282,8 @@ async fn authenticate(
                         StreamCondition::NotAuthorized,
                         "authenticate first",
                     ))
-                    .await);
+                    .await
+                    .into());
             }
         };
         // Attempts from one address take turns, spaced by its failures (see
@@ -305,16 +320,12 @@ async fn authenticate(
         }
         match outcome {
             Ok(extra) => {
-                conn.send(&sasl("success", extra.as_deref()))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                conn.send(&sasl("success", extra.as_deref())).await?;
                 conn.parser.reset();
                 return Ok(());
             }
             Err(condition) => {
-                conn.send(&failure(condition))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                conn.send(&failure(condition)).await?;
                 failures += 1;
                 if failures >= MAX_AUTH_FAILURES {
                     return Err(conn
@@ -322,7 +333,8 @@ async fn authenticate(
                             StreamCondition::PolicyViolation,
                             "too many failed authentication attempts",
                         ))
-                        .await);
+                        .await
+                        .into());
                 }
             }
         }
@@ -365,10 +377,11 @@ async fn run(mut conn: XmlIo<Tls>, account: &Arc<Account>) {
             out = rx.recv() => match out {
                 Some(el) => {
                     if let Err(e) = conn.send(&el).await {
-                        break format!("write failed: {e}");
+                        break StreamEnd::Io(e);
                     }
                 }
-                None => break "the session was dropped".to_owned(),
+                // The account dropped the session (a newer one took its place).
+                None => break StreamEnd::Closed,
             },
             ev = conn.next() => match ev {
                 Ok(StreamEvent::Element(mut el)) => {
@@ -388,7 +401,7 @@ async fn run(mut conn: XmlIo<Tls>, account: &Arc<Account>) {
                     let mut failed = None;
                     for reply in account.from_client(id, el).await {
                         if let Err(e) = conn.send(&reply).await {
-                            failed = Some(format!("write failed: {e}"));
+                            failed = Some(StreamEnd::Io(e));
                             break;
                         }
                     }
@@ -398,7 +411,7 @@ async fn run(mut conn: XmlIo<Tls>, account: &Arc<Account>) {
                 }
                 Ok(StreamEvent::Close) => {
                     let _ = conn.write(writer::close()).await;
-                    break "the client closed the stream".to_owned();
+                    break StreamEnd::ClosedByPeer;
                 }
                 Ok(StreamEvent::Header(_)) => {
                     break conn.fail(StreamError::new(StreamCondition::BadFormat, "a second stream header")).await;

@@ -477,9 +477,8 @@ async fn a_crashed_device_does_not_stall_sending_to_its_user() {
                 priority: 10,
             })
             .await;
-        if let Err(why) = &remembered
-            && why.contains("not tried again")
-        {
+        if let Err(xor_xmpp::runtime::ConnectError::Held { node, .. }) = &remembered {
+            assert_eq!(*node, phone_id);
             break;
         }
         assert!(

@@ -10,10 +10,10 @@ use std::time::Duration;
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
 use xor_overlay::id::NodeId;
-use xor_overlay::runtime::{AppStream, Overlay};
+use xor_overlay::runtime::{AppError, AppStream, Overlay};
 
-use super::XmppEvent;
 use super::stream::{self, Role, StreamReport, StreamSettings};
+use super::{ConnectError, XmppEvent};
 use crate::XMPP_APPLICATION;
 use crate::fanout::{Device, Router};
 use crate::jid::Jid;
@@ -33,7 +33,7 @@ pub(crate) enum HubMsg {
     /// Make sure there is a stream to the device of `route`.
     Ensure {
         route: Route,
-        reply: oneshot::Sender<Result<Device, String>>,
+        reply: oneshot::Sender<Result<Device, ConnectError>>,
     },
     /// Fan `stanza` out to the connected devices of `recipient` (a bare JID).
     Dispatch {
@@ -50,7 +50,7 @@ pub(crate) enum HubMsg {
     /// A direct connection from the overlay runtime (ours or a peer's AppAttach).
     Stream(AppStream),
     /// An AppAttach of ours failed.
-    AttachFailed { node: NodeId, why: String },
+    AttachFailed { node: NodeId, why: AppError },
     /// Close every stream and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -82,7 +82,7 @@ struct StreamEntry {
 struct Expected {
     jid: Jid,
     priority: u8,
-    waiters: Vec<oneshot::Sender<Result<Device, String>>>,
+    waiters: Vec<oneshot::Sender<Result<Device, ConnectError>>>,
     deadline: tokio::time::Instant,
 }
 
@@ -94,7 +94,7 @@ pub(crate) struct Hub {
     streams: HashMap<NodeId, Vec<StreamEntry>>,
     expected: HashMap<NodeId, Expected>,
     /// Devices whose last attempt failed: until when, and why.
-    unreachable: HashMap<NodeId, (tokio::time::Instant, String)>,
+    unreachable: HashMap<NodeId, (tokio::time::Instant, ConnectError)>,
     next_id: u64,
     events: mpsc::Sender<XmppEvent>,
     reports_tx: mpsc::Sender<StreamReport>,
@@ -214,14 +214,7 @@ impl Hub {
                 let _ = reply.send(paths);
             }
             HubMsg::Stream(s) => self.stream(s),
-            HubMsg::AttachFailed { node, why } => {
-                self.remember_unreachable(node, &why);
-                if let Some(exp) = self.expected.remove(&node) {
-                    for w in exp.waiters {
-                        let _ = w.send(Err(why.clone()));
-                    }
-                }
-            }
+            HubMsg::AttachFailed { node, why } => self.give_up(node, why.into()),
             HubMsg::Shutdown(_) => {}
         }
     }
@@ -236,16 +229,17 @@ impl Hub {
 
     /// AppAttach (application 5222) through the route; the device connects back to us
     /// (XEP-0415 "Establishing a direct connection").
-    fn ensure(&mut self, route: Route, reply: oneshot::Sender<Result<Device, String>>) {
+    fn ensure(&mut self, route: Route, reply: oneshot::Sender<Result<Device, ConnectError>>) {
         if let Some(d) = self.streams.get(&route.node).and_then(|v| v.first()) {
             // A route names a device of the user it was resolved for, or it is refused.
             let result = if d.device.jid.bare() == route.jid.bare() {
                 Ok(d.device.clone())
             } else {
-                Err(format!(
-                    "device {} is {}, not {}",
-                    route.node, d.device.jid, route.jid
-                ))
+                Err(ConnectError::WrongUser {
+                    node: route.node,
+                    found: d.device.jid.clone(),
+                    expected: route.jid.clone(),
+                })
             };
             let _ = reply.send(result);
             return;
@@ -257,11 +251,11 @@ impl Hub {
         let now = tokio::time::Instant::now();
         if let Some((until, why)) = self.unreachable.get(&route.node) {
             if *until > now {
-                let left = until.duration_since(now).as_secs();
-                let _ = reply.send(Err(format!(
-                    "{why} (device {} not tried again for {left} s)",
-                    route.node
-                )));
+                let _ = reply.send(Err(ConnectError::Held {
+                    node: route.node,
+                    left_secs: until.duration_since(now).as_secs(),
+                    why: Box::new(why.clone()),
+                }));
                 return;
             }
             self.unreachable.remove(&route.node);
@@ -283,9 +277,9 @@ impl Hub {
                 .await
             {
                 Ok(stream) => HubMsg::Stream(stream),
-                Err(e) => HubMsg::AttachFailed {
+                Err(why) => HubMsg::AttachFailed {
                     node: route.node,
-                    why: e.to_string(),
+                    why,
                 },
             };
             let _ = hub.send(msg).await;
@@ -406,12 +400,7 @@ impl Hub {
             .map(|(n, _)| *n)
             .collect();
         for node in late {
-            self.remember_unreachable(node, "the device did not connect in time");
-            if let Some(exp) = self.expected.remove(&node) {
-                for w in exp.waiters {
-                    let _ = w.send(Err("the device did not connect in time".into()));
-                }
-            }
+            self.give_up(node, ConnectError::TimedOut);
         }
         self.unreachable.retain(|_, (until, _)| *until > now);
     }
@@ -463,7 +452,7 @@ impl Hub {
     /// Remembers that `node` could not be reached (see [`UNREACHABLE_HOLD`]).
     /// This user's own devices are never held back: XEP-0415 "The Peer MUST strive to
     /// maintain connections to all its user's peers" (and sends never wait for them).
-    fn remember_unreachable(&mut self, node: NodeId, why: &str) {
+    fn remember_unreachable(&mut self, node: NodeId, why: &ConnectError) {
         if self
             .expected
             .get(&node)
@@ -479,6 +468,16 @@ impl Hub {
             }
         }
         let until = tokio::time::Instant::now() + UNREACHABLE_HOLD;
-        self.unreachable.insert(node, (until, why.to_owned()));
+        self.unreachable.insert(node, (until, why.clone()));
+    }
+
+    /// The attempt on `node` failed: remembered, and its waiters told why.
+    fn give_up(&mut self, node: NodeId, why: ConnectError) {
+        self.remember_unreachable(node, &why);
+        if let Some(exp) = self.expected.remove(&node) {
+            for w in exp.waiters {
+                let _ = w.send(Err(why.clone()));
+            }
+        }
     }
 }

@@ -31,10 +31,11 @@ use minidom::Element;
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use xor_overlay::id::NodeId;
 use xor_overlay::identity::{Credentials, TrustStore};
 use xor_overlay::link::LinkConfig;
 use xor_overlay::node::{JoinFailure, JoinState, NodeConfig, RequestError};
-use xor_overlay::runtime::{Overlay, StartError};
+use xor_overlay::runtime::{AppError, Overlay, StartError};
 use xor_overlay::wire::{
     DataValue, Destination, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
 };
@@ -135,7 +136,7 @@ pub struct SendReport {
     /// The recipient's devices it was written to.
     pub delivered_to: Vec<Device>,
     /// Devices it could not be written to.
-    pub failed: Vec<(Device, String)>,
+    pub failed: Vec<(Device, ConnectError)>,
     /// `sent` carbons to this user's other devices.
     pub carbons: usize,
 }
@@ -172,12 +173,12 @@ pub enum XmppError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// None of the recipient's devices could be reached.
-    #[error("none of {jid}'s devices could be reached: {why}")]
+    #[error("none of {jid}'s devices could be reached: {}", list(why))]
     Unreachable {
         /// The recipient.
         jid: String,
-        /// What went wrong with each.
-        why: String,
+        /// What went wrong with each device tried.
+        why: Vec<ConnectError>,
     },
     /// Storing the location failed.
     #[error("registration failed: {0}")]
@@ -185,6 +186,57 @@ pub enum XmppError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+}
+
+/// Why no stream to a device could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The AppAttach or the connection under it failed.
+    #[error(transparent)]
+    Attach(#[from] AppError),
+    /// The device did not open its stream before the hub gave up on it.
+    #[error("the device did not connect in time")]
+    TimedOut,
+    /// The device did not answer within the first-contact wait; the attempt goes on.
+    #[error("device {node} did not answer within {waited:?} (still trying)")]
+    NoAnswerYet {
+        /// The device's Node-ID.
+        node: NodeId,
+        /// How long the send waited.
+        waited: Duration,
+    },
+    /// The stream to this Node-ID belongs to another user than the route's.
+    #[error("device {node} is {found}, not {expected}")]
+    WrongUser {
+        /// The device's Node-ID.
+        node: NodeId,
+        /// Whose device its stream is.
+        found: Jid,
+        /// The user the route was resolved for.
+        expected: Jid,
+    },
+    /// The device failed recently and is not tried again yet.
+    #[error("{why} (device {node} not tried again for {left_secs} s)")]
+    Held {
+        /// The device's Node-ID.
+        node: NodeId,
+        /// Seconds until it is tried again.
+        left_secs: u64,
+        /// Why its last attempt failed.
+        why: Box<ConnectError>,
+    },
+    /// The stream exists but its queue stayed full, or it closed under the send.
+    #[error("the stream is closed or stuck")]
+    StreamStuck,
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// `a; b; c` for an error list.
+fn list(errors: &[ConnectError]) -> String {
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    all.join("; ")
 }
 
 /// How long a send waits for room in a stream's queue before giving that device up.
@@ -454,7 +506,7 @@ impl XmppNode {
                                 .unwrap_or_default();
                             r.on_values(&j, &values);
                         }
-                        Err(e) => r.on_error(&j, e.to_string()),
+                        Err(e) => r.on_error(&j, e),
                     }
                 }
                 Step::Wait => tokio::task::yield_now().await,
@@ -480,11 +532,11 @@ impl XmppNode {
     }
 
     /// Opens (or finds) a direct stream to the device of `route`.
-    pub async fn connect(&self, route: Route) -> Result<Device, String> {
+    pub async fn connect(&self, route: Route) -> Result<Device, ConnectError> {
         self.connect_all(vec![route])
             .await
             .pop()
-            .unwrap_or_else(|| Err("stopped".into()))
+            .unwrap_or(Err(ConnectError::Stopped))
     }
 
     /// An address of the direct-stream listener (what AppAttach offers first).
@@ -494,7 +546,7 @@ impl XmppNode {
 
     /// Connects to every route in parallel (XEP-0415: "It is RECOMMENDED to perform
     /// connection attempts in parallel").
-    async fn connect_all(&self, routes: Vec<Route>) -> Vec<Result<Device, String>> {
+    async fn connect_all(&self, routes: Vec<Route>) -> Vec<Result<Device, ConnectError>> {
         let mut waits = Vec::new();
         for route in routes {
             let node = route.node;
@@ -505,7 +557,7 @@ impl XmppNode {
                 .await
                 .is_err()
             {
-                return vec![Err("stopped".into())];
+                return vec![Err(ConnectError::Stopped)];
             }
             waits.push((node, rx));
         }
@@ -514,10 +566,11 @@ impl XmppNode {
         let mut out = Vec::new();
         for (node, w) in waits {
             out.push(match tokio::time::timeout_at(deadline, w).await {
-                Ok(r) => r.unwrap_or_else(|_| Err("stopped".into())),
-                Err(_) => Err(format!(
-                    "device {node} did not answer within {FIRST_CONTACT:?} (still trying)"
-                )),
+                Ok(r) => r.unwrap_or(Err(ConnectError::Stopped)),
+                Err(_) => Err(ConnectError::NoAnswerYet {
+                    node,
+                    waited: FIRST_CONTACT,
+                }),
             });
         }
         out
@@ -552,7 +605,7 @@ impl XmppNode {
     async fn send_once(&self, stanza: Element) -> Result<SendReport, XmppError> {
         let to = stanza::to(&stanza).ok_or(XmppError::NoRecipient)?;
         let recipient = to.bare();
-        let mut why = String::new();
+        let mut why = Vec::new();
         // Carbons go to this user's other devices over their streams; a device that
         // came up since the last look-up is found here (XEP-0280 through XEP-0415).
         if stanza.name() == "message"
@@ -571,12 +624,12 @@ impl XmppNode {
                     users.push(r.jid.clone());
                 }
             }
-            for r in self.connect_all(routes).await {
-                if let Err(e) = r {
-                    why.push_str(&e);
-                    why.push_str("; ");
-                }
-            }
+            why.extend(
+                self.connect_all(routes)
+                    .await
+                    .into_iter()
+                    .filter_map(Result::err),
+            );
         }
         let (reply, rx) = oneshot::channel();
         self.hub
@@ -595,9 +648,7 @@ impl XmppNode {
             match (o.carbon, written) {
                 (true, ok) => report.carbons += usize::from(ok),
                 (false, true) => report.delivered_to.push(o.device),
-                (false, false) => report
-                    .failed
-                    .push((o.device, "the stream is closed or stuck".into())),
+                (false, false) => report.failed.push((o.device, ConnectError::StreamStuck)),
             }
         }
         if report.delivered_to.is_empty() && recipient != self.me.bare() {

@@ -19,7 +19,7 @@ use xor_overlay::runtime::LinkStream;
 use crate::fanout::Device;
 use crate::jid::Jid;
 use crate::stanza;
-use crate::stream::io::XmlIo;
+use crate::stream::io::{StreamEnd, XmlIo};
 use crate::stream::{NS_STREAMS, StreamCondition, StreamError, StreamEvent, writer};
 
 /// Which end of the XMPP stream this is.
@@ -53,7 +53,7 @@ pub(crate) enum StreamReport {
     Down {
         id: u64,
         device: Option<Device>,
-        reason: String,
+        reason: StreamEnd,
     },
 }
 
@@ -87,7 +87,7 @@ async fn negotiate(
     s: &StreamSettings,
     node: NodeId,
     vouched: &[Jid],
-) -> Result<Device, String> {
+) -> Result<Device, StreamEnd> {
     let me = s.me.to_string();
     match role {
         Role::Initiator { expect } => {
@@ -100,10 +100,9 @@ async fn negotiate(
                     .await);
             }
             conn.write(&writer::header(Some(&me), Some(&expect.bare_str()), None))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let StreamEvent::Header(h) = conn.next().await? else {
-                return Err("expected a stream header".into());
+                return Err(StreamEnd::Unexpected("a stream header"));
             };
             let Some(device) = peer_device(h.from.as_deref(), vouched, node) else {
                 return Err(conn
@@ -123,12 +122,16 @@ async fn negotiate(
             }
             match conn.next().await? {
                 StreamEvent::Element(f) if f.is("features", NS_STREAMS) => Ok(device),
-                _ => Err("expected stream features".into()),
+                StreamEvent::Element(e) => Err(StreamError::from_element(&e).map_or(
+                    StreamEnd::Unexpected("stream features"),
+                    StreamEnd::Received,
+                )),
+                _ => Err(StreamEnd::Unexpected("stream features")),
             }
         }
         Role::Responder => {
             let StreamEvent::Header(h) = conn.next().await? else {
-                return Err("expected a stream header".into());
+                return Err(StreamEnd::Unexpected("a stream header"));
             };
             let Some(device) = peer_device(h.from.as_deref(), vouched, node) else {
                 return Err(conn
@@ -152,7 +155,7 @@ async fn negotiate(
             }
             let mut reply = writer::header(Some(&me), Some(&device.jid.to_string()), None);
             reply.extend(writer::features(&[]));
-            conn.write(&reply).await.map_err(|e| e.to_string())?;
+            conn.write(&reply).await?;
             Ok(device)
         }
     }
@@ -261,6 +264,20 @@ pub(crate) async fn run(
         // Hand over everything parsed so far.
         while let Some(ev) = conn.parser.poll() {
             match ev {
+                StreamEvent::Element(el) if el.is("error", NS_STREAMS) => {
+                    // RFC 6120 §4.9.1.1: the stream is over; no error goes back.
+                    let _ = conn.io.shutdown().await;
+                    let e = StreamError::from_element(&el)
+                        .map_or(StreamEnd::Closed, StreamEnd::Received);
+                    let _ = hub
+                        .send(StreamReport::Down {
+                            id,
+                            device: Some(device),
+                            reason: e,
+                        })
+                        .await;
+                    return;
+                }
                 StreamEvent::Element(el) => match check(el, &device) {
                     Ok(stanza) => {
                         if hub
@@ -303,7 +320,7 @@ pub(crate) async fn run(
                         .send(StreamReport::Down {
                             id,
                             device: Some(device),
-                            reason: "closed by the peer".into(),
+                            reason: StreamEnd::ClosedByPeer,
                         })
                         .await;
                     return;
@@ -313,8 +330,8 @@ pub(crate) async fn run(
         }
         tokio::select! {
             read = conn.io.read(&mut conn.buf) => match read {
-                Ok(0) => break "the peer closed the connection".to_owned(),
-                Err(e) => break format!("read failed: {e}"),
+                Ok(0) => break StreamEnd::Eof,
+                Err(e) => break StreamEnd::Io(e),
                 Ok(n) => {
                     last_read = tokio::time::Instant::now();
                     if let Err(e) = conn.parser.feed(&conn.buf[..n]) {
@@ -325,20 +342,20 @@ pub(crate) async fn run(
             next = out.recv(), if closing.is_none() => match next {
                 Some(el) => {
                     if let Err(e) = conn.write(&writer::element(&el)).await {
-                        break format!("write failed: {e}");
+                        break StreamEnd::Io(e);
                     }
                 }
                 None => {
                     // The hub closed this stream (redundant, or shutting down).
                     if conn.write(writer::close()).await.is_err() {
-                        break "closed".to_owned();
+                        break StreamEnd::Closed;
                     }
                     closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
                 }
             },
             _ = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
                 let _ = conn.io.shutdown().await;
-                break "closed".to_owned();
+                break StreamEnd::Closed;
             },
             _ = keepalive.tick() => {
                 if last_read.elapsed() > settings.keepalive * 3 {
@@ -346,7 +363,7 @@ pub(crate) async fn run(
                 }
                 // RFC 6120 §4.6.1: whitespace keeps the connection (and NATs) alive.
                 if let Err(e) = conn.write(b" ").await {
-                    break format!("keep-alive failed: {e}");
+                    break StreamEnd::Io(e);
                 }
             }
         }

@@ -31,6 +31,8 @@ pub enum StreamCondition {
     UnsupportedStanzaType,
     /// `unsupported-version`.
     UnsupportedVersion,
+    /// `undefined-condition` (also what a received condition this list lacks reads as).
+    UndefinedCondition,
 }
 
 impl StreamCondition {
@@ -51,6 +53,7 @@ impl StreamCondition {
             SystemShutdown => "system-shutdown",
             UnsupportedStanzaType => "unsupported-stanza-type",
             UnsupportedVersion => "unsupported-version",
+            UndefinedCondition => "undefined-condition",
         }
     }
 
@@ -71,6 +74,7 @@ impl StreamCondition {
             SystemShutdown,
             UnsupportedStanzaType,
             UnsupportedVersion,
+            UndefinedCondition,
         ]
         .into_iter()
         .find(|c| c.name() == name)
@@ -93,6 +97,26 @@ impl StreamError {
             condition,
             text: text.into(),
         }
+    }
+
+    /// The stream error a peer sent (`<stream:error/>`, RFC 6120 §4.9.2), if `el` is
+    /// one. A condition this list lacks reads as `undefined-condition`.
+    pub fn from_element(el: &minidom::Element) -> Option<StreamError> {
+        if !el.is("error", super::NS_STREAMS) {
+            return None;
+        }
+        let mut condition = StreamCondition::UndefinedCondition;
+        let mut text = String::new();
+        for child in el.children().filter(|c| c.ns() == super::NS_STREAM_ERRORS) {
+            match child.name() {
+                "text" => text = child.text(),
+                name => {
+                    condition = StreamCondition::from_name(name)
+                        .unwrap_or(StreamCondition::UndefinedCondition)
+                }
+            }
+        }
+        Some(StreamError { condition, text })
     }
 }
 

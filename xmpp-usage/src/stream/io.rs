@@ -7,6 +7,32 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{StreamError, StreamEvent, StreamParser, writer};
 
+/// Why an XML stream ended, or its negotiation could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd {
+    /// Reading or writing the transport failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection without closing the stream.
+    #[error("the peer closed the connection")]
+    Eof,
+    /// The peer closed the stream (RFC 6120 §4.4).
+    #[error("closed by the peer")]
+    ClosedByPeer,
+    /// This end closed the stream.
+    #[error("closed")]
+    Closed,
+    /// This end sent this stream error and closed.
+    #[error("stream error sent: {0}")]
+    Sent(StreamError),
+    /// The peer sent this stream error.
+    #[error("stream error received: {0}")]
+    Received(StreamError),
+    /// Something else arrived than the negotiation allows at this point.
+    #[error("expected {0}")]
+    Unexpected(&'static str),
+}
+
 /// One XML stream over `S`.
 #[derive(Debug)]
 pub struct XmlIo<S> {
@@ -41,31 +67,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlIo<S> {
 
     /// Reads until the parser has an event. A parse error is answered with the stream
     /// error and reported.
-    pub async fn next(&mut self) -> Result<StreamEvent, String> {
+    pub async fn next(&mut self) -> Result<StreamEvent, StreamEnd> {
         loop {
             if let Some(ev) = self.parser.poll() {
                 return Ok(ev);
             }
-            let n = self
-                .io
-                .read(&mut self.buf)
-                .await
-                .map_err(|e| format!("read failed: {e}"))?;
+            let n = self.io.read(&mut self.buf).await?;
             if n == 0 {
-                return Err("the peer closed the connection".into());
+                return Err(StreamEnd::Eof);
             }
             if let Err(e) = self.parser.feed(&self.buf[..n]) {
                 let _ = self.write(&writer::error(&e)).await;
-                return Err(format!("stream error sent: {e}"));
+                return Err(StreamEnd::Sent(e));
             }
         }
     }
 
     /// Sends stream error `e`, closes, and says so.
-    pub async fn fail(&mut self, e: StreamError) -> String {
+    pub async fn fail(&mut self, e: StreamError) -> StreamEnd {
         let _ = self.write(&writer::error(&e)).await;
         let _ = self.io.shutdown().await;
-        format!("stream error sent: {e}")
+        StreamEnd::Sent(e)
     }
 
     /// The transport, for a TLS upgrade (STARTTLS); unread input is dropped, as RFC

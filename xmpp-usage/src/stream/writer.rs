@@ -89,6 +89,32 @@ mod tests {
             panic!()
         };
         assert!(err.has_child("policy-violation", NS_STREAM_ERRORS));
+        assert_eq!(
+            StreamError::from_element(err),
+            Some(StreamError::new(
+                StreamCondition::PolicyViolation,
+                "too <big>"
+            ))
+        );
+        assert_eq!(StreamError::from_element(&msg), None);
         assert_eq!(ev[4], StreamEvent::Close);
+    }
+
+    #[test]
+    fn a_received_condition_outside_the_list_reads_as_undefined_rfc6120_4_9_3_21() {
+        let bytes = [
+            &header(None, None, None)[..],
+            b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+        ]
+        .concat();
+        let mut p = StreamParser::new(10_000);
+        p.feed(&bytes).unwrap();
+        let _header = p.poll();
+        let Some(StreamEvent::Element(err)) = p.poll() else {
+            panic!()
+        };
+        let e = StreamError::from_element(&err).unwrap();
+        assert_eq!(e.condition, StreamCondition::UndefinedCondition);
+        assert_eq!(e.text, "");
     }
 }
