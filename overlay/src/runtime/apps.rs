@@ -490,6 +490,14 @@ impl Apps {
         }
     }
 
+    /// When [`Apps::expire`] next has something to do: the earliest deadline of a
+    /// request or an answer (none when idle, so an idle node is not woken for it).
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        let pending = self.pending.values().map(|p| p.deadline);
+        let answered = self.answered.values().map(|(_, until)| *until);
+        pending.chain(answered).min()
+    }
+
     /// Gives up on requests past their deadline and forgets old answers.
     pub(crate) fn expire(&mut self) {
         let now = Instant::now();

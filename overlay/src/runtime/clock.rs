@@ -45,3 +45,12 @@ impl Clock {
         self.start + Duration::from_micros(at.as_micros())
     }
 }
+
+/// Sleeps until `deadline`, or forever without one: the timer arm of a driver's
+/// `select!` that only wakes when something is due.
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

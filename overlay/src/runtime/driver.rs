@@ -2,6 +2,7 @@
 //! listeners, the link tasks, the application streams being set up and the timers, and
 //! serves the [`super::Overlay`] handles' commands. Every channel is bounded.
 
+use super::clock::sleep_until;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -217,12 +218,12 @@ impl Driver {
         let now = self.clock.now();
         self.node.join(now);
         let mut leave_deadline: Option<tokio::time::Instant> = None;
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             if self.drain() {
                 break;
             }
             let timeout = self.node.poll_timeout().map(|t| self.clock.deadline(t));
+            let app_expiry = self.apps.next_expiry();
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => {
@@ -247,7 +248,7 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "incoming application connection refused"),
                 },
                 Some(report) = self.app_reports.recv() => self.app_report(report),
-                _ = sweep.tick() => self.apps.expire(),
+                () = sleep_until(app_expiry) => self.apps.expire(),
                 Some((id, result)) = self.connect_rx.recv() => match result {
                     Ok((stream, peer)) => self.link_up(stream, peer, Some(id)),
                     Err(e) => {
@@ -525,11 +526,4 @@ pub(crate) fn os_seed() -> u64 {
     let mut b = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     u64::from_le_bytes(b)
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

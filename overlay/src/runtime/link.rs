@@ -2,6 +2,7 @@
 //! that accepts and authenticates incoming links without letting one slow or bad
 //! handshake hold up the others.
 
+use super::clock::sleep_until;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -266,12 +267,6 @@ fn refuse(
         && let Some(answer) = responder(header, peer)
     {
         let _ = framed.send(answer, clock.now());
-    }
-}
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -57,6 +57,8 @@ pub const MAX_RELAYS: usize = 2;
 #[derive(Debug, Default)]
 pub struct LinkSecrets {
     links: Mutex<HashMap<NodeId, Vec<(LinkId, LinkSecret)>>>,
+    /// Told when a link comes up or goes down (relay discovery waits on it).
+    changed: tokio::sync::Notify,
 }
 
 fn fingerprint(secret: &LinkSecret) -> String {
@@ -70,6 +72,7 @@ impl LinkSecrets {
         if let Ok(mut m) = self.links.lock() {
             m.entry(peer).or_default().push((link, secret));
         }
+        self.changed.notify_one();
     }
 
     /// A link went down.
@@ -80,6 +83,7 @@ impl LinkSecrets {
                 !v.is_empty()
             });
         }
+        self.changed.notify_one();
     }
 
     /// The peers this node holds links with.
@@ -230,6 +234,25 @@ impl Relays {
             .collect()
     }
 
+    /// When [`Relays::to_ask`] next has a peer to ask (now for a linked peer never
+    /// asked); `None` when only a change of links can give it one.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        let linked = self.secrets.peers();
+        let found = self.found.lock().ok()?;
+        let relays = found
+            .iter()
+            .filter(|(n, f)| f.addr.is_some() && linked.contains(n))
+            .count();
+        if relays >= MAX_RELAYS {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        linked
+            .iter()
+            .map(|n| found.get(n).map_or(now, |f| f.asked + f.kept()))
+            .min()
+    }
+
     fn answered(&self, peer: NodeId, addr: Option<SocketAddr>) {
         if let Ok(mut found) = self.found.lock() {
             let asked = tokio::time::Instant::now();
@@ -356,7 +379,17 @@ pub(crate) async fn discover(mut calls: Calls, relays: Arc<Relays>) {
             }
         }
         relays.ready.send_replace(true);
-        tokio::time::sleep(DISCOVERY_TICK).await;
+        // Asleep until a peer is due, a link comes or goes, or the node leaves; rounds
+        // at least DISCOVERY_TICK apart. An idle node with its relays is not woken.
+        let due = relays
+            .next_due()
+            .map(|d| d.max(tokio::time::Instant::now() + DISCOVERY_TICK));
+        let mut state = calls.state.clone();
+        tokio::select! {
+            () = super::clock::sleep_until(due) => {}
+            () = relays.secrets.changed.notified() => {}
+            _ = state.wait_for(|s| !s.in_overlay()) => {}
+        }
         was_in = calls.state.borrow().in_overlay();
     }
 }
@@ -424,6 +457,8 @@ mod tests {
         assert_eq!(s.turn[0].url, format!("turn:{addr}"));
         assert!(s.turn[0].username.starts_with(&NodeId(0xc).to_string()));
         for wait in [5, 10, 20, 40] {
+            let due = tokio::time::Instant::now() + Duration::from_secs(wait);
+            assert_eq!(relays.next_due(), Some(due), "{wait} s");
             tokio::time::advance(Duration::from_secs(wait - 1)).await;
             assert!(relays.to_ask().is_empty(), "{wait} s");
             tokio::time::advance(Duration::from_secs(1)).await;
@@ -436,6 +471,13 @@ mod tests {
         assert!(relays.to_ask().is_empty());
         assert!(relays.serving().is_empty());
         secrets.insert(a, LinkId(3), LinkSecret([3; 32]));
+        assert_eq!(relays.next_due(), Some(tokio::time::Instant::now()));
         assert_eq!(relays.to_ask(), vec![a]);
+        // With MAX_RELAYS found, nothing is due until the links change.
+        let c = NodeId(0xd);
+        secrets.insert(c, LinkId(4), LinkSecret([4; 32]));
+        relays.answered(a, Some(addr));
+        relays.answered(c, Some("203.0.113.10:3478".parse().unwrap()));
+        assert_eq!(relays.next_due(), None);
     }
 }

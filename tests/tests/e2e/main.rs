@@ -5,6 +5,7 @@
 mod embed;
 mod enrollment;
 mod hardening;
+mod idle;
 mod lab_capture;
 mod lab_ice;
 mod lab_lan;

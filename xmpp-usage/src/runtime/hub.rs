@@ -10,6 +10,7 @@ use std::time::Duration;
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
 use xor_overlay::id::NodeId;
+use xor_overlay::runtime::clock::sleep_until;
 use xor_overlay::runtime::{AppError, AppStream, Overlay};
 
 use super::stream::{self, Role, StreamReport, StreamSettings};
@@ -100,6 +101,8 @@ pub(crate) struct Hub {
     reports_tx: mpsc::Sender<StreamReport>,
     self_tx: mpsc::Sender<HubMsg>,
     origin: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Told when the last stream to one of this user's other devices goes down.
+    own_lost: Arc<tokio::sync::Notify>,
 }
 
 impl Hub {
@@ -112,6 +115,7 @@ impl Hub {
         reports_tx: mpsc::Sender<StreamReport>,
         self_tx: mpsc::Sender<HubMsg>,
         origin: Arc<dyn Fn() -> String + Send + Sync>,
+        own_lost: Arc<tokio::sync::Notify>,
     ) -> Hub {
         Hub {
             router: Router::new(me.clone()),
@@ -126,6 +130,7 @@ impl Hub {
             reports_tx,
             self_tx,
             origin,
+            own_lost,
         }
     }
 
@@ -134,8 +139,10 @@ impl Hub {
         mut msgs: mpsc::Receiver<HubMsg>,
         mut reports: mpsc::Receiver<StreamReport>,
     ) {
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
+            // Woken only for a connection that is due (an idle hub sleeps); held-back
+            // devices are looked at when asked for, and swept when the map fills.
+            let due = self.expected.values().map(|e| e.deadline).min();
             tokio::select! {
                 msg = msgs.recv() => match msg {
                     Some(HubMsg::Shutdown(done)) => {
@@ -147,7 +154,7 @@ impl Hub {
                     None => return,
                 },
                 Some(report) = reports.recv() => self.report(report).await,
-                _ = sweep.tick() => self.expire(),
+                () = sleep_until(due) => self.expire(),
             }
         }
     }
@@ -380,6 +387,9 @@ impl Hub {
                     v.retain(|e| e.id != id);
                     if v.is_empty() {
                         self.streams.remove(&device.node);
+                        if device.jid.bare() == self.me.bare() {
+                            self.own_lost.notify_one();
+                        }
                         let _ = self
                             .events
                             .send(XmppEvent::DeviceDisconnected(device))

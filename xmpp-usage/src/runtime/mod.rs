@@ -20,6 +20,7 @@
 //! ```
 
 mod hub;
+mod maintain;
 mod stream;
 
 use std::net::SocketAddr;
@@ -69,7 +70,10 @@ pub struct XmppConfig {
     pub location_kind: KindId,
     /// Lifetime of the location record; it is refreshed at 80 % of it.
     pub registration_lifetime: Duration,
-    /// How often the user's other devices are looked up and connected.
+    /// How often the user's other devices are looked up when nothing prompts it.
+    /// A device that comes online connects to the others itself, and one whose
+    /// stream goes down is looked for again at once (see `runtime::maintain`), so
+    /// this only catches what those miss; an idle device stays quiet in between.
     pub own_devices_refresh: Duration,
     /// Largest stanza accepted on a stream.
     pub max_stanza: usize,
@@ -108,7 +112,7 @@ impl XmppConfig {
             stream_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             location_kind: XMPP_LOCATION,
             registration_lifetime: Duration::from_secs(3600),
-            own_devices_refresh: Duration::from_secs(30),
+            own_devices_refresh: Duration::from_secs(600),
             max_stanza: 256 * 1024,
             max_streams: 256,
             keepalive: Duration::from_secs(30),
@@ -354,6 +358,7 @@ impl XmppNode {
             let mut rng = origin.lock().expect("origin-id rng");
             format!("{node_id}-{:016x}", rng.next_u64())
         });
+        let own_lost = Arc::new(tokio::sync::Notify::new());
         let hub = Hub::new(
             me.clone(),
             overlay.clone(),
@@ -362,6 +367,7 @@ impl XmppNode {
             reports_tx,
             hub_tx.clone(),
             fresh,
+            own_lost.clone(),
         );
         cfg.node.listen_addr = Some(overlay.local_addr());
         cfg.node.applications = overlay
@@ -403,8 +409,8 @@ impl XmppNode {
             tokio::time::sleep(REGISTER_RETRY * attempt).await;
             attempt += 1;
         }
-        tasks.push(tokio::spawn(maintain(node.clone())));
-        tasks.push(tokio::spawn(follow_client_peer(node.clone())));
+        tasks.push(tokio::spawn(maintain::maintain(node.clone(), own_lost)));
+        tasks.push(tokio::spawn(maintain::follow_client_peer(node.clone())));
         if let Ok(mut t) = node.tasks.lock() {
             t.extend(tasks);
         }
@@ -705,10 +711,17 @@ impl XmppNode {
             .collect()
     }
 
-    /// Connects to this user's other devices now.
-    pub async fn connect_own_devices(&self) {
-        if let Ok(routes) = self.resolve(&self.me.bare()).await {
-            self.connect_all(self.own_routes(routes)).await;
+    /// Connects to this user's other devices now; whether every registered one is
+    /// connected (none registered counts as all; a failed lookup as not).
+    pub async fn connect_own_devices(&self) -> bool {
+        match self.resolve(&self.me.bare()).await {
+            Ok(routes) => self
+                .connect_all(self.own_routes(routes))
+                .await
+                .iter()
+                .all(Result::is_ok),
+            Err(ResolveError::NotFound(_)) => true,
+            Err(_) => false,
         }
     }
 
@@ -734,45 +747,6 @@ impl XmppNode {
         if let Ok(mut t) = self.tasks.lock() {
             for task in t.drain(..) {
                 task.abort();
-            }
-        }
-    }
-}
-
-/// Keeps the location record fresh and the streams to the user's other devices up
-/// (XEP-0415: "The Peer MUST strive to maintain connections to all its user's peers").
-async fn maintain(node: XmppNode) {
-    node.connect_own_devices().await;
-    let refresh = node.cfg.registration_lifetime.mul_f64(0.8);
-    let mut next_registration = tokio::time::Instant::now() + refresh;
-    let mut tick = tokio::time::interval(node.cfg.own_devices_refresh);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if tokio::time::Instant::now() >= next_registration {
-            if let Err(e) = node.register(node.own_location()).await {
-                tracing::warn!(error = %e, "location refresh failed; retrying");
-                continue;
-            }
-            next_registration = tokio::time::Instant::now() + refresh;
-        }
-        node.connect_own_devices().await;
-    }
-}
-
-/// A client that moved to another peer (§4.2.1) stores its new route at once, so the
-/// others reach it through the peer that now routes to it.
-async fn follow_client_peer(node: XmppNode) {
-    let mut watch = node.overlay.state_watch();
-    let mut registered = node.overlay.state();
-    while watch.changed().await.is_ok() {
-        let state = *watch.borrow_and_update();
-        if matches!(state, JoinState::Client { .. }) && state != registered {
-            match node.register(node.own_location()).await {
-                Ok(()) => registered = state,
-                Err(e) => {
-                    tracing::warn!(error = %e, "storing the new route failed; the refresh retries")
-                }
             }
         }
     }
