@@ -97,6 +97,15 @@ impl DaemonPorts {
     }
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The configuration file of a device.
 pub fn config_text(
     profile: &Path,
@@ -216,11 +225,7 @@ impl Daemon {
 
     /// Resident memory in KiB (`VmRSS` of /proc).
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kib(self.pid()?)
     }
 
     /// Runs `xor-node ARGS --config <this daemon's>` and returns (success, stdout).

@@ -117,6 +117,16 @@ VirtualHost "{domain}"
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The server's resident memory in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        crate::daemon::rss_kib(self.pid()?)
+    }
+
     /// Prosody's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()

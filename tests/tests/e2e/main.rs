@@ -17,5 +17,6 @@ mod rfc6940_overlay;
 mod rfc6940_silent_failure;
 mod rfc6940_storage;
 mod rfc6940_turn_service;
+mod vs_prosody;
 mod xor_fanout;
 mod xor_node;
