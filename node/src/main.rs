@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: a third of the daemon's CPU time in a
+/// message burst went to glibc malloc/free (README Decisions, BENCHMARKS).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use xor_enrollment::client::ClientSettings;
 use xor_node::config::{self, NodeFile};
 
