@@ -185,25 +185,25 @@ impl Router {
         if self.duplicate(&from.jid, &stanza) {
             return Plan::default();
         }
-        let mut plan = Plan {
-            deliver: Some(Delivery {
-                stanza: stanza.clone(),
-                carbon: None,
-            }),
-            send: vec![],
-        };
+        let mut send = Vec::new();
         if !own_device && stanza::carbon_eligible(&stanza) {
             for d in own
                 .iter()
                 .filter(|d| d.jid != self.me && d.node != from.node)
             {
-                plan.send.push((
+                send.push((
                     d.node,
                     stanza::wrap_carbon(Carbon::Received, stanza.clone(), &self.me, &d.jid),
                 ));
             }
         }
-        plan
+        Plan {
+            deliver: Some(Delivery {
+                stanza,
+                carbon: None,
+            }),
+            send,
+        }
     }
 }
 

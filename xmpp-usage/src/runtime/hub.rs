@@ -19,6 +19,7 @@ use crate::XMPP_APPLICATION;
 use crate::fanout::{Device, Router};
 use crate::jid::Jid;
 use crate::resolve::Route;
+use crate::stanza;
 
 /// How long an AppAttach plus the connection may take (the runtime gives up first).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -42,7 +43,9 @@ pub(crate) enum HubMsg {
         /// The bare JIDs whose devices get it: the addressee's, or those its
         /// location record forwards to (XEP-0415 `xmpp_location_address`).
         recipients: Vec<Jid>,
-        reply: oneshot::Sender<Vec<Outgoing>>,
+        /// The copies to write, or the stanza back when no device it is addressed to
+        /// has a stream (one closed since the sender checked): it may be retried.
+        reply: oneshot::Sender<Result<Vec<Outgoing>, Element>>,
     },
     /// Connected devices.
     Devices(oneshot::Sender<Vec<Device>>),
@@ -187,6 +190,14 @@ impl Hub {
                     .into_iter()
                     .filter(|d| users.contains(&d.jid.bare()))
                     .collect();
+                let to = stanza::to(&stanza);
+                let addressed = recipients.iter().any(|d| {
+                    d.jid != self.me && to.as_ref().is_none_or(|t| t.is_bare() || *t == d.jid)
+                });
+                if !addressed && !users.contains(&self.me.bare()) {
+                    let _ = reply.send(Err(stanza));
+                    return;
+                }
                 let own = self.own();
                 let origin = self.origin.clone();
                 let plan = self
@@ -206,7 +217,7 @@ impl Hub {
                         })
                     })
                     .collect();
-                let _ = reply.send(out);
+                let _ = reply.send(Ok(out));
             }
             HubMsg::Devices(reply) => {
                 let _ = reply.send(self.devices());

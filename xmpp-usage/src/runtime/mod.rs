@@ -243,6 +243,27 @@ fn list(errors: &[ConnectError]) -> String {
     all.join("; ")
 }
 
+/// A failed send, with the stanza when it was not handed to any stream.
+struct Undelivered {
+    error: XmppError,
+    stanza: Option<Element>,
+}
+
+impl From<XmppError> for Undelivered {
+    fn from(error: XmppError) -> Undelivered {
+        Undelivered {
+            error,
+            stanza: None,
+        }
+    }
+}
+
+impl From<ResolveError> for Undelivered {
+    fn from(error: ResolveError) -> Undelivered {
+        XmppError::from(error).into()
+    }
+}
+
 /// How long a send waits for room in a stream's queue before giving that device up.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How long a send waits for a first connection to a device. A device whose record
@@ -587,16 +608,22 @@ impl XmppNode {
     /// up at most every `resolve_cache`; if none of the remembered ones answers, they
     /// are looked up again at once.
     pub async fn send(&self, stanza: Element) -> Result<SendReport, XmppError> {
-        match self.send_once(stanza.clone()).await {
-            Err(first @ XmppError::Unreachable { .. }) if self.forget(&stanza).await => {
+        match self.send_once(stanza).await {
+            Err(Undelivered {
+                error: first @ XmppError::Unreachable { .. },
+                stanza: Some(stanza),
+            }) if self.forget(&stanza).await => {
                 // Looked up afresh: if that fails too, the first failure says best
                 // why (the second is often a refusal to retry the same dial so soon).
                 match self.send_once(stanza).await {
-                    Err(XmppError::Unreachable { .. }) => Err(first),
-                    other => other,
+                    Err(Undelivered {
+                        error: XmppError::Unreachable { .. },
+                        ..
+                    }) => Err(first),
+                    other => other.map_err(|u| u.error),
                 }
             }
-            other => other,
+            other => other.map_err(|u| u.error),
         }
     }
 
@@ -608,7 +635,9 @@ impl XmppNode {
         self.resolved.lock().await.remove(&to.bare()).is_some()
     }
 
-    async fn send_once(&self, stanza: Element) -> Result<SendReport, XmppError> {
+    /// One attempt; a stanza that reached no stream comes back with the error (the
+    /// caller may look the recipient up again and retry without a copy).
+    async fn send_once(&self, stanza: Element) -> Result<SendReport, Undelivered> {
         let to = stanza::to(&stanza).ok_or(XmppError::NoRecipient)?;
         let recipient = to.bare();
         let mut why = Vec::new();
@@ -630,12 +659,22 @@ impl XmppNode {
                     users.push(r.jid.clone());
                 }
             }
+            let tried = routes.len();
             why.extend(
                 self.connect_all(routes)
                     .await
                     .into_iter()
                     .filter_map(Result::err),
             );
+            if why.len() >= tried {
+                return Err(Undelivered {
+                    error: XmppError::Unreachable {
+                        jid: recipient.to_string(),
+                        why,
+                    },
+                    stanza: Some(stanza),
+                });
+            }
         }
         let (reply, rx) = oneshot::channel();
         self.hub
@@ -647,10 +686,32 @@ impl XmppNode {
             .await
             .map_err(|_| XmppError::Stopped)?;
         let mut report = SendReport::default();
-        for o in rx.await.map_err(|_| XmppError::Stopped)? {
-            let written = tokio::time::timeout(STREAM_WAIT, o.tx.send(o.stanza))
-                .await
-                .is_ok_and(|r| r.is_ok());
+        // A copy a stream refused because it closed under the send (a redundant
+        // stream the peer or the hub just closed) comes back for the retry.
+        let mut returned = None;
+        let outgoing = match rx.await.map_err(|_| XmppError::Stopped)? {
+            Ok(outgoing) => outgoing,
+            Err(stanza) => {
+                return Err(Undelivered {
+                    error: XmppError::Unreachable {
+                        jid: recipient.to_string(),
+                        why,
+                    },
+                    stanza: Some(stanza),
+                });
+            }
+        };
+        for o in outgoing {
+            let written = match tokio::time::timeout(STREAM_WAIT, o.tx.send(o.stanza)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(mpsc::error::SendError(back))) => {
+                    if !o.carbon {
+                        returned.get_or_insert(back);
+                    }
+                    false
+                }
+                Err(_) => false,
+            };
             match (o.carbon, written) {
                 (true, ok) => report.carbons += usize::from(ok),
                 (false, true) => report.delivered_to.push(o.device),
@@ -658,9 +719,12 @@ impl XmppNode {
             }
         }
         if report.delivered_to.is_empty() && recipient != self.me.bare() {
-            return Err(XmppError::Unreachable {
-                jid: recipient.to_string(),
-                why,
+            return Err(Undelivered {
+                error: XmppError::Unreachable {
+                    jid: recipient.to_string(),
+                    why,
+                },
+                stanza: returned,
             });
         }
         Ok(report)
