@@ -22,15 +22,12 @@ pub enum RunError {
     /// The device did not start.
     #[error(transparent)]
     Startup(#[from] StartupError),
-    /// The control socket.
+    /// The control socket (also: another daemon runs with this profile).
     #[error(transparent)]
     Control(#[from] ControlError),
     /// The `[fallback]` section names a server that cannot be used.
     #[error("[fallback] {0}")]
     Fallback(String),
-    /// Another daemon runs with this profile.
-    #[error("another xor-node is running with the profile {}", .0.display())]
-    AlreadyRunning(std::path::PathBuf),
 }
 
 /// The fallback account's connection options: the server named in the file, or the
@@ -128,7 +125,7 @@ impl Daemon {
         // Refuse before joining if another daemon runs with this profile.
         let control_path = file.control_path();
         if control_path.exists() && tokio::net::UnixStream::connect(&control_path).await.is_ok() {
-            return Err(RunError::AlreadyRunning(file.profile.clone()));
+            return Err(ControlError::InUse(control_path).into());
         }
         let device = Device::start(opts).await?;
         let control = match ControlSocket::start(&control_path, device.reporter()).await {

@@ -249,6 +249,23 @@ struct Undelivered {
     stanza: Option<Element>,
 }
 
+impl Undelivered {
+    /// None of `recipient`'s devices took the stanza.
+    fn unreachable(
+        recipient: &Jid,
+        why: Vec<ConnectError>,
+        stanza: Option<Element>,
+    ) -> Undelivered {
+        Undelivered {
+            error: XmppError::Unreachable {
+                jid: recipient.to_string(),
+                why,
+            },
+            stanza,
+        }
+    }
+}
+
 impl From<XmppError> for Undelivered {
     fn from(error: XmppError) -> Undelivered {
         Undelivered {
@@ -667,13 +684,7 @@ impl XmppNode {
                     .filter_map(Result::err),
             );
             if why.len() >= tried {
-                return Err(Undelivered {
-                    error: XmppError::Unreachable {
-                        jid: recipient.to_string(),
-                        why,
-                    },
-                    stanza: Some(stanza),
-                });
+                return Err(Undelivered::unreachable(&recipient, why, Some(stanza)));
             }
         }
         let (reply, rx) = oneshot::channel();
@@ -691,15 +702,7 @@ impl XmppNode {
         let mut returned = None;
         let outgoing = match rx.await.map_err(|_| XmppError::Stopped)? {
             Ok(outgoing) => outgoing,
-            Err(stanza) => {
-                return Err(Undelivered {
-                    error: XmppError::Unreachable {
-                        jid: recipient.to_string(),
-                        why,
-                    },
-                    stanza: Some(stanza),
-                });
-            }
+            Err(stanza) => return Err(Undelivered::unreachable(&recipient, why, Some(stanza))),
         };
         for o in outgoing {
             let written = match tokio::time::timeout(STREAM_WAIT, o.tx.send(o.stanza)).await {
@@ -719,13 +722,7 @@ impl XmppNode {
             }
         }
         if report.delivered_to.is_empty() && recipient != self.me.bare() {
-            return Err(Undelivered {
-                error: XmppError::Unreachable {
-                    jid: recipient.to_string(),
-                    why,
-                },
-                stanza: returned,
-            });
+            return Err(Undelivered::unreachable(&recipient, why, returned));
         }
         Ok(report)
     }

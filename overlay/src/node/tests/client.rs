@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::storage::start_store;
 use super::*;
 use crate::id::ResourceId;
 use crate::node::{Answer, RequestError, RequestId};
@@ -93,14 +94,9 @@ fn a_client_stores_and_fetches_but_holds_nothing_for_others() {
     ));
     // The client's own store goes through its peer and is answered.
     let res = ResourceId::of_name(format!("node6@{OVERLAY}").as_bytes());
-    let now = r.net.now();
-    let mut req = None;
-    r.net.with(c, |n| {
-        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(b"client data")));
-        req = Some(n.store(res, vec![(200, vec![v])], secs(3600), now));
-    });
+    let req = start_store(&mut r, c, res, b"client data", secs(3600));
     r.run_checked(secs(20));
-    assert!(answer(&r, c, req.unwrap()).unwrap().is_ok());
+    assert!(answer(&r, c, req).unwrap().is_ok());
     // Peers store a lot: none of it lands on the client.
     for (i, p) in r.ids.clone().into_iter().enumerate() {
         let res = ResourceId::of_name(format!("node{i}@{OVERLAY}").as_bytes());

@@ -37,14 +37,9 @@ fn store_with_replicas(
 ) -> ResourceId {
     let node = r.ids[i];
     let res = user_resource(i);
-    let now = r.net.now();
-    let mut req = None;
-    r.net.with(node, |n| {
-        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(value)));
-        req = Some(n.store(res, vec![(200, vec![v])], secs(3600), now));
-    });
+    let req = start_store(r, node, res, value, secs(3600));
     r.run_checked(secs(3));
-    let a = answer(r, node, req.unwrap())
+    let a = answer(r, node, req)
         .expect("store answered")
         .expect("store succeeded");
     let Body::StoreAns(ans) = a.body else {
@@ -59,6 +54,23 @@ fn store_with_replicas(
 }
 
 /// Starts a Fetch of Kind 200 (single value) at `res` from `from`.
+/// Starts a Store of one Single value of Kind 200 at `res` from node `from`.
+pub(super) fn start_store(
+    r: &mut Ring,
+    from: NodeId,
+    res: ResourceId,
+    value: &'static [u8],
+    lifetime: Duration,
+) -> RequestId {
+    let now = r.net.now();
+    let mut req = None;
+    r.net.with(from, |n| {
+        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(value)));
+        req = Some(n.store(res, vec![(200, vec![v])], lifetime, now));
+    });
+    req.expect("the node exists")
+}
+
 pub(super) fn start_fetch(r: &mut Ring, from: NodeId, res: ResourceId) -> RequestId {
     let now = r.net.now();
     let mut req = None;
@@ -238,14 +250,9 @@ fn a_leaving_node_hands_its_data_to_its_successor_rfc6940_10_9() {
 fn another_users_store_is_refused_over_the_ring_rfc6940_7_3_1() {
     let mut r = ring_of(5, 44);
     let (node, res) = (r.ids[0], user_resource(1)); // node 0 writes at node 1's name
-    let now = r.net.now();
-    let mut req = None;
-    r.net.with(node, |n| {
-        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(b"squat")));
-        req = Some(n.store(res, vec![(200, vec![v])], secs(60), now));
-    });
+    let req = start_store(&mut r, node, res, b"squat", secs(60));
     r.run_checked(secs(3));
-    match answer(&r, node, req.unwrap()) {
+    match answer(&r, node, req) {
         Some(Err(RequestError::Error(e))) => assert_eq!(e.code, crate::wire::ErrorCode::Forbidden),
         other => panic!("expected Error_Forbidden, got {other:?}"),
     }
@@ -371,14 +378,9 @@ fn a_fetched_value_its_signer_could_not_have_stored_is_dropped_rfc6940_7_3() {
     // Node 2 (user node2) stores under node1's user name: only the hostile node
     // takes it.
     let signer = r.ids[2];
-    let now = r.net.now();
-    let mut req = None;
-    r.net.with(signer, |n| {
-        let v = StoredDataValue::Single(DataValue::new(Bytes::from_static(b"forged")));
-        req = Some(n.store(res, vec![(200, vec![v])], secs(3600), now));
-    });
+    let req = start_store(&mut r, signer, res, b"forged", secs(3600));
     r.run_checked(secs(5));
-    assert!(answer(&r, signer, req.unwrap()).unwrap().is_ok());
+    assert!(answer(&r, signer, req).unwrap().is_ok());
     assert!(
         r.net
             .node(hostile)
