@@ -3,8 +3,8 @@
 //!
 //! Every `partition-check-interval`, and a few seconds after a neighbour is lost, a
 //! joined node reaches one of its bootstrap nodes B (reusing a link if it has one)
-//! and pings the key just after its own Node-ID through B. In one ring the answer
-//! comes from its successor (or itself). If another node S' answers, the ring is
+//! and pings its own Node-ID, as a key, through B. In one ring the answer comes
+//! from the node itself. If another node S' answers, the ring is
 //! split — a bootstrap node that restarted alone, or a network partition that
 //! healed — and the node attaches to S' through B and sends it an Update; the two
 //! rings then merge through ordinary stabilisation (§10.7.3).
@@ -188,13 +188,18 @@ impl Node {
         }
     }
 
-    /// Pings the key after our own Node-ID through `via`.
+    /// Pings our own Node-ID, as a key, through `via` (the key just after it when
+    /// `via` is this node). Not the key after it through `via`: in one ring that
+    /// route ends through this node, which heads the via list, so the loop check
+    /// refused it; every healthy check then failed and the next came a minute later.
     fn ping_through(&mut self, via: NodeId, now: Instant) {
-        let key = self.me.wrapping_add(1).as_resource();
         let route = if via == self.me {
-            vec![Destination::Resource(key)]
+            vec![Destination::Resource(self.me.wrapping_add(1).as_resource())]
         } else {
-            vec![Destination::Node(via), Destination::Resource(key)]
+            vec![
+                Destination::Node(via),
+                Destination::Resource(self.me.as_resource()),
+            ]
         };
         self.originate(
             route,
