@@ -1,6 +1,7 @@
 //! What a run measures, sampled over simulated time, and its CSV form. Numbers are
 //! written with fixed precision so the same seed gives byte-identical files.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -33,8 +34,13 @@ pub struct Sample {
     pub records_present: usize,
     /// Bytes sent per live node per second (all traffic: maintenance and workload).
     pub bytes_per_node_s: f64,
+    /// … of which upkeep: everything but the messages of the workload's requests and
+    /// their answers (framing, acks and keep-alives all count as upkeep).
+    pub upkeep_per_node_s: f64,
     /// Messages sent in the period.
     pub messages: u64,
+    /// Overlay links per live node at the end of the period.
+    pub links_per_node: f64,
     /// Mean hops of the period's lookups and pings.
     pub mean_hops: f64,
 }
@@ -60,6 +66,10 @@ pub struct Metrics {
     pub stores: (u64, u64),
     /// When measuring began (after the initial joins) and ended.
     pub window: (Duration, Duration),
+    /// Upkeep messages over the measured window by message name: (messages, bytes).
+    pub upkeep_by_message: BTreeMap<String, (u64, u64)>,
+    /// Upkeep bytes written on links beyond the messages (framing, acks, keep-alives).
+    pub framing_bytes: u64,
     measuring: bool,
     current: Sample,
     hop_sum: (u64, u64),
@@ -152,6 +162,24 @@ impl Metrics {
         }
     }
 
+    /// Upkeep messages of one period: message name → (messages, bytes), and the bytes
+    /// written beyond messages.
+    pub fn upkeep(
+        &mut self,
+        by_message: impl IntoIterator<Item = (String, (u64, u64))>,
+        framing: u64,
+    ) {
+        if !self.measuring {
+            return;
+        }
+        for (name, (m, b)) in by_message {
+            let e = self.upkeep_by_message.entry(name).or_default();
+            e.0 += m;
+            e.1 += b;
+        }
+        self.framing_bytes += framing;
+    }
+
     /// A ring invariant failed.
     pub fn violation(&mut self, at: Duration, what: String) {
         self.violations.push((at, what));
@@ -175,12 +203,12 @@ impl Metrics {
     /// The time series as CSV.
     pub fn timeseries_csv(&self) -> String {
         let mut out = String::from(
-            "time_s,live,joined,lookups,lookup_success,lookup_correct,fetches,fetch_success,pings,ping_success,records_expected,records_available,availability,bytes_per_node_s,messages,mean_hops\n",
+            "time_s,live,joined,lookups,lookup_success,lookup_correct,fetches,fetch_success,pings,ping_success,records_expected,records_available,availability,bytes_per_node_s,upkeep_per_node_s,messages,links_per_node,mean_hops\n",
         );
         for s in &self.samples {
             let _ = writeln!(
                 out,
-                "{:.0},{},{},{},{:.4},{:.4},{},{:.4},{},{:.4},{},{},{:.4},{:.1},{},{:.3}",
+                "{:.0},{},{},{},{:.4},{:.4},{},{:.4},{},{:.4},{},{},{:.4},{:.1},{:.1},{},{:.1},{:.3}",
                 s.at.as_secs_f64(),
                 s.live,
                 s.joined,
@@ -195,7 +223,9 @@ impl Metrics {
                 s.records_present,
                 ratio(s.records_present as u64, s.records_expected as u64),
                 s.bytes_per_node_s,
+                s.upkeep_per_node_s,
                 s.messages,
+                s.links_per_node,
                 s.mean_hops
             );
         }
@@ -284,6 +314,32 @@ impl Metrics {
         })
     }
 
+    /// The largest parts of the upkeep, as shares of its bytes.
+    fn upkeep_shares(&self) -> String {
+        let total: u64 =
+            self.framing_bytes + self.upkeep_by_message.values().map(|v| v.1).sum::<u64>();
+        let mut parts: Vec<(&str, u64, u64)> = self
+            .upkeep_by_message
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.0, v.1))
+            .collect();
+        parts.push(("framing, acks, keep-alives", 0, self.framing_bytes));
+        parts.sort_by_key(|p| std::cmp::Reverse(p.2));
+        parts
+            .iter()
+            .take(6)
+            .map(|(name, m, b)| {
+                let share = 100.0 * *b as f64 / total.max(1) as f64;
+                if *m == 0 {
+                    format!("{name} {share:.0}%")
+                } else {
+                    format!("{name} {share:.0}% ({m} msgs, {} B each)", b / m)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The human summary.
     pub fn summary(&self, nodes: usize) -> String {
         let (l, found, correct) = self.lookup_totals();
@@ -302,8 +358,12 @@ impl Metrics {
             .collect();
         let min_avail = avail.iter().copied().fold(1.0, f64::min);
         let last_avail = avail.last().copied().unwrap_or(1.0);
-        let bytes: f64 = self.samples.iter().map(|s| s.bytes_per_node_s).sum::<f64>()
-            / self.samples.len().max(1) as f64;
+        let mean = |f: fn(&Sample) -> f64| {
+            self.samples.iter().map(f).sum::<f64>() / self.samples.len().max(1) as f64
+        };
+        let bytes = mean(|s| s.bytes_per_node_s);
+        let upkeep = mean(|s| s.upkeep_per_node_s);
+        let links = mean(|s| s.links_per_node);
         let half_log = 0.5 * (nodes.max(1) as f64).log2();
         let mut out = String::new();
         let _ = writeln!(
@@ -348,6 +408,11 @@ impl Metrics {
             out,
             "traffic     {bytes:.0} bytes/s per node on average; churn: {} joins, {} failures",
             self.joins, self.failures
+        );
+        let _ = writeln!(
+            out,
+            "upkeep      {upkeep:.0} bytes/s per node (all but the workload's messages; {links:.1} links per node): {}",
+            self.upkeep_shares()
         );
         let _ = writeln!(
             out,

@@ -355,13 +355,25 @@ impl Sim {
 
     fn sample(&mut self, period: Duration) {
         let (present, expected) = self.availability();
-        let (bytes, messages) = {
+        let (bytes, messages, workload, by_code) = {
             let mut s = self.seen.borrow_mut();
             (
                 std::mem::take(&mut s.bytes),
                 std::mem::take(&mut s.messages),
+                std::mem::take(&mut s.workload_bytes),
+                std::mem::take(&mut s.upkeep_by_code),
             )
         };
+        let upkeep = bytes.saturating_sub(workload);
+        let in_messages: u64 = by_code.values().map(|v| v.1).sum();
+        self.metrics.upkeep(
+            by_code.into_iter().map(|(code, v)| {
+                let name = code.map_or_else(|| "later fragments".to_owned(), |c| c.to_string());
+                (name, v)
+            }),
+            upkeep.saturating_sub(in_messages),
+        );
+        let per_node_s = |b: u64| b as f64 / period.as_secs_f64() / self.live.len().max(1) as f64;
         let at = self.now().saturating_duration_since(Instant::ZERO);
         let joined = self
             .live
@@ -372,14 +384,22 @@ impl Sim {
                     .is_some_and(|n| n.state() == JoinState::Joined)
             })
             .count();
+        let links: usize = self
+            .live
+            .iter()
+            .filter_map(|id| self.net.node(*id))
+            .map(|n| n.link_count())
+            .sum();
         self.metrics.close_sample(Sample {
             at,
             live: self.live.len(),
             joined,
             records_expected: expected,
             records_present: present,
-            bytes_per_node_s: bytes as f64 / period.as_secs_f64() / self.live.len().max(1) as f64,
+            bytes_per_node_s: per_node_s(bytes),
+            upkeep_per_node_s: per_node_s(upkeep),
             messages,
+            links_per_node: links as f64 / self.live.len().max(1) as f64,
             ..Sample::default()
         });
     }
@@ -415,6 +435,8 @@ impl Sim {
             let mut seen = self.seen.borrow_mut();
             seen.bytes = 0;
             seen.messages = 0;
+            seen.workload_bytes = 0;
+            seen.upkeep_by_code.clear();
         }
         self.measure(progress);
     }

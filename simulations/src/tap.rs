@@ -2,7 +2,7 @@
 //! requests (for hop counts), and the events the driver loop acts on.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use xor_overlay::id::NodeId;
 use xor_overlay::node::{Answer, Event, RequestError, RequestId};
 use xor_overlay::testnet::{Delivery, Observer};
 use xor_overlay::time::Instant;
+use xor_overlay::wire::{MessageCode, RawMessage};
 
 /// What the observer collects from the network (shared with the driver loop).
 #[derive(Default)]
@@ -19,8 +20,14 @@ pub(crate) struct Seen {
     pub(crate) captured: Option<u64>,
     /// Deliveries per transaction id, for the measured requests only.
     pub(crate) watched: HashMap<u64, u32>,
+    /// Everything written on links (messages, framing, acks, keep-alives).
     pub(crate) bytes: u64,
     pub(crate) messages: u64,
+    /// Bytes of the messages of measured requests (the workload): requests and their
+    /// answers, at every hop, while the request is pending.
+    pub(crate) workload_bytes: u64,
+    /// Messages and bytes of everything else (upkeep) by message code.
+    pub(crate) upkeep_by_code: BTreeMap<Option<MessageCode>, (u64, u64)>,
     pub(crate) joined: Vec<NodeId>,
     pub(crate) responses: Vec<(Instant, NodeId, RequestId, Result<Answer, RequestError>)>,
 }
@@ -49,6 +56,13 @@ impl Observer for Tap {
             && let Some(n) = s.watched.get_mut(&t)
         {
             *n += 1;
+            s.workload_bytes += d.bytes.len() as u64;
+        } else {
+            // None: a later fragment or undecodable bytes (RFC 6940 §6.3.3).
+            let code = RawMessage::decode(&d.bytes).ok().and_then(|r| r.code());
+            let e = s.upkeep_by_code.entry(code).or_default();
+            e.0 += 1;
+            e.1 += d.bytes.len() as u64;
         }
     }
 

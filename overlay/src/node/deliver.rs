@@ -36,7 +36,7 @@ impl Node {
         };
         let prev_hop = prev.unwrap_or(self.me);
         let header = raw.header.clone();
-        let is_request = super::routing::code_of(&raw).is_some_and(|c| c.is_request());
+        let is_request = raw.code().is_some_and(|c| c.is_request());
         let message = match raw.into_message() {
             Ok(m) => m,
             Err(e) if is_request => {

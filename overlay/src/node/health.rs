@@ -13,7 +13,6 @@
 
 use bytes::Bytes;
 
-use super::routing::code_of;
 use super::{LinkId, Node};
 use crate::id::NodeId;
 use crate::link::LinkHealth;
@@ -79,7 +78,7 @@ impl Node {
         let Ok(raw) = RawMessage::decode(&bytes) else {
             return;
         };
-        if !code_of(&raw).is_some_and(|c| c.is_request())
+        if !raw.code().is_some_and(|c| c.is_request())
             || raw.header.destination_list.first() == Some(&Destination::Node(around))
         {
             return;

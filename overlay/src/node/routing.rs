@@ -14,17 +14,11 @@ use crate::id::NodeId;
 use crate::respond::response_header;
 use crate::time::Instant;
 use crate::wire::header::option_flags;
-use crate::wire::{Destination, ErrorCode, ErrorResponse, MessageCode, RawMessage};
-
-/// The message code, when this is the first (or only) fragment.
-pub(crate) fn code_of(raw: &RawMessage) -> Option<MessageCode> {
-    (raw.header.fragment.offset() == 0 && raw.payload.len() >= 2)
-        .then(|| MessageCode(u16::from_be_bytes([raw.payload[0], raw.payload[1]])))
-}
+use crate::wire::{Destination, ErrorCode, ErrorResponse, RawMessage};
 
 /// Whether the message is (or may be) a request; non-first fragments count as requests.
 fn maybe_request(raw: &RawMessage) -> bool {
-    code_of(raw).is_none_or(|c| c.is_request())
+    raw.code().is_none_or(|c| c.is_request())
 }
 
 impl Node {
@@ -206,7 +200,7 @@ impl Node {
         error: ErrorResponse,
         now: Instant,
     ) {
-        if !code_of(raw).is_some_and(|c| c.is_request()) {
+        if !raw.code().is_some_and(|c| c.is_request()) {
             return;
         }
         match prev {

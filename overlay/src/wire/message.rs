@@ -41,6 +41,13 @@ impl RawMessage {
         })
     }
 
+    /// The message code (§6.3.3), when this is the first (or only) fragment: the
+    /// contents start with it.
+    pub fn code(&self) -> Option<super::MessageCode> {
+        (self.header.fragment.offset() == 0 && self.payload.len() >= 2)
+            .then(|| super::MessageCode(u16::from_be_bytes([self.payload[0], self.payload[1]])))
+    }
+
     /// Encodes header and payload, filling in `length`.
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::with_capacity(self.header.encoded_len() + self.payload.len());
