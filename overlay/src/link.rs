@@ -16,7 +16,9 @@
 //! [`LinkConfig::keepalive`] sends an empty data frame, which the peer acknowledges
 //! like any other; so a silent peer is suspect within `keepalive` + RTO even on an
 //! idle link. The framing allows an empty `message<0..2^24-1>`; a receiver
-//! acknowledges it and has no message to process (README Decisions).
+//! acknowledges it and hands it on as an empty message, which tells the node that
+//! the peer keeps the link alive (README Decisions). Only the ends that route over
+//! a link probe it ([`FramedLink::set_keepalive`]); the other end only answers.
 //!
 //! Drive loop: after every `handle_*` or `send`, drain `poll_message` and
 //! `poll_transmit`, then sleep until `poll_timeout` and call `handle_timeout`.
@@ -177,6 +179,8 @@ pub struct FramedLink {
     closed: bool,
     /// When a frame last arrived (acknowledgements included).
     last_heard: Option<Instant>,
+    /// Whether this end probes an idle link.
+    probing: bool,
 }
 
 impl FramedLink {
@@ -198,6 +202,7 @@ impl FramedLink {
             oversize: None,
             closed: false,
             last_heard: None,
+            probing: true,
         }
     }
 
@@ -267,9 +272,7 @@ impl FramedLink {
             match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(FramedMessage::Data { sequence, message })) => {
                     self.acknowledge(sequence);
-                    if !message.is_empty() {
-                        self.inbound.push_back(message); // empty: a keep-alive
-                    }
+                    self.inbound.push_back(message); // empty: a keep-alive
                 }
                 Ok(Some(FramedMessage::Ack {
                     ack_sequence,
@@ -416,9 +419,15 @@ impl FramedLink {
     }
 
     /// When an idle link probes its peer: [`LinkConfig::keepalive`] after the last
-    /// frame heard (nothing is probed before the first).
+    /// frame heard (nothing is probed before the first, nor while probing is off).
     fn keepalive_due(&self) -> Option<Instant> {
-        Some(self.last_heard? + self.config.keepalive?)
+        Some(self.last_heard? + self.config.keepalive.filter(|_| self.probing)?)
+    }
+
+    /// Turns this end's keep-alive probes on or off (on by default). An end that does
+    /// not route over the link leaves probing to the peer, and still acknowledges.
+    pub fn set_keepalive(&mut self, on: bool) {
+        self.probing = on;
     }
 
     /// Current health.
@@ -541,7 +550,12 @@ mod tests {
             "an empty data frame: type, sequence, 24-bit length"
         );
         b.handle_bytes(&probe, due).unwrap();
-        assert_eq!(b.poll_message(), None, "a keep-alive is no message");
+        assert_eq!(
+            b.poll_message().as_deref(),
+            Some(&b""[..]),
+            "a keep-alive is handed on as an empty message"
+        );
+        assert_eq!(b.poll_message(), None);
         pump(&mut b, &mut a, due);
         assert_eq!(a.poll_timeout(), Some(due + KEEPALIVE), "acknowledged");
         // The peer goes silent: the next probe is not acknowledged.
@@ -555,6 +569,29 @@ mod tests {
             ..LinkConfig::default()
         });
         assert_eq!(none.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_end_that_does_not_probe_still_answers_probes() {
+        let (mut a, mut b) = (
+            FramedLink::new(LinkConfig::default()),
+            FramedLink::new(LinkConfig::default()),
+        );
+        b.set_keepalive(false);
+        a.send(Bytes::from_static(b"hello"), Instant::ZERO).unwrap();
+        pump(&mut a, &mut b, Instant::ZERO);
+        pump(&mut b, &mut a, Instant::from_millis(20));
+        assert_eq!(b.poll_message().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(b.poll_timeout(), None, "b never probes");
+        let due = Instant::from_millis(20) + KEEPALIVE;
+        assert_eq!(a.poll_timeout(), Some(due), "a still does");
+        a.handle_timeout(due);
+        pump(&mut a, &mut b, due);
+        assert_eq!(b.poll_message().as_deref(), Some(&b""[..]));
+        pump(&mut b, &mut a, due);
+        assert_eq!(a.poll_timeout(), Some(due + KEEPALIVE), "b acknowledged");
+        b.set_keepalive(true);
+        assert_eq!(b.poll_timeout(), Some(due + KEEPALIVE), "on again");
     }
 
     #[test]

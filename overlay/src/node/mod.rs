@@ -34,6 +34,7 @@ mod routing;
 mod storage;
 pub(crate) mod timers;
 mod transactions;
+pub mod unused_links;
 
 #[cfg(test)]
 mod tests;
@@ -129,6 +130,15 @@ pub enum Event {
     },
     /// Close this link.
     CloseLink(LinkId),
+    /// Whether the link layer should probe this link when it is idle
+    /// ([`crate::link::FramedLink::set_keepalive`]): only an end that routes over the
+    /// link keeps it alive. Links start with probing on.
+    Keepalive {
+        /// The link.
+        link: LinkId,
+        /// Probe it.
+        on: bool,
+    },
     /// An API request finished.
     Response {
         /// The request.
@@ -246,6 +256,8 @@ pub(crate) enum Timer {
     PartitionCheck,
     /// A client asks again which peer is responsible for it (§4.2.1).
     ClientCheck,
+    /// Probe only the links this node routes over; close those nobody uses.
+    LinkSweep,
 }
 
 /// A connected peer.
@@ -260,6 +272,28 @@ pub(crate) struct Conn {
     /// The link layer reports unacknowledged frames: out of the routing table until
     /// acknowledgements resume (§6.6.3).
     pub(crate) suspect: bool,
+    /// When the link came up, a message or keep-alive last arrived on it, and a
+    /// message was last sent on it (see [`unused_links`]).
+    pub(crate) opened: Instant,
+    pub(crate) heard: Instant,
+    pub(crate) used: Instant,
+    /// Whether the link layer probes it when idle ([`Event::Keepalive`]).
+    pub(crate) keepalive: bool,
+}
+
+impl Conn {
+    fn new(peer: NodeId, ready: bool, outgoing: bool, now: Instant) -> Conn {
+        Conn {
+            peer,
+            ready,
+            outgoing,
+            suspect: false,
+            opened: now,
+            heard: now,
+            used: now,
+            keepalive: true,
+        }
+    }
 }
 
 /// The sans-IO RELOAD peer.
@@ -460,6 +494,7 @@ impl Node {
                 Timer::ReplicaRetry => self.sync_replicas(now),
                 Timer::PartitionCheck => self.partition_check(now),
                 Timer::ClientCheck => self.client_check(now),
+                Timer::LinkSweep => self.sweep_links(now),
             }
         }
         self.flush(now);
@@ -515,15 +550,8 @@ impl Node {
             });
             let closed = if keep_new {
                 let ready = self.links.remove(&old).is_some_and(|c| c.ready);
-                self.links.insert(
-                    link,
-                    Conn {
-                        peer,
-                        ready,
-                        outgoing,
-                        suspect: false,
-                    },
-                );
+                self.links
+                    .insert(link, Conn::new(peer, ready, outgoing, now));
                 self.link_of.insert(peer, link);
                 old
             } else {
@@ -551,33 +579,12 @@ impl Node {
             self.flush(now);
             return;
         }
-        self.links.insert(
-            link,
-            Conn {
-                peer,
-                ready: false,
-                outgoing,
-                suspect: false,
-            },
-        );
+        self.links
+            .insert(link, Conn::new(peer, false, outgoing, now));
         self.link_of.insert(peer, link);
+        self.sweep_links_by(now + unused_links::SWEEP);
         self.link_ready_for_attach(peer, connect, now);
         self.flush(now);
-    }
-
-    /// At the connection limit: closes one link to a peer that is not in the routing
-    /// table and not being attached (a finger found wanting, an old bootstrap link), so
-    /// a new neighbour is not refused for links nobody routes over.
-    fn evict_unused_link(&mut self, now: Instant) {
-        let unused = self
-            .links
-            .iter()
-            .filter(|(_, c)| !self.table.contains(c.peer) && !self.attaching_in_progress(c.peer))
-            .min_by_key(|(l, _)| l.0)
-            .map(|(_, c)| c.peer);
-        if let Some(peer) = unused {
-            self.peer_failed(peer, now);
-        }
     }
 
     /// A link closed (or failed, §6.6.5).

@@ -27,6 +27,10 @@ impl Node {
         let Some(prev) = self.links.get(&link).map(|c| c.peer) else {
             return;
         };
+        self.heard_on(link, now);
+        if bytes.is_empty() {
+            return; // the peer's keep-alive (see `unused_links`)
+        }
         match RawMessage::decode(&bytes) {
             Ok(raw) => self.receive(raw, prev, now),
             Err(e) => tracing::debug!(node = %self.me, error = %e, "undecodable message dropped"),
@@ -180,6 +184,7 @@ impl Node {
                     if bytes.len() <= self.cfg.max_message_size
                         || self.cfg.fragment_mtu.is_some() =>
                 {
+                    self.used(link, now);
                     self.out.push_back(Transmit { link, bytes });
                 }
                 Ok(bytes) => {

@@ -464,6 +464,11 @@ impl Driver {
                         l.close();
                     }
                 }
+                Event::Keepalive { link, on } => {
+                    if let Some(l) = self.links.get(&link) {
+                        l.set_keepalive(on);
+                    }
+                }
                 Event::Response { request, result } => {
                     if let Some(peer) = self.app_requests.remove(&request) {
                         self.app_answered(peer, result);

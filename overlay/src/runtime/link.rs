@@ -58,6 +58,7 @@ pub enum LinkEvent {
 
 enum Command {
     Send(Bytes),
+    Keepalive(bool),
     Close,
 }
 
@@ -133,6 +134,11 @@ impl Link {
         self.commands
             .try_send(Command::Send(message))
             .map_err(|_| LinkClosed)
+    }
+
+    /// Turns this end's keep-alive probes on or off ([`FramedLink::set_keepalive`]).
+    pub fn set_keepalive(&self, on: bool) {
+        let _ = self.commands.try_send(Command::Keepalive(on));
     }
 
     /// Closes the link after what is queued has been written.
@@ -234,6 +240,7 @@ impl LinkTask {
                             tracing::warn!(link = id.0, error = %e, "message not sent");
                         }
                     }
+                    Some(Command::Keepalive(on)) => framed.set_keepalive(on),
                     Some(Command::Close) | None => closing = Some(None),
                 },
                 () = sleep_until(deadline), if deadline.is_some() => framed.handle_timeout(clock.now()),

@@ -64,6 +64,19 @@ impl VirtualNet {
         self.pump(id, link);
     }
 
+    /// Turns `node`'s keep-alive probes on `link` on or off.
+    pub(super) fn set_keepalive(&mut self, node: NodeId, link: LinkId, on: bool) {
+        let Some(l) = self
+            .nodes
+            .get_mut(&node)
+            .and_then(|s| s.links.get_mut(&link))
+        else {
+            return;
+        };
+        l.framed.set_keepalive(on);
+        self.pump(node, link);
+    }
+
     /// Bytes arrived at `link` of node `to`.
     pub(super) fn receive_on(&mut self, to: NodeId, link: LinkId, bytes: &[u8]) {
         let now = self.now;

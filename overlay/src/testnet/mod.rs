@@ -371,6 +371,7 @@ impl VirtualNet {
                     expect,
                 } => self.connect(id, *cid, candidates, *expect),
                 Event::CloseLink(link) => self.close(id, *link),
+                Event::Keepalive { link, on } => self.set_keepalive(id, *link, *on),
                 _ => {}
             }
             if self.record_events {

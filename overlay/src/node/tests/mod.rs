@@ -5,6 +5,7 @@
 mod app_attach;
 mod bad_input;
 mod client;
+mod links;
 mod recovery;
 mod ring;
 mod routing;

@@ -5,7 +5,10 @@ use crate::id::ResourceId;
 use crate::node::{Answer, RequestError, RequestId};
 use crate::wire::{Body, Destination, ProbeInformation, ProbeReq};
 
-fn answer(r: &Ring, (node, req): (NodeId, RequestId)) -> Option<Result<Answer, RequestError>> {
+pub(super) fn answer(
+    r: &Ring,
+    (node, req): (NodeId, RequestId),
+) -> Option<Result<Answer, RequestError>> {
     r.net.events.iter().find_map(|(_, n, e)| match e {
         Event::Response { request, result } if *request == req && *n == node => {
             Some(result.clone())
