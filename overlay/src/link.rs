@@ -181,6 +181,8 @@ pub struct FramedLink {
     last_heard: Option<Instant>,
     /// Whether this end probes an idle link.
     probing: bool,
+    /// The smoothed RTT last handed out by [`FramedLink::poll_rtt`].
+    rtt_reported: Option<Duration>,
 }
 
 impl FramedLink {
@@ -203,6 +205,7 @@ impl FramedLink {
             closed: false,
             last_heard: None,
             probing: true,
+            rtt_reported: None,
         }
     }
 
@@ -383,6 +386,19 @@ impl FramedLink {
         } else {
             Some(self.outbuf.split().freeze())
         }
+    }
+
+    /// The smoothed RTT when it is first measured or has moved by more than a quarter
+    /// since it was last handed out (for proximity neighbour selection).
+    pub fn poll_rtt(&mut self) -> Option<Duration> {
+        let now = self.rtt.srtt?;
+        let moved = self
+            .rtt_reported
+            .is_none_or(|was| now.abs_diff(was) > was / 4);
+        moved.then(|| {
+            self.rtt_reported = Some(now);
+            now
+        })
     }
 
     /// A change of health since the last call.
@@ -569,6 +585,32 @@ mod tests {
             ..LinkConfig::default()
         });
         assert_eq!(none.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_rtt_is_handed_out_when_first_measured_and_when_it_moves_by_a_quarter() {
+        let (mut a, mut b) = (
+            FramedLink::new(LinkConfig::default()),
+            FramedLink::new(LinkConfig::default()),
+        );
+        assert_eq!(a.poll_rtt(), None, "nothing measured yet");
+        let mut now = Instant::ZERO;
+        let mut round = |a: &mut FramedLink, b: &mut FramedLink, rtt_ms: u64| {
+            a.send(Bytes::from_static(b"x"), now).unwrap();
+            pump(a, b, now);
+            now += Duration::from_millis(rtt_ms);
+            pump(b, a, now);
+        };
+        round(&mut a, &mut b, 40);
+        assert_eq!(a.poll_rtt(), Some(Duration::from_millis(40)));
+        assert_eq!(a.poll_rtt(), None, "handed out once");
+        round(&mut a, &mut b, 44);
+        assert_eq!(a.poll_rtt(), None, "40.5 ms is within a quarter");
+        for _ in 0..8 {
+            round(&mut a, &mut b, 200);
+        }
+        let moved = a.poll_rtt().expect("moved by more than a quarter");
+        assert!(moved > Duration::from_millis(50), "{moved:?}");
     }
 
     #[test]

@@ -232,17 +232,26 @@ impl RoutingTable {
             distance(p.0, me)
         });
         if let Some(i) = finger_index(self.me, peer) {
-            // Keep the first peer found for a finger; a closer-to-start one replaces it.
-            let start = finger_start(self.me, i);
-            let better = self
-                .fingers
-                .get(&i)
-                .is_none_or(|cur| distance(start, peer.0) < distance(start, cur.0));
-            if better {
-                self.fingers.insert(i, peer);
-            }
+            // Keep the first peer found for a finger: any peer in the interval serves
+            // (§10.7.4.2), and the node replaces it by a nearer one in round-trip time
+            // (`set_finger`, proximity neighbour selection).
+            self.fingers.entry(i).or_insert(peer);
         }
         (self.predecessors.clone(), self.successors.clone()) != before
+    }
+
+    /// The peer in finger `i`, if any.
+    pub fn finger(&self, i: u8) -> Option<NodeId> {
+        self.fingers.get(&i).copied()
+    }
+
+    /// Makes `peer` finger `i` if it is valid there (§10.7.4.2). Returns whether it is.
+    pub fn set_finger(&mut self, i: u8, peer: NodeId) -> bool {
+        let valid = peer != self.me && finger_valid(self.me, i, peer);
+        if valid {
+            self.fingers.insert(i, peer);
+        }
+        valid
     }
 
     /// Removes a peer everywhere (failure or leave). Returns whether the neighbour table

@@ -10,6 +10,11 @@ use crate::identity::VerifiedSigner;
 use crate::time::Instant;
 use crate::wire::*;
 
+/// The width of finger `i`'s interval (§10.7.4.2).
+fn finger_span(i: u8) -> u128 {
+    1u128 << (128 - u32::from(i))
+}
+
 /// Least time between two corrective Updates to the same peer.
 const CORRECTION_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -157,8 +162,11 @@ impl Node {
         {
             conn.ready = true;
             // A suspect peer comes back when its acknowledgements do (§6.6.3).
-            if !conn.suspect && self.table.add(from) {
-                self.neighbors_dirty = true;
+            if !conn.suspect {
+                if self.table.add(from) {
+                    self.neighbors_dirty = true;
+                }
+                self.prefer_nearer_finger(from);
             }
         }
         let peer_ready = matches!(update.kind, ChordUpdateKind::PeerReady);
@@ -361,6 +369,7 @@ impl Node {
         self.timers.set(Timer::Stabilize, now + update_in);
         self.timers.set(Timer::FingerRefresh, now + ping_in);
         self.timers.set(Timer::PartitionCheck, now + check_in);
+        self.start_proximity(now);
     }
 
     /// §10.5: "In order to set up its i'th Finger Table entry, JN MUST send an Attach to
@@ -516,22 +525,16 @@ impl Node {
             return;
         }
         for i in self.table.invalid_fingers() {
-            let span: u128 = if i == 1 {
-                1u128 << 127
-            } else {
-                1u128 << (128 - i as u32)
-            };
             if self
                 .table
-                .successors_cover(finger_start(self.me, i).wrapping_add(span - 1))
+                .successors_cover(finger_start(self.me, i).wrapping_add(finger_span(i) - 1))
             {
                 continue; // the successors show no peer lies in this finger's range
             }
             if self.rng.next_u32() & 1 == 0 {
                 continue;
             }
-            let offset = ((self.rng.next_u64() as u128) << 64 | self.rng.next_u64() as u128) % span;
-            let target = ResourceId(finger_start(self.me, i).wrapping_add(offset));
+            let target = ResourceId(self.random_point_of_finger(i));
             if self.responsible(target.0) {
                 continue;
             }
@@ -545,6 +548,13 @@ impl Node {
         }
         self.timers
             .set(Timer::FingerRefresh, now + self.cfg.chord_ping_interval);
+    }
+
+    /// A random Node-ID in finger `i`'s interval.
+    pub(crate) fn random_point_of_finger(&mut self, i: u8) -> u128 {
+        let offset =
+            ((self.rng.next_u64() as u128) << 64 | self.rng.next_u64() as u128) % finger_span(i);
+        finger_start(self.me, i).wrapping_add(offset)
     }
 
     /// A finger search found `peer`.

@@ -29,6 +29,7 @@ pub mod dials;
 pub mod fragments;
 mod health;
 pub mod partition;
+pub mod proximity;
 pub mod reconfig;
 mod routing;
 mod storage;
@@ -258,6 +259,8 @@ pub(crate) enum Timer {
     ClientCheck,
     /// Probe only the links this node routes over; close those nobody uses.
     LinkSweep,
+    /// Meet a candidate for a finger (proximity neighbour selection).
+    ProximitySample,
 }
 
 /// A connected peer.
@@ -279,6 +282,8 @@ pub(crate) struct Conn {
     pub(crate) used: Instant,
     /// Whether the link layer probes it when idle ([`Event::Keepalive`]).
     pub(crate) keepalive: bool,
+    /// The link layer's smoothed round-trip time ([`Node::handle_link_rtt`]).
+    pub(crate) rtt: Option<std::time::Duration>,
 }
 
 impl Conn {
@@ -292,6 +297,7 @@ impl Conn {
             heard: now,
             used: now,
             keepalive: true,
+            rtt: None,
         }
     }
 }
@@ -318,6 +324,7 @@ pub struct Node {
     /// AppAttach answers waiting for the runtime's ICE candidates.
     pub(crate) app_ice: app_attach::DeferredAnswers,
     partition: partition::Partition,
+    proximity: proximity::Proximity,
     pub(crate) out: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) next_id: u64,
@@ -368,6 +375,7 @@ impl Node {
             dials: dials::Dials::default(),
             app_ice: app_attach::DeferredAnswers::default(),
             partition: partition::Partition::default(),
+            proximity: proximity::Proximity::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -495,6 +503,7 @@ impl Node {
                 Timer::PartitionCheck => self.partition_check(now),
                 Timer::ClientCheck => self.client_check(now),
                 Timer::LinkSweep => self.sweep_links(now),
+                Timer::ProximitySample => self.sample_proximity(now),
             }
         }
         self.flush(now);

@@ -388,6 +388,7 @@ impl Driver {
         let now = self.clock.now();
         match event {
             LinkEvent::Message(bytes) => self.node.handle_message(link, bytes, now),
+            LinkEvent::Rtt(rtt) => self.node.handle_link_rtt(link, rtt, now),
             LinkEvent::Health(LinkHealth::Failed, _) => {
                 if let Some(l) = self.forget_link(link) {
                     l.close();

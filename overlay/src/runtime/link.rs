@@ -52,6 +52,8 @@ pub enum LinkEvent {
     Message(Bytes),
     /// The link's health changed (§6.6.5).
     Health(LinkHealth, Vec<Bytes>),
+    /// The smoothed round-trip time was first measured or moved by a quarter.
+    Rtt(Duration),
     /// The link is gone, with the reason if it was not a clean close.
     Closed(Option<String>),
 }
@@ -185,6 +187,9 @@ impl LinkTask {
             }
             while let Some(message) = framed.poll_message() {
                 pending.push_back(LinkEvent::Message(message));
+            }
+            if let Some(rtt) = framed.poll_rtt() {
+                pending.push_back(LinkEvent::Rtt(rtt));
             }
             if let Some(health) = framed.poll_health() {
                 // A suspect link hands back what it had not acknowledged, to be

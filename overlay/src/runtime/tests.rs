@@ -73,7 +73,17 @@ fn spawn(
     )
 }
 
+/// The next event other than a round-trip time.
 async fn next(rx: &mut mpsc::Receiver<(LinkId, LinkEvent)>) -> LinkEvent {
+    loop {
+        match next_event(rx).await {
+            LinkEvent::Rtt(_) => continue,
+            e => return e,
+        }
+    }
+}
+
+async fn next_event(rx: &mut mpsc::Receiver<(LinkId, LinkEvent)>) -> LinkEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .unwrap()
@@ -121,6 +131,8 @@ async fn a_good_pair_connects_and_exchanges_framed_messages() {
         );
     }
     s.send(Bytes::from_static(b"reply")).await.unwrap();
+    // The client's frames were acknowledged: it reports the round-trip time first.
+    assert!(matches!(next_event(&mut c_rx).await, LinkEvent::Rtt(_)));
     assert_eq!(
         next(&mut c_rx).await,
         LinkEvent::Message(Bytes::from_static(b"reply"))

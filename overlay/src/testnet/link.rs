@@ -39,6 +39,7 @@ impl SimLink {
 struct Output {
     messages: Vec<Bytes>,
     health: Option<(LinkHealth, Vec<Bytes>)>,
+    rtt: Option<std::time::Duration>,
 }
 
 impl VirtualNet {
@@ -129,6 +130,7 @@ impl VirtualNet {
         while let Some(m) = l.framed.poll_message() {
             out.messages.push(m);
         }
+        out.rtt = l.framed.poll_rtt();
         if let Some(h) = l.framed.poll_health() {
             let unacked = match h {
                 LinkHealth::Suspect => l.framed.take_unacked(),
@@ -174,6 +176,9 @@ impl VirtualNet {
         }
         for m in out.messages {
             self.with(id, |n| n.handle_message(link, m, now));
+        }
+        if let Some(rtt) = out.rtt {
+            self.with(id, |n| n.handle_link_rtt(link, rtt, now));
         }
         match out.health {
             Some((LinkHealth::Failed, _)) => self.close(id, link),

@@ -6,6 +6,7 @@ mod app_attach;
 mod bad_input;
 mod client;
 mod links;
+mod proximity;
 mod recovery;
 mod ring;
 mod routing;
@@ -36,8 +37,16 @@ pub(crate) struct Ring {
 
 impl Ring {
     pub(crate) fn new(seed: u64) -> Ring {
+        Ring::with_latency(seed, ConstantLatency(Duration::from_millis(10)))
+    }
+
+    /// An empty network whose links have the delays of `latency`.
+    pub(crate) fn with_latency(
+        seed: u64,
+        latency: impl crate::testnet::LatencyModel + 'static,
+    ) -> Ring {
         Ring {
-            net: VirtualNet::new(seed, ConstantLatency(Duration::from_millis(10))),
+            net: VirtualNet::new(seed, latency),
             ca: TestCa::new(OVERLAY, seed),
             ids: Vec::new(),
             rng: ChaCha12Rng::seed_from_u64(seed ^ 0x5eed),
