@@ -495,15 +495,18 @@ impl Node {
         }
     }
 
-    /// Refills the routing table from the links that are ready and not suspect.
+    /// Refills the routing table from the links that are ready and not suspect, nearest
+    /// first: an empty finger takes the nearest peer in its interval (proximity
+    /// neighbour selection; and no decision on hash-map order, so seeded runs replay).
     pub(crate) fn refill_from_healthy_links(&mut self) {
-        let healthy: Vec<NodeId> = self
+        let mut healthy: Vec<(std::time::Duration, NodeId)> = self
             .links
             .values()
             .filter(|c| c.ready && !c.suspect)
-            .map(|c| c.peer)
+            .map(|c| (c.rtt.unwrap_or(std::time::Duration::MAX), c.peer))
             .collect();
-        self.table.refill_from(healthy);
+        healthy.sort();
+        self.table.refill_from(healthy.into_iter().map(|(_, p)| p));
     }
 
     /// Periodic stabilisation (§10.7.4.1).

@@ -47,7 +47,7 @@ impl Node {
     /// Probes the links this node needs, stops probing the others, and closes those
     /// that neither end has used for [`IDLE`] (Timer::LinkSweep).
     pub(crate) fn sweep_links(&mut self, now: Instant) {
-        let needed: Vec<(LinkId, bool)> = self
+        let mut needed: Vec<(LinkId, bool)> = self
             .links
             .iter()
             .map(|(l, c)| {
@@ -55,6 +55,7 @@ impl Node {
                 (*l, joining || self.routes_over(c.peer))
             })
             .collect();
+        needed.sort(); // no decision on hash-map order (seeded runs replay)
         let mut unused = Vec::new();
         for (link, need) in needed {
             let Some(c) = self.links.get_mut(&link) else {
