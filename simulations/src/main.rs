@@ -59,6 +59,10 @@ enum Command {
         /// recommends O(log N); more survive faster churn).
         #[arg(long, default_value_t = 3)]
         neighbors: usize,
+        /// Turn proximity neighbour selection off (fingers then stay the first peer
+        /// found in their interval), to measure what it costs and gains.
+        #[arg(long)]
+        no_proximity: bool,
         /// The seed: the same seed gives the same results.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -95,6 +99,7 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
         idle,
         update_interval,
         neighbors,
+        no_proximity,
         seed,
         ..
     } = cmd
@@ -116,6 +121,7 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
         return Err("--neighbors must be at least 3 (RFC 6940 §10.7)".into());
     }
     c.neighbors = *neighbors;
+    c.proximity = !*no_proximity;
     let median = parse_duration(median_session)?;
     let session = match sessions.as_str() {
         "exponential" => Session::Exponential(median),

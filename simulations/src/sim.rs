@@ -69,6 +69,8 @@ pub struct SimConfig {
     /// Predecessors and successors each node keeps (the node's default is 3; RFC 6940
     /// §10.7 recommends O(log N)).
     pub neighbors: usize,
+    /// Proximity neighbour selection (`NodeConfig::proximity`).
+    pub proximity: bool,
     /// Metrics sampling period.
     pub sample: Duration,
     /// How often the ring invariants are checked.
@@ -91,6 +93,7 @@ impl SimConfig {
             max_devices: 5,
             update_interval: Duration::from_secs(60),
             neighbors: 3,
+            proximity: true,
             sample: Duration::from_secs(60),
             check_every: Duration::from_secs(30),
         }
@@ -259,6 +262,7 @@ impl Sim {
         cfg.chord_update_interval = self.cfg.update_interval;
         cfg.chord_ping_interval = self.cfg.update_interval * 5;
         cfg.neighbors = self.cfg.neighbors;
+        cfg.proximity = self.cfg.proximity;
         cfg.epoch_unix_ms = 1_800_000_000_000;
         cfg.seed = self.rng.random();
         cfg.kinds = kinds();

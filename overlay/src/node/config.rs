@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub partition_check_interval: Duration,
     /// `chord-reactive` (§10.7.1): send Updates as soon as the neighbour table changes.
     pub chord_reactive: bool,
+    /// Proximity neighbour selection (`node::proximity`): keep the nearest peer of
+    /// each finger interval, and attach to candidates now and then to find it.
+    pub proximity: bool,
     /// Predecessors and successors to keep (at least 3, §10.7).
     pub neighbors: usize,
     /// Where this node accepts links (the bound address).
@@ -166,6 +169,7 @@ impl NodeConfig {
             chord_ping_interval: Duration::from_secs(3600),
             partition_check_interval: Duration::from_secs(600),
             chord_reactive: true,
+            proximity: true,
             neighbors: 3,
             listen_addr: None,
             advertise: Vec::new(),

@@ -9,7 +9,8 @@
 //! for a random point of one finger interval (round-robin over the intervals its
 //! successors do not cover; the larger intervals, used by the first hops of every
 //! route, hold the most candidates): [`FAST_SAMPLES`] samples [`FAST`] apart after it
-//! joins, then one every [`STEADY`]. A candidate that is not nearer is not in the
+//! joins (about one per interval that has candidates at 1,000 nodes), then one every
+//! [`STEADY`]. `NodeConfig::proximity` turns all of it off. A candidate that is not nearer is not in the
 //! routing table, so its link is closed a minute later (`unused_links`).
 
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::time::Instant;
 use crate::wire::Destination;
 
 /// Samples after joining, [`FAST`] apart.
-pub const FAST_SAMPLES: u32 = 16;
+pub const FAST_SAMPLES: u32 = 8;
 /// The gap between the first samples.
 pub const FAST: Duration = Duration::from_secs(60);
 /// The gap between later samples.
@@ -62,7 +63,7 @@ impl Node {
 
     /// Puts `peer` in its finger interval if it is nearer than the finger there.
     pub(crate) fn prefer_nearer_finger(&mut self, peer: NodeId) {
-        if self.state != JoinState::Joined {
+        if self.state != JoinState::Joined || !self.cfg.proximity {
             return;
         }
         let Some(i) = finger_index(self.me, peer) else {
@@ -87,7 +88,9 @@ impl Node {
     /// Starts sampling after the join.
     pub(crate) fn start_proximity(&mut self, now: Instant) {
         self.proximity = Proximity::default();
-        self.timers.set(Timer::ProximitySample, now + FAST);
+        if self.cfg.proximity {
+            self.timers.set(Timer::ProximitySample, now + FAST);
+        }
     }
 
     /// Attaches to the peer responsible for a random point of the next finger interval
