@@ -30,6 +30,9 @@ pub struct RoutingTable {
     /// Finger index (1..=128) → peer.
     fingers: BTreeMap<u8, NodeId>,
     neighbors: usize,
+    /// Fingers are chosen by round-trip time (`set_finger`), so a found peer does not
+    /// replace one for lying nearer the interval's start.
+    proximity: bool,
 }
 
 /// Start of finger `i`'s interval: `me + 2^(128-i)`.
@@ -64,7 +67,16 @@ impl RoutingTable {
             successors: Vec::new(),
             fingers: BTreeMap::new(),
             neighbors: neighbors.max(1),
+            proximity: false,
         }
+    }
+
+    /// Lets the owner choose fingers by round-trip time ([`RoutingTable::set_finger`]):
+    /// [`RoutingTable::add`] then keeps the first peer found for a finger instead of
+    /// the one nearest the interval's start.
+    pub fn with_proximity(mut self, on: bool) -> RoutingTable {
+        self.proximity = on;
+        self
     }
 
     /// This peer's Node-ID.
@@ -232,10 +244,16 @@ impl RoutingTable {
             distance(p.0, me)
         });
         if let Some(i) = finger_index(self.me, peer) {
-            // Keep the first peer found for a finger: any peer in the interval serves
-            // (§10.7.4.2), and the node replaces it by a nearer one in round-trip time
-            // (`set_finger`, proximity neighbour selection).
-            self.fingers.entry(i).or_insert(peer);
+            // Any peer in the interval serves (§10.7.4.2). With proximity the first
+            // found stays until the owner finds a nearer one (`set_finger`); without,
+            // one nearer the interval's start replaces it.
+            let start = finger_start(self.me, i);
+            let better = self.fingers.get(&i).is_none_or(|cur| {
+                !self.proximity && distance(start, peer.0) < distance(start, cur.0)
+            });
+            if better {
+                self.fingers.insert(i, peer);
+            }
         }
         (self.predecessors.clone(), self.successors.clone()) != before
     }

@@ -363,7 +363,7 @@ impl Node {
             ),
             started: now,
             state: JoinState::Idle,
-            table: RoutingTable::new(me, cfg.neighbors.max(3)),
+            table: RoutingTable::new(me, cfg.neighbors.max(3)).with_proximity(cfg.proximity),
             links: HashMap::new(),
             link_of: HashMap::new(),
             txns: Transactions::default(),
