@@ -68,6 +68,8 @@ pub struct LinkConfig {
 
 /// The default [`LinkConfig::keepalive`]: a silent peer is suspect within about 11 s.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How much later an end probes after hearing the peer's probe (see `keepalive_due`).
+pub const PROBE_DEFERENCE: Duration = Duration::from_secs(1);
 
 impl Default for LinkConfig {
     fn default() -> Self {
@@ -183,6 +185,8 @@ pub struct FramedLink {
     probing: bool,
     /// The smoothed RTT last handed out by [`FramedLink::poll_rtt`].
     rtt_reported: Option<Duration>,
+    /// The last frame heard was the peer's keep-alive.
+    heard_probe: bool,
 }
 
 impl FramedLink {
@@ -206,6 +210,7 @@ impl FramedLink {
             last_heard: None,
             probing: true,
             rtt_reported: None,
+            heard_probe: false,
         }
     }
 
@@ -275,12 +280,14 @@ impl FramedLink {
             match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(FramedMessage::Data { sequence, message })) => {
                     self.acknowledge(sequence);
+                    self.heard_probe = message.is_empty();
                     self.inbound.push_back(message); // empty: a keep-alive
                 }
                 Ok(Some(FramedMessage::Ack {
                     ack_sequence,
                     received,
                 })) => {
+                    self.heard_probe = false;
                     self.on_ack(ack_sequence, received, now);
                 }
                 Ok(None) => {
@@ -436,8 +443,18 @@ impl FramedLink {
 
     /// When an idle link probes its peer: [`LinkConfig::keepalive`] after the last
     /// frame heard (nothing is probed before the first, nor while probing is off).
+    /// After the peer's own probe, [`PROBE_DEFERENCE`] later: when both ends probe,
+    /// their timers would otherwise restart together (one at the probe, the other at
+    /// its ack) and fire together, two probes where one serves; this way the end
+    /// whose probe was answered keeps probing and the other only answers.
     fn keepalive_due(&self) -> Option<Instant> {
-        Some(self.last_heard? + self.config.keepalive.filter(|_| self.probing)?)
+        let interval = self.config.keepalive.filter(|_| self.probing)?;
+        let defer = if self.heard_probe {
+            PROBE_DEFERENCE
+        } else {
+            Duration::ZERO
+        };
+        Some(self.last_heard? + interval + defer)
     }
 
     /// Turns this end's keep-alive probes on or off (on by default). An end that does
@@ -613,6 +630,59 @@ mod tests {
         assert!(moved > Duration::from_millis(50), "{moved:?}");
     }
 
+    /// Runs `x`'s timers at `now`; what it sends reaches `y` after `d`, and `y`'s
+    /// acks come back after `d` more. Returns the frames `x` sent.
+    fn probe(x: &mut FramedLink, y: &mut FramedLink, now: Instant, d: Duration) -> u32 {
+        let mut sent = 0;
+        x.handle_timeout(now);
+        while let Some(bytes) = x.poll_transmit() {
+            sent += 1;
+            y.handle_bytes(&bytes, now + d).unwrap();
+            while y.poll_message().is_some() {}
+            while let Some(ack) = y.poll_transmit() {
+                x.handle_bytes(&ack, now + d * 2).unwrap();
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn when_both_ends_probe_only_one_does_each_interval() {
+        let (mut a, mut b) = (
+            FramedLink::new(LinkConfig::default()),
+            FramedLink::new(LinkConfig::default()),
+        );
+        let d = Duration::from_millis(40); // one way
+        a.send(Bytes::from_static(b"hello"), Instant::ZERO).unwrap();
+        pump(&mut a, &mut b, Instant::ZERO + d);
+        pump(&mut b, &mut a, Instant::ZERO + d * 2);
+        let _ = b.poll_message();
+        // A minute of idleness, frames carried after `d`: count each end's probes.
+        let (mut now, mut probes) = (Instant::ZERO + d * 2, [0u32; 2]);
+        let end = now + Duration::from_secs(60);
+        while now < end {
+            let next = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("someone probes");
+            now = next;
+            probes[0] += probe(&mut a, &mut b, now, d);
+            probes[1] += probe(&mut b, &mut a, now, d);
+        }
+        assert_eq!(
+            probes.iter().sum::<u32>(),
+            6,
+            "one probe per interval: {probes:?}"
+        );
+        assert!(
+            probes.contains(&0),
+            "and always from the same end: {probes:?}"
+        );
+        assert_eq!(a.health(), LinkHealth::Up);
+        assert_eq!(b.health(), LinkHealth::Up);
+    }
+
     #[test]
     fn an_end_that_does_not_probe_still_answers_probes() {
         let (mut a, mut b) = (
@@ -633,7 +703,11 @@ mod tests {
         pump(&mut b, &mut a, due);
         assert_eq!(a.poll_timeout(), Some(due + KEEPALIVE), "b acknowledged");
         b.set_keepalive(true);
-        assert_eq!(b.poll_timeout(), Some(due + KEEPALIVE), "on again");
+        assert_eq!(
+            b.poll_timeout(),
+            Some(due + KEEPALIVE + PROBE_DEFERENCE),
+            "on again, after the peer's next probe would have come"
+        );
     }
 
     #[test]
