@@ -10,8 +10,9 @@
 //! successors do not cover; the larger intervals, used by the first hops of every
 //! route, hold the most candidates): [`FAST_SAMPLES`] samples [`FAST`] apart after it
 //! joins (about one per interval that has candidates at 1,000 nodes), then one every
-//! [`STEADY`]. `NodeConfig::proximity` turns all of it off. A candidate that is not nearer is not in the
-//! routing table, so its link is closed a minute later (`unused_links`).
+//! [`STEADY`]. A candidate that is not nearer is not in the routing table, so its link
+//! is closed a minute later (`unused_links`). `NodeConfig::proximity` turns all of it
+//! off.
 
 use std::time::Duration;
 
