@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ring, routing, secs};
-use crate::id::{NodeId, ResourceId};
+use super::{Ring, routing};
+use crate::id::NodeId;
 use crate::node::unused_links::{IDLE, SWEEP};
-use crate::wire::{Body, Destination};
 
 /// Every node's links as peers, and every node's routing table.
 fn snapshot(r: &Ring) -> (BTreeMap<NodeId, Vec<NodeId>>, BTreeMap<NodeId, Vec<NodeId>>) {
@@ -74,16 +73,5 @@ fn a_link_neither_end_routes_over_is_closed_and_every_table_keeps_its_links() {
     r.assert_stable();
     // And the ring still routes: a ping from every node to a point half way round
     // is answered by the node responsible for it.
-    let mut reqs = Vec::new();
-    for id in r.live() {
-        let k = id.0.wrapping_add(1 << 127);
-        let dest = vec![Destination::Resource(ResourceId(k))];
-        let req = r.net.request(id, dest, Body::PingReq(Default::default()));
-        reqs.push((id, req.expect("joined"), k));
-    }
-    r.run_checked(secs(5));
-    for (id, req, k) in reqs {
-        let answer = routing::answer(&r, (id, req)).expect("answered");
-        assert_eq!(answer.expect("no error").from, routing::responsible(&r, k));
-    }
+    routing::assert_pings_reach_the_responsible_nodes(&mut r, 1 << 127);
 }

@@ -57,18 +57,5 @@ fn fingers_are_nearer_than_the_peers_at_the_start_of_their_intervals() {
         "mean finger delay {chosen:?} is not a quarter below the {natural:?} of the peers at the interval starts"
     );
     // Routing over the chosen fingers still reaches the responsible node.
-    let mut reqs = Vec::new();
-    for id in r.live() {
-        let k = id.0.wrapping_add(3 << 125);
-        let dest = vec![crate::wire::Destination::Resource(crate::id::ResourceId(k))];
-        let req = r
-            .net
-            .request(id, dest, crate::wire::Body::PingReq(Default::default()));
-        reqs.push((id, req.expect("joined"), k));
-    }
-    r.run_checked(secs(5));
-    for (id, req, k) in reqs {
-        let answer = routing::answer(&r, (id, req)).expect("answered");
-        assert_eq!(answer.expect("no error").from, routing::responsible(&r, k));
-    }
+    routing::assert_pings_reach_the_responsible_nodes(&mut r, 3 << 125);
 }

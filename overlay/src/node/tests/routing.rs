@@ -17,6 +17,23 @@ pub(super) fn answer(
     })
 }
 
+/// Every live node pings the point `offset` after its own Node-ID; each ping must be
+/// answered, without error, by the node responsible for that point.
+pub(super) fn assert_pings_reach_the_responsible_nodes(r: &mut Ring, offset: u128) {
+    let mut reqs = Vec::new();
+    for id in r.live() {
+        let k = id.0.wrapping_add(offset);
+        let dest = vec![Destination::Resource(ResourceId(k))];
+        let req = r.net.request(id, dest, Body::PingReq(Default::default()));
+        reqs.push((id, req.expect("joined"), k));
+    }
+    r.run_checked(secs(5));
+    for (id, req, k) in reqs {
+        let answer = answer(r, (id, req)).expect("answered");
+        assert_eq!(answer.expect("no error").from, responsible(r, k));
+    }
+}
+
 /// The live node responsible for `k`: the first at or after it.
 pub(super) fn responsible(r: &Ring, k: u128) -> NodeId {
     let mut ids = r.live();
