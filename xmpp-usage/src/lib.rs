@@ -17,6 +17,7 @@
 //!
 //! Everything except `runtime` is sans-IO: no sockets, no clock, no global RNG.
 
+pub mod device;
 pub mod fanout;
 pub mod jid;
 pub mod kind;

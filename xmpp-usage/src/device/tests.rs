@@ -1,0 +1,361 @@
+//! The device core driven by hand: outputs are checked one by one, time is injected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use xor_overlay::id::NodeId;
+use xor_overlay::time::Instant;
+use xor_overlay::wire::{DataValue, Encode, Signature, StoredData, StoredDataValue};
+
+use super::*;
+use crate::fanout::Device as Peer;
+use crate::location::XmppLocation;
+use crate::stanza;
+
+const ME: u128 = 100;
+
+fn jid(s: &str) -> Jid {
+    Jid::parse(s).unwrap()
+}
+
+fn device() -> Device {
+    Device::new(DeviceConfig {
+        me: jid("romeo@m.lit/phone"),
+        node: NodeId(ME),
+        max_forwards: 4,
+        resolve_cache: Duration::from_secs(30),
+        max_streams: 2,
+        seed: 1,
+    })
+}
+
+fn located(nodes: &[u128]) -> Vec<StoredData> {
+    nodes
+        .iter()
+        .map(|n| StoredData {
+            storage_time: 1,
+            lifetime: 60,
+            value: StoredDataValue::Dictionary {
+                key: Bytes::copy_from_slice(&NodeId(*n).to_be_bytes()),
+                value: DataValue::new(XmppLocation::device(NodeId(*n), 10).to_bytes().unwrap()),
+            },
+            signature: Signature::anonymous(),
+        })
+        .collect()
+}
+
+fn outputs(d: &mut Device) -> Vec<Output> {
+    std::iter::from_fn(|| d.poll_output()).collect()
+}
+
+fn fetch_ids(out: &[Output]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Fetch { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn attaches(out: &[Output]) -> Vec<NodeId> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Attach { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The writes of each dispatch, by token: (token, [(device node, body)]).
+fn dispatched(out: &[Output]) -> Vec<(u64, Vec<(u128, Option<String>)>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Dispatch { token, writes } => Some((
+                *token,
+                writes
+                    .iter()
+                    .map(|w| (w.device.node.0, stanza::body(&w.stanza)))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn t(secs: u64) -> Instant {
+    Instant::from_secs(secs)
+}
+
+fn addr() -> SocketAddr {
+    "192.0.2.1:5222".parse().unwrap()
+}
+
+/// Brings up a stream of ours to `node`, a device of `user`.
+fn connect(d: &mut Device, node: u128, user: &str, now: Instant) -> u64 {
+    let (id, role) = d.accept_stream(NodeId(node), true).expect("expected");
+    assert_eq!(
+        role,
+        StreamRole::Initiator {
+            expect: jid(user).bare()
+        }
+    );
+    let peer = Peer {
+        node: NodeId(node),
+        jid: jid(user),
+    };
+    d.stream_up(id, peer, addr(), now);
+    id
+}
+
+/// Looks up romeo's own devices (none) and juliet's (`nodes`), answering both fetches.
+fn resolve_juliet(d: &mut Device, out: &[Output], nodes: &[u128], now: Instant) {
+    let ids = fetch_ids(out);
+    assert_eq!(ids.len(), 2, "own devices and the recipient's: {out:?}");
+    d.fetched(ids[0], Ok(vec![]), now);
+    d.fetched(ids[1], Ok(located(nodes)), now);
+}
+
+#[test]
+fn a_first_message_is_looked_up_connected_and_written_and_later_ones_keep_their_order() {
+    let mut d = device();
+    let juliet = jid("juliet@c.lit");
+    d.send(1, stanza::chat(&juliet, "one"), t(0));
+    d.send(2, stanza::chat(&juliet, "two"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[7], t(0));
+    let out = outputs(&mut d);
+    assert_eq!(attaches(&out), vec![NodeId(7)]);
+    assert!(
+        dispatched(&out).is_empty(),
+        "nothing before the stream is up"
+    );
+    // A third message while the first two wait joins the queue behind them.
+    d.send(3, stanza::chat(&juliet, "three"), t(1));
+    assert!(dispatched(&outputs(&mut d)).is_empty());
+    connect(&mut d, 7, "juliet@c.lit/balcony", t(1));
+    let out = outputs(&mut d);
+    let order: Vec<(u64, Vec<(u128, Option<String>)>)> = dispatched(&out);
+    assert_eq!(
+        order,
+        vec![
+            (1, vec![(7, Some("one".into()))]),
+            (2, vec![(7, Some("two".into()))]),
+            (3, vec![(7, Some("three".into()))]),
+        ]
+    );
+    assert!(
+        out.contains(&Output::Event(XmppEvent::DeviceConnected(Peer {
+            node: NodeId(7),
+            jid: jid("juliet@c.lit/balcony"),
+        })))
+    );
+    // Remembered: the next one is written at once, without a lookup.
+    d.send(4, stanza::chat(&juliet, "four"), t(2));
+    let out = outputs(&mut d);
+    assert!(fetch_ids(&out).is_empty());
+    assert_eq!(dispatched(&out), vec![(4, vec![(7, Some("four".into()))])]);
+}
+
+#[test]
+fn a_dead_device_delays_the_others_by_first_contact_at_most_and_is_then_held_back() {
+    let mut d = device();
+    let juliet = jid("juliet@c.lit");
+    d.send(1, stanza::chat(&juliet, "hi"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[7, 8], t(0));
+    assert_eq!(attaches(&outputs(&mut d)), vec![NodeId(7), NodeId(8)]);
+    connect(&mut d, 7, "juliet@c.lit/a", t(1));
+    assert!(
+        dispatched(&outputs(&mut d)).is_empty(),
+        "8 may still answer"
+    );
+    assert_eq!(d.poll_timeout(), Some(t(0) + FIRST_CONTACT));
+    d.handle_timeout(t(0) + FIRST_CONTACT);
+    assert_eq!(
+        dispatched(&outputs(&mut d)),
+        vec![(1, vec![(7, Some("hi".into()))])]
+    );
+    // The attempt on 8 runs out; a later send does not wait for it at all.
+    assert_eq!(d.poll_timeout(), Some(t(0) + CONNECT_TIMEOUT));
+    d.handle_timeout(t(0) + CONNECT_TIMEOUT);
+    let later = t(0) + CONNECT_TIMEOUT + Duration::from_secs(1);
+    d.send(2, stanza::chat(&juliet, "again"), later);
+    let out = outputs(&mut d);
+    assert!(
+        fetch_ids(&out).is_empty(),
+        "juliet's devices are remembered"
+    );
+    assert!(attaches(&out).is_empty(), "8 is held back: {out:?}");
+    assert_eq!(dispatched(&out), vec![(2, vec![(7, Some("again".into()))])]);
+}
+
+#[test]
+fn when_every_remembered_device_fails_the_recipient_is_looked_up_again_once() {
+    let mut d = device();
+    let juliet = jid("juliet@c.lit");
+    d.send(1, stanza::chat(&juliet, "hi"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[7], t(0));
+    outputs(&mut d);
+    let id = connect(&mut d, 7, "juliet@c.lit/a", t(0));
+    assert_eq!(dispatched(&outputs(&mut d)).len(), 1);
+    // 7 goes away and re-registers as 9; the remembered route fails at once.
+    d.stream_down(id, t(1));
+    outputs(&mut d);
+    d.send(2, stanza::chat(&juliet, "where are you"), t(2));
+    let out = outputs(&mut d);
+    assert_eq!(attaches(&out), vec![NodeId(7)]);
+    d.attach_failed(NodeId(7), "no answer".into(), t(3));
+    let out = outputs(&mut d);
+    let ids = fetch_ids(&out);
+    assert_eq!(ids.len(), 1, "juliet looked up again: {out:?}");
+    d.fetched(ids[0], Ok(located(&[9])), t(3));
+    assert_eq!(attaches(&outputs(&mut d)), vec![NodeId(9)]);
+    connect(&mut d, 9, "juliet@c.lit/b", t(3));
+    assert_eq!(
+        dispatched(&outputs(&mut d)),
+        vec![(2, vec![(9, Some("where are you".into()))])]
+    );
+    // A fresh lookup whose devices all fail is not repeated: the send fails.
+    d.send(3, stanza::chat(&jid("nurse@c.lit"), "hello"), t(4));
+    let out = outputs(&mut d);
+    let ids = fetch_ids(&out);
+    d.fetched(ids[0], Ok(located(&[11])), t(4));
+    d.attach_failed(NodeId(11), "refused".into(), t(4));
+    let out = outputs(&mut d);
+    match out.last() {
+        Some(Output::Failed { token: 3, failure }) => {
+            assert!(
+                matches!(&failure.error, SendError::Unreachable { why, .. } if why == &[ConnectError::Attach("refused".into())]),
+                "{failure:?}"
+            );
+            assert_eq!(stanza::body(&failure.stanza).as_deref(), Some("hello"));
+        }
+        other => panic!("expected the send to fail, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unregistered_recipient_and_a_missing_to_fail_with_the_stanza_back() {
+    let mut d = device();
+    let nobody = jid("nobody@c.lit");
+    let mut iq = stanza::chat(&nobody, "x");
+    stanza::remove_attr(&mut iq, "to");
+    d.send(1, iq, t(0));
+    assert!(matches!(
+        outputs(&mut d).as_slice(),
+        [Output::Failed { token: 1, failure }] if failure.error == SendError::NoRecipient
+    ));
+    d.send(2, stanza::chat(&nobody, "x"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[], t(0));
+    assert!(matches!(
+        outputs(&mut d).as_slice(),
+        [Output::Failed { token: 2, failure }] if matches!(failure.error, SendError::Resolve(ResolveError::NotFound(_)))
+    ));
+    assert_eq!(d.queued(), 0);
+}
+
+#[test]
+fn streams_to_other_users_are_bounded_and_the_least_preferred_is_closed() {
+    let mut d = device();
+    let mut ids = Vec::new();
+    for (n, user) in [(1, "a@x.lit/r"), (2, "b@x.lit/r"), (3, "c@x.lit/r")] {
+        let (id, role) = d.accept_stream(NodeId(n), false).unwrap();
+        assert_eq!(role, StreamRole::Responder);
+        let peer = Peer {
+            node: NodeId(n),
+            jid: jid(user),
+        };
+        d.stream_up(id, peer, addr(), t(n as u64));
+        ids.push(id);
+    }
+    let out = outputs(&mut d);
+    assert!(
+        out.contains(&Output::Close { stream: ids[0] }),
+        "the least recently used: {out:?}"
+    );
+    assert_eq!(d.devices().len(), 2);
+    // An own device does not count and is never closed.
+    let (id, _) = d.accept_stream(NodeId(4), false).unwrap();
+    let own = Peer {
+        node: NodeId(4),
+        jid: jid("romeo@m.lit/laptop"),
+    };
+    d.stream_up(id, own.clone(), addr(), t(5));
+    assert!(
+        !outputs(&mut d)
+            .iter()
+            .any(|o| matches!(o, Output::Close { .. }))
+    );
+    d.stream_down(id, t(6));
+    let out = outputs(&mut d);
+    assert!(out.contains(&Output::OwnLost));
+    assert!(out.contains(&Output::Event(XmppEvent::DeviceDisconnected(own))));
+    // A connection nobody asked for (requested, but no attempt) is refused.
+    assert_eq!(d.accept_stream(NodeId(99), true), None);
+}
+
+#[test]
+fn received_messages_are_delivered_once_and_carbon_copied_to_own_devices() {
+    let mut d = device();
+    let (own, _) = d.accept_stream(NodeId(4), false).unwrap();
+    d.stream_up(
+        own,
+        Peer {
+            node: NodeId(4),
+            jid: jid("romeo@m.lit/laptop"),
+        },
+        addr(),
+        t(0),
+    );
+    let (theirs, _) = d.accept_stream(NodeId(7), false).unwrap();
+    d.stream_up(
+        theirs,
+        Peer {
+            node: NodeId(7),
+            jid: jid("juliet@c.lit/a"),
+        },
+        addr(),
+        t(0),
+    );
+    outputs(&mut d);
+    let mut m = stanza::chat(&jid("romeo@m.lit/phone"), "hi");
+    stanza::set_attr(&mut m, "from", "juliet@c.lit/a");
+    stanza::ensure_origin_id(&mut m, || "o1".into());
+    d.stream_stanza(theirs, m.clone(), t(1));
+    let out = outputs(&mut d);
+    assert!(
+        matches!(&out[..], [Output::Write(w), Output::Event(XmppEvent::Stanza(_))] if w.stream == own && w.carbon)
+    );
+    d.stream_stanza(theirs, m, t(2));
+    assert!(
+        outputs(&mut d).is_empty(),
+        "the same origin-id again is a duplicate"
+    );
+}
+
+#[test]
+fn shutdown_closes_every_stream_and_fails_what_waits() {
+    let mut d = device();
+    let (id, _) = d.accept_stream(NodeId(7), false).unwrap();
+    d.stream_up(
+        id,
+        Peer {
+            node: NodeId(7),
+            jid: jid("juliet@c.lit/a"),
+        },
+        addr(),
+        t(0),
+    );
+    d.send(1, stanza::chat(&jid("nurse@c.lit"), "x"), t(0));
+    outputs(&mut d);
+    d.shutdown();
+    let out = outputs(&mut d);
+    assert!(out.contains(&Output::Close { stream: id }));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Failed { token: 1, failure } if failure.error == SendError::Stopped)
+    ));
+    assert!(d.devices().is_empty());
+}
