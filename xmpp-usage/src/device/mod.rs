@@ -20,7 +20,7 @@
 //! they were given, because only the head of a recipient's queue is worked on: the
 //! next one waits until the head is written or has failed.
 
-mod send;
+pub(crate) mod send;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -247,6 +247,8 @@ pub struct Device {
     queues: HashMap<Jid, VecDeque<Pending>>,
     streams: HashMap<NodeId, Vec<StreamEntry>>,
     by_id: HashMap<u64, NodeId>,
+    /// Streams this device closed, until they end: their device.
+    closing: HashMap<u64, Peer>,
     /// Streams accepted and still negotiating.
     negotiating: HashMap<u64, NodeId>,
     expected: HashMap<NodeId, Expected>,
@@ -272,6 +274,7 @@ impl Device {
             streams: HashMap::new(),
             by_id: HashMap::new(),
             negotiating: HashMap::new(),
+            closing: HashMap::new(),
             expected: HashMap::new(),
             unreachable: HashMap::new(),
             next_id: 0,

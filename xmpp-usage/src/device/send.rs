@@ -42,7 +42,7 @@ pub enum SendError {
 }
 
 /// `a; b; c` for an error list.
-fn list(errors: &[ConnectError]) -> String {
+pub(crate) fn list(errors: &[ConnectError]) -> String {
     let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
     all.join("; ")
 }

@@ -209,18 +209,23 @@ impl Device {
 
     /// A stanza arrived on stream `id` (already checked to come from its device).
     pub fn stream_stanza(&mut self, id: u64, stanza: Element, now: Instant) {
-        let Some(node) = self.by_id.get(&id).copied() else {
-            return;
+        let open = self
+            .by_id
+            .get(&id)
+            .and_then(|node| self.streams.get_mut(node))
+            .and_then(|v| v.iter_mut().find(|e| e.id == id));
+        let from = match open {
+            Some(entry) => {
+                entry.used = now;
+                entry.device.clone()
+            }
+            // Closed by us: what the peer sent before it saw the close still counts
+            // (RFC 6120 §4.4).
+            None => match self.closing.get(&id) {
+                Some(d) => d.clone(),
+                None => return,
+            },
         };
-        let Some(entry) = self
-            .streams
-            .get_mut(&node)
-            .and_then(|v| v.iter_mut().find(|e| e.id == id))
-        else {
-            return;
-        };
-        entry.used = now;
-        let from = entry.device.clone();
         let own = self.own();
         let connected = self.devices();
         let plan = self.router.incoming_from(stanza, &from, &own, &connected);
@@ -242,6 +247,9 @@ impl Device {
 
     /// Stream `id` ended (either side closed it, or it failed).
     pub fn stream_down(&mut self, id: u64, now: Instant) {
+        if self.closing.remove(&id).is_some() {
+            return;
+        }
         if let Some(node) = self.negotiating.remove(&id) {
             // A stream of ours that failed before it was up: the attempt failed.
             if self.expected.contains_key(&node) && !self.streams.contains_key(&node) {
@@ -331,6 +339,9 @@ impl Device {
             for e in entries {
                 self.by_id.remove(&e.id);
                 self.out.push_back(Output::Close { stream: e.id });
+                if self.closing.len() < super::UNREACHABLE_MAX {
+                    self.closing.insert(e.id, e.device.clone());
+                }
                 device.get_or_insert(e.device);
             }
             if let Some(d) = device {

@@ -67,8 +67,11 @@ fn attaches(out: &[Output]) -> Vec<NodeId> {
         .collect()
 }
 
-/// The writes of each dispatch, by token: (token, [(device node, body)]).
-fn dispatched(out: &[Output]) -> Vec<(u64, Vec<(u128, Option<String>)>)> {
+/// The writes of one dispatch: (token, [(device node, body)]).
+type Dispatched = (u64, Vec<(u128, Option<String>)>);
+
+/// The writes of each dispatch.
+fn dispatched(out: &[Output]) -> Vec<Dispatched> {
     out.iter()
         .filter_map(|o| match o {
             Output::Dispatch { token, writes } => Some((
@@ -135,7 +138,7 @@ fn a_first_message_is_looked_up_connected_and_written_and_later_ones_keep_their_
     assert!(dispatched(&outputs(&mut d)).is_empty());
     connect(&mut d, 7, "juliet@c.lit/balcony", t(1));
     let out = outputs(&mut d);
-    let order: Vec<(u64, Vec<(u128, Option<String>)>)> = dispatched(&out);
+    let order = dispatched(&out);
     assert_eq!(
         order,
         vec![

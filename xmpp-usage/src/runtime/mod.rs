@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-mod hub;
+mod driver;
 mod maintain;
 mod stream;
 
@@ -29,22 +29,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use minidom::Element;
-use rand::Rng;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
-use xor_overlay::id::NodeId;
 use xor_overlay::identity::{Credentials, TrustStore};
 use xor_overlay::link::LinkConfig;
 use xor_overlay::node::{JoinFailure, JoinState, NodeConfig, RequestError};
-use xor_overlay::runtime::{AppError, Overlay, StartError};
-use xor_overlay::wire::{
-    DataValue, Destination, Encode, KindId, ModelSpecifier, StoredDataSpecifier, StoredDataValue,
-};
+use xor_overlay::runtime::{Overlay, StartError};
+use xor_overlay::wire::{DataValue, Destination, Encode, KindId, StoredDataValue};
 
-use self::hub::{Hub, HubMsg};
+use self::driver::Driver;
 use self::stream::StreamSettings;
 use crate::XMPP_APPLICATION;
-use crate::fanout::{Delivery, Device};
+use crate::device::SendError;
+pub use crate::device::{ConnectError, FIRST_CONTACT, SendReport, XmppEvent};
+use crate::fanout::Device;
 use crate::jid::Jid;
 use crate::kind::{XMPP_LOCATION, resource_of, xmpp_location_kind};
 use crate::location::XmppLocation;
@@ -123,28 +121,6 @@ impl XmppConfig {
     }
 }
 
-/// What the node tells the application.
-#[derive(Debug, Clone, PartialEq)]
-pub enum XmppEvent {
-    /// A stanza for the application (once per stanza).
-    Stanza(Delivery),
-    /// A direct stream to a device is up.
-    DeviceConnected(Device),
-    /// The last stream to a device is gone.
-    DeviceDisconnected(Device),
-}
-
-/// Where a stanza went.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SendReport {
-    /// The recipient's devices it was written to.
-    pub delivered_to: Vec<Device>,
-    /// Devices it could not be written to.
-    pub failed: Vec<(Device, ConnectError)>,
-    /// `sent` carbons to this user's other devices.
-    pub carbons: usize,
-}
-
 /// Why the node could not start or a stanza could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum XmppError {
@@ -177,7 +153,10 @@ pub enum XmppError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// None of the recipient's devices could be reached.
-    #[error("none of {jid}'s devices could be reached: {}", list(why))]
+    #[error(
+        "none of {jid}'s devices could be reached: {}",
+        crate::device::send::list(why)
+    )]
     Unreachable {
         /// The recipient.
         jid: String,
@@ -192,102 +171,6 @@ pub enum XmppError {
     Stopped,
 }
 
-/// Why no stream to a device could be had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectError {
-    /// The AppAttach or the connection under it failed.
-    #[error(transparent)]
-    Attach(#[from] AppError),
-    /// The device did not open its stream before the hub gave up on it.
-    #[error("the device did not connect in time")]
-    TimedOut,
-    /// The device did not answer within the first-contact wait; the attempt goes on.
-    #[error("device {node} did not answer within {waited:?} (still trying)")]
-    NoAnswerYet {
-        /// The device's Node-ID.
-        node: NodeId,
-        /// How long the send waited.
-        waited: Duration,
-    },
-    /// The stream to this Node-ID belongs to another user than the route's.
-    #[error("device {node} is {found}, not {expected}")]
-    WrongUser {
-        /// The device's Node-ID.
-        node: NodeId,
-        /// Whose device its stream is.
-        found: Jid,
-        /// The user the route was resolved for.
-        expected: Jid,
-    },
-    /// The device failed recently and is not tried again yet.
-    #[error("{why} (device {node} not tried again for {left_secs} s)")]
-    Held {
-        /// The device's Node-ID.
-        node: NodeId,
-        /// Seconds until it is tried again.
-        left_secs: u64,
-        /// Why its last attempt failed.
-        why: Box<ConnectError>,
-    },
-    /// The stream exists but its queue stayed full, or it closed under the send.
-    #[error("the stream is closed or stuck")]
-    StreamStuck,
-    /// The node has stopped.
-    #[error("the node has stopped")]
-    Stopped,
-}
-
-/// `a; b; c` for an error list.
-fn list(errors: &[ConnectError]) -> String {
-    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    all.join("; ")
-}
-
-/// A failed send, with the stanza when it was not handed to any stream.
-struct Undelivered {
-    error: XmppError,
-    stanza: Option<Element>,
-}
-
-impl Undelivered {
-    /// None of `recipient`'s devices took the stanza.
-    fn unreachable(
-        recipient: &Jid,
-        why: Vec<ConnectError>,
-        stanza: Option<Element>,
-    ) -> Undelivered {
-        Undelivered {
-            error: XmppError::Unreachable {
-                jid: recipient.to_string(),
-                why,
-            },
-            stanza,
-        }
-    }
-}
-
-impl From<XmppError> for Undelivered {
-    fn from(error: XmppError) -> Undelivered {
-        Undelivered {
-            error,
-            stanza: None,
-        }
-    }
-}
-
-impl From<ResolveError> for Undelivered {
-    fn from(error: ResolveError) -> Undelivered {
-        XmppError::from(error).into()
-    }
-}
-
-/// How long a send waits for room in a stream's queue before giving that device up.
-const STREAM_WAIT: Duration = Duration::from_secs(10);
-/// How long a send waits for a first connection to a device. A device whose record
-/// outlived it (a crash) does not answer: the others get the stanza after this at
-/// most, the attempt goes on in the background (the next stanza finds the stream if
-/// it came), and a failed device is not tried again for a minute.
-pub const FIRST_CONTACT: Duration = Duration::from_secs(5);
 /// Attempts at the first registration, and the delay after the first failure (it
 /// grows by itself each time).
 const REGISTER_ATTEMPTS: u32 = 5;
@@ -308,26 +191,22 @@ fn transient(e: &XmppError) -> bool {
     }
 }
 
-/// Recipients' routes and when they were looked up.
-type RouteCache = std::collections::HashMap<Jid, (Vec<Route>, tokio::time::Instant)>;
-
 /// A running XMPP device.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct XmppNode {
     me: Jid,
     overlay: Overlay,
-    hub: mpsc::Sender<HubMsg>,
+    driver: Driver,
     events: Arc<Mutex<Option<mpsc::Receiver<XmppEvent>>>>,
     cfg: Arc<XmppConfig>,
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
-    resolved: Arc<Mutex<RouteCache>>,
     /// The address this device forwards its user to, if it does.
     forward: Arc<std::sync::Mutex<Option<Jid>>>,
 }
 
-impl std::fmt::Debug for HubMsg {
+impl std::fmt::Debug for XmppNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HubMsg")
+        f.debug_struct("XmppNode").field("me", &self.me).finish()
     }
 }
 
@@ -376,35 +255,28 @@ impl XmppNode {
         }
         let me = cfg.jid.with_resource(cfg.resource.clone());
         let (events_tx, events_rx) = mpsc::channel(1024);
-        let (hub_tx, hub_rx) = mpsc::channel(1024);
-        let (reports_tx, reports_rx) = mpsc::channel(1024);
         let settings = StreamSettings {
             me: me.clone(),
             max_stanza: cfg.max_stanza,
             keepalive: cfg.keepalive,
             handshake_timeout: Duration::from_secs(10),
-            max_streams: cfg.max_streams,
         };
-        // XEP-0359 ids: the device's Node-ID (unique in the overlay) and a random part,
-        // so two devices never mint the same id.
         let node_id = overlay.node_id();
-        let seed = (node_id.0 as u64) ^ ((node_id.0 >> 64) as u64) ^ cfg.node.seed;
-        let origin = Arc::new(std::sync::Mutex::new(
-            <rand_chacha::ChaCha12Rng as rand::SeedableRng>::seed_from_u64(seed),
-        ));
-        let fresh: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
-            let mut rng = origin.lock().expect("origin-id rng");
-            format!("{node_id}-{:016x}", rng.next_u64())
+        let core = crate::device::Device::new(crate::device::DeviceConfig {
+            me: me.clone(),
+            node: node_id,
+            max_forwards: cfg.max_forwards,
+            resolve_cache: cfg.resolve_cache,
+            max_streams: cfg.max_streams,
+            seed: (node_id.0 as u64) ^ ((node_id.0 >> 64) as u64) ^ cfg.node.seed,
         });
         let own_lost = Arc::new(tokio::sync::Notify::new());
-        let hub = Hub::new(
-            me.clone(),
+        let driver = Driver::new(
+            core,
             overlay.clone(),
             settings,
+            cfg.location_kind,
             events_tx,
-            reports_tx,
-            hub_tx.clone(),
-            fresh,
             own_lost.clone(),
         );
         cfg.node.listen_addr = Some(overlay.local_addr());
@@ -417,24 +289,13 @@ impl XmppNode {
         let node = XmppNode {
             me,
             overlay: overlay.clone(),
-            hub: hub_tx.clone(),
+            driver: driver.clone(),
             events: Arc::new(Mutex::new(Some(events_rx))),
             cfg: cfg.clone(),
             tasks: Arc::new(std::sync::Mutex::new(Vec::new())),
-            resolved: Arc::new(Mutex::new(std::collections::HashMap::new())),
             forward: Arc::new(std::sync::Mutex::new(None)),
         };
-        let mut tasks = vec![tokio::spawn(hub.run(hub_rx, reports_rx))];
-        if let Some(mut streams) = overlay.take_app_streams() {
-            let hub = hub_tx.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(s) = streams.recv().await {
-                    if hub.send(HubMsg::Stream(s)).await.is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
+        let mut tasks = vec![tokio::spawn(driver.run(overlay.take_app_streams()))];
         // Right after a join the ring may still be settling (several nodes joining at
         // once disagree for a moment on who is responsible): try a few times.
         let mut attempt = 1;
@@ -530,26 +391,15 @@ impl XmppNode {
         self.register(self.own_location()).await
     }
 
-    /// The devices of `jid`, by priority (lowest first).
+    /// The devices of `jid`, by priority (lowest first), looked up now.
     pub async fn resolve(&self, jid: &Jid) -> Result<Vec<Route>, ResolveError> {
         let mut r = Resolver::new(jid, self.cfg.max_forwards);
         loop {
             match r.step() {
                 Step::Fetch(j, res) => {
-                    let spec = StoredDataSpecifier {
-                        kind: self.cfg.location_kind,
-                        generation: 0,
-                        model_specifier: ModelSpecifier::Dictionary(vec![]),
-                    };
-                    match self.overlay.fetch(res, vec![spec]).await {
-                        Ok(ans) => {
-                            let values = ans
-                                .kind_responses
-                                .first()
-                                .map(|k| k.values.parsed().to_vec())
-                                .unwrap_or_default();
-                            r.on_values(&j, &values);
-                        }
+                    match driver::fetch_locations(&self.overlay, self.cfg.location_kind, res).await
+                    {
+                        Ok(values) => r.on_values(&j, &values),
                         Err(e) => r.on_error(&j, e),
                     }
                 }
@@ -557,22 +407,6 @@ impl XmppNode {
                 Step::Done(result) => return result,
             }
         }
-    }
-
-    /// The routes to `jid`, resolved at most `resolve_cache` ago.
-    async fn routes_to(&self, jid: &Jid) -> Result<Vec<Route>, ResolveError> {
-        let now = tokio::time::Instant::now();
-        if let Some((routes, at)) = self.resolved.lock().await.get(jid)
-            && now - *at < self.cfg.resolve_cache
-        {
-            return Ok(routes.clone());
-        }
-        let routes = self.resolve(jid).await?;
-        self.resolved
-            .lock()
-            .await
-            .insert(jid.clone(), (routes.clone(), now));
-        Ok(routes)
     }
 
     /// Opens (or finds) a direct stream to the device of `route`.
@@ -589,23 +423,12 @@ impl XmppNode {
     }
 
     /// Connects to every route in parallel (XEP-0415: "It is RECOMMENDED to perform
-    /// connection attempts in parallel").
+    /// connection attempts in parallel"), waiting at most [`FIRST_CONTACT`].
     async fn connect_all(&self, routes: Vec<Route>) -> Vec<Result<Device, ConnectError>> {
         let mut waits = Vec::new();
         for route in routes {
-            let node = route.node;
-            let (reply, rx) = oneshot::channel();
-            if self
-                .hub
-                .send(HubMsg::Ensure { route, reply })
-                .await
-                .is_err()
-            {
-                return vec![Err(ConnectError::Stopped)];
-            }
-            waits.push((node, rx));
+            waits.push((route.node, self.driver.ensure(&route).await));
         }
-        // In parallel, each bounded by FIRST_CONTACT.
         let deadline = tokio::time::Instant::now() + FIRST_CONTACT;
         let mut out = Vec::new();
         for (node, w) in waits {
@@ -621,144 +444,41 @@ impl XmppNode {
     }
 
     /// Sends a stanza: to every device of a bare JID, or to one device of a full JID,
-    /// with `sent` carbons to this user's other devices. Recipients' devices are looked
-    /// up at most every `resolve_cache`; if none of the remembered ones answers, they
-    /// are looked up again at once.
+    /// with `sent` carbons to this user's other devices (see [`crate::device`]).
+    /// Returns once the stanza is queued on the streams, after waiting (at most
+    /// 10 s) while one of them is full.
     pub async fn send(&self, stanza: Element) -> Result<SendReport, XmppError> {
-        match self.send_once(stanza).await {
-            Err(Undelivered {
-                error: first @ XmppError::Unreachable { .. },
-                stanza: Some(stanza),
-            }) if self.forget(&stanza).await => {
-                // Looked up afresh: if that fails too, the first failure says best
-                // why (the second is often a refusal to retry the same dial so soon).
-                match self.send_once(stanza).await {
-                    Err(Undelivered {
-                        error: XmppError::Unreachable { .. },
-                        ..
-                    }) => Err(first),
-                    other => other.map_err(|u| u.error),
-                }
-            }
-            other => other.map_err(|u| u.error),
-        }
+        self.submit(stanza).outcome().await
     }
 
-    /// Drops the remembered routes of the stanza's recipient; whether there were any.
-    async fn forget(&self, stanza: &Element) -> bool {
-        let Some(to) = stanza::to(stanza) else {
-            return false;
-        };
-        self.resolved.lock().await.remove(&to.bare()).is_some()
-    }
-
-    /// One attempt; a stanza that reached no stream comes back with the error (the
-    /// caller may look the recipient up again and retry without a copy).
-    async fn send_once(&self, stanza: Element) -> Result<SendReport, Undelivered> {
-        let to = stanza::to(&stanza).ok_or(XmppError::NoRecipient)?;
-        let recipient = to.bare();
-        let mut why = Vec::new();
-        // Carbons go to this user's other devices over their streams; a device that
-        // came up since the last look-up is found here (XEP-0280 through XEP-0415).
-        if stanza.name() == "message"
-            && let Ok(own) = self.routes_to(&self.me.bare()).await
-        {
-            // Waited for (at most FIRST_CONTACT), so the sent carbons reach them.
-            self.connect_all(self.own_routes(own)).await;
+    /// Puts a stanza in its recipient's queue now, without waiting: stanzas to one
+    /// recipient leave in the order they were submitted. The [`Submission`] tells
+    /// how it went.
+    pub fn submit(&self, stanza: Element) -> Submission {
+        let recipient = stanza::to(&stanza).map(|t| t.bare());
+        Submission {
+            to_self: recipient.as_ref() == Some(&self.me.bare()),
+            recipient,
+            rx: Some(self.driver.submit(stanza)),
+            got: None,
         }
-        let mut users = vec![recipient.clone()];
-        if recipient != self.me.bare() {
-            let routes = self.routes_to(&recipient).await?;
-            // A forward (XEP-0415 `xmpp_location_address`) names other users: their
-            // devices are the recipients.
-            for r in &routes {
-                if !users.contains(&r.jid) {
-                    users.push(r.jid.clone());
-                }
-            }
-            let tried = routes.len();
-            why.extend(
-                self.connect_all(routes)
-                    .await
-                    .into_iter()
-                    .filter_map(Result::err),
-            );
-            if why.len() >= tried {
-                return Err(Undelivered::unreachable(&recipient, why, Some(stanza)));
-            }
-        }
-        let (reply, rx) = oneshot::channel();
-        self.hub
-            .send(HubMsg::Dispatch {
-                stanza,
-                recipients: users,
-                reply,
-            })
-            .await
-            .map_err(|_| XmppError::Stopped)?;
-        let mut report = SendReport::default();
-        // A copy a stream refused because it closed under the send (a redundant
-        // stream the peer or the hub just closed) comes back for the retry.
-        let mut returned = None;
-        let outgoing = match rx.await.map_err(|_| XmppError::Stopped)? {
-            Ok(outgoing) => outgoing,
-            Err(stanza) => return Err(Undelivered::unreachable(&recipient, why, Some(stanza))),
-        };
-        for o in outgoing {
-            let written = match tokio::time::timeout(STREAM_WAIT, o.tx.send(o.stanza)).await {
-                Ok(Ok(())) => true,
-                Ok(Err(mpsc::error::SendError(back))) => {
-                    if !o.carbon {
-                        returned.get_or_insert(back);
-                    }
-                    false
-                }
-                Err(_) => false,
-            };
-            match (o.carbon, written) {
-                (true, ok) => report.carbons += usize::from(ok),
-                (false, true) => report.delivered_to.push(o.device),
-                (false, false) => report.failed.push((o.device, ConnectError::StreamStuck)),
-            }
-        }
-        if report.delivered_to.is_empty() && recipient != self.me.bare() {
-            return Err(Undelivered::unreachable(&recipient, why, returned));
-        }
-        Ok(report)
     }
 
     /// The recipients whose devices were looked up, with how many routes each had.
     pub async fn resolved_contacts(&self) -> Vec<(Jid, usize)> {
-        let mut out: Vec<(Jid, usize)> = self
-            .resolved
-            .lock()
-            .await
-            .iter()
-            .filter(|(j, _)| **j != self.me.bare())
-            .map(|(j, (routes, _))| (j.clone(), routes.len()))
-            .collect();
-        out.sort_by_key(|(j, _)| j.to_string());
-        out
+        self.driver.read(crate::device::Device::resolved_contacts)
     }
 
     /// Devices with an open stream.
     pub async fn devices(&self) -> Vec<Device> {
-        let (tx, rx) = oneshot::channel();
-        if self.hub.send(HubMsg::Devices(tx)).await.is_err() {
-            return vec![];
-        }
-        rx.await.unwrap_or_default()
+        self.driver.read(crate::device::Device::devices)
     }
 
     /// Devices with an open stream, each with the peer's address on it: its TCP
     /// endpoint, or the far end of the ICE pair (the TURN server's relayed address
     /// when the stream is relayed).
     pub async fn device_paths(&self) -> Vec<(Device, std::net::SocketAddr)> {
-        let (tx, rx) = oneshot::channel();
-        if self.hub.send(HubMsg::Paths(tx)).await.is_err() {
-            return vec![];
-        }
-        rx.await.unwrap_or_default()
+        self.driver.read(crate::device::Device::device_paths)
     }
 
     /// This user's other devices among `routes` (a forward from this user's JID leads
@@ -790,10 +510,7 @@ impl XmppNode {
     /// lifetime, RFC 6940 §7.4.1.3), closes the streams and leaves the overlay.
     pub async fn shutdown(&self) {
         let _ = self.store_location(DataValue::absent()).await;
-        let (tx, rx) = oneshot::channel();
-        if self.hub.send(HubMsg::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.driver.shutdown().await;
         self.overlay.leave().await;
         if let Ok(mut t) = self.tasks.lock() {
             for task in t.drain(..) {
@@ -810,5 +527,65 @@ impl XmppNode {
                 task.abort();
             }
         }
+    }
+}
+
+/// A stanza given to [`XmppNode::submit`].
+#[derive(Debug)]
+pub struct Submission {
+    recipient: Option<Jid>,
+    to_self: bool,
+    rx: Option<tokio::sync::oneshot::Receiver<Result<driver::Sent, crate::device::SendFailure>>>,
+    got: Option<Result<driver::Sent, crate::device::SendFailure>>,
+}
+
+impl Submission {
+    /// Whether the outcome is known already: the stanza was written to the streams
+    /// at once (its recipient's devices were connected) or failed at once.
+    pub fn decided(&mut self) -> bool {
+        if self.got.is_none()
+            && let Some(rx) = self.rx.as_mut()
+            && let Ok(r) = rx.try_recv()
+        {
+            self.got = Some(r);
+        }
+        self.got.is_some()
+    }
+
+    /// How it went: where the stanza was written, or why it was not. Waits (at most
+    /// 10 s) while a stream it was written to is full.
+    pub async fn outcome(self) -> Result<SendReport, XmppError> {
+        self.finish(true).await
+    }
+
+    /// [`Submission::outcome`] without waiting for full streams (for code that
+    /// must not be slowed down by a recipient, such as answering what arrived).
+    pub async fn outcome_without_waiting(self) -> Result<SendReport, XmppError> {
+        self.finish(false).await
+    }
+
+    async fn finish(mut self, wait: bool) -> Result<SendReport, XmppError> {
+        let got = match (self.got.take(), self.rx.take()) {
+            (Some(r), _) => r,
+            (None, Some(rx)) => rx.await.map_err(|_| XmppError::Stopped)?,
+            (None, None) => return Err(XmppError::Stopped),
+        };
+        let sent = got.map_err(|f| match f.error {
+            SendError::NoRecipient => XmppError::NoRecipient,
+            SendError::Resolve(e) => XmppError::Resolve(e),
+            SendError::Unreachable { jid, why } => XmppError::Unreachable { jid, why },
+            SendError::Stopped => XmppError::Stopped,
+        })?;
+        if wait {
+            sent.room().await;
+        }
+        let report = sent.report;
+        if report.delivered_to.is_empty() && !self.to_self && !report.failed.is_empty() {
+            return Err(XmppError::Unreachable {
+                jid: self.recipient.map(|r| r.to_string()).unwrap_or_default(),
+                why: report.failed.into_iter().map(|(_, e)| e).collect(),
+            });
+        }
+        Ok(report)
     }
 }

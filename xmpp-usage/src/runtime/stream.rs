@@ -12,50 +12,19 @@ use std::time::Duration;
 
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use xor_overlay::id::NodeId;
 use xor_overlay::runtime::LinkStream;
 
+use super::driver::{Driver, outlet};
+use crate::device::StreamRole as Role;
 use crate::fanout::Device;
 use crate::jid::Jid;
 use crate::stanza;
 use crate::stream::io::{StreamEnd, XmlIo};
 use crate::stream::{NS_STREAMS, StreamCondition, StreamError, StreamEvent, writer};
 
-/// Which end of the XMPP stream this is.
-#[derive(Debug, Clone)]
-pub(crate) enum Role {
-    /// We asked for the connection: we send the first header. `expect` is the user we
-    /// resolved the device from.
-    Initiator { expect: Jid },
-    /// The peer asked (AppAttach): we answer its header.
-    Responder,
-}
-
 /// How long a stream this end closed waits for the peer's close (RFC 6120 §4.4).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
-/// What a stream reports to the hub.
-#[derive(Debug)]
-pub(crate) enum StreamReport {
-    Up {
-        id: u64,
-        device: Device,
-        /// The peer's address on the path: its TCP endpoint, or the remote end of
-        /// the ICE pair (a TURN server's relayed address when relayed).
-        addr: std::net::SocketAddr,
-        tx: mpsc::Sender<Element>,
-    },
-    Stanza {
-        device: Device,
-        stanza: Element,
-    },
-    Down {
-        id: u64,
-        device: Option<Device>,
-        reason: StreamEnd,
-    },
-}
 
 /// Stream settings.
 #[derive(Debug, Clone)]
@@ -64,8 +33,6 @@ pub(crate) struct StreamSettings {
     pub(crate) max_stanza: usize,
     pub(crate) keepalive: Duration,
     pub(crate) handshake_timeout: Duration,
-    /// Devices with an open stream, at most (see the hub).
-    pub(crate) max_streams: usize,
 }
 
 type Conn = XmlIo<LinkStream>;
@@ -194,14 +161,14 @@ fn check(mut el: Element, device: &Device) -> Result<Element, StreamError> {
     }
 }
 
-/// Runs a stream until it ends; reports to the hub.
+/// Runs a stream until it ends, feeding the device core through `driver`.
 pub(crate) async fn run(
     id: u64,
     io: LinkStream,
     peer: xor_overlay::runtime::PeerInfo,
     role: Role,
     settings: StreamSettings,
-    hub: mpsc::Sender<StreamReport>,
+    driver: Driver,
 ) {
     let node = peer.node_id();
     let addr = peer.addr;
@@ -215,13 +182,8 @@ pub(crate) async fn run(
     let device = match negotiated {
         Ok(Ok(d)) => d,
         Ok(Err(reason)) => {
-            let _ = hub
-                .send(StreamReport::Down {
-                    id,
-                    device: None,
-                    reason,
-                })
-                .await;
+            tracing::debug!(%node, %reason, "stream negotiation failed");
+            driver.stream_down(id).await;
             return;
         }
         Err(_) => {
@@ -230,29 +192,31 @@ pub(crate) async fn run(
                 "stream negotiation took too long",
             );
             let reason = conn.fail(e).await;
-            let _ = hub
-                .send(StreamReport::Down {
-                    id,
-                    device: None,
-                    reason,
-                })
-                .await;
+            tracing::debug!(%node, %reason, "stream negotiation timed out");
+            driver.stream_down(id).await;
             return;
         }
     };
-    let (tx, mut out) = mpsc::channel::<Element>(256);
-    if hub
-        .send(StreamReport::Up {
-            id,
-            device: device.clone(),
-            addr,
-            tx,
-        })
-        .await
-        .is_err()
-    {
+    let (tx, mut out) = outlet();
+    if !driver.stream_up(id, device.clone(), addr, tx).await {
+        let _ = conn.write(writer::close()).await;
         return;
     }
+    let reason = serve(&mut conn, &mut out, &device, &settings, &driver, id).await;
+    out.rx.close();
+    tracing::debug!(device = %device.jid, %reason, "stream ended");
+    driver.stream_down(id).await;
+}
+
+/// Carries stanzas both ways until the stream ends; why it ended.
+async fn serve(
+    conn: &mut Conn,
+    out: &mut super::driver::Inlet,
+    device: &Device,
+    settings: &StreamSettings,
+    driver: &Driver,
+    id: u64,
+) -> StreamEnd {
     let mut keepalive = tokio::time::interval(settings.keepalive);
     keepalive.tick().await;
     let mut last_read = tokio::time::Instant::now();
@@ -260,119 +224,81 @@ pub(crate) async fn run(
     // too, for at most CLOSE_WAIT: stanzas the peer sent before it saw the close are
     // still delivered.
     let mut closing: Option<tokio::time::Instant> = None;
-    let reason = loop {
+    loop {
         // Hand over everything parsed so far.
         while let Some(ev) = conn.parser.poll() {
             match ev {
                 StreamEvent::Element(el) if el.is("error", NS_STREAMS) => {
                     // RFC 6120 §4.9.1.1: the stream is over; no error goes back.
                     let _ = conn.io.shutdown().await;
-                    let e = StreamError::from_element(&el)
+                    return StreamError::from_element(&el)
                         .map_or(StreamEnd::Closed, StreamEnd::Received);
-                    let _ = hub
-                        .send(StreamReport::Down {
-                            id,
-                            device: Some(device),
-                            reason: e,
-                        })
-                        .await;
-                    return;
                 }
-                StreamEvent::Element(el) => match check(el, &device) {
-                    Ok(stanza) => {
-                        if hub
-                            .send(StreamReport::Stanza {
-                                device: device.clone(),
-                                stanza,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            let _ = conn.write(writer::close()).await;
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let reason = conn.fail(e).await;
-                        let _ = hub
-                            .send(StreamReport::Down {
-                                id,
-                                device: Some(device.clone()),
-                                reason,
-                            })
-                            .await;
-                        return;
-                    }
+                StreamEvent::Element(el) => match check(el, device) {
+                    Ok(stanza) => driver.stream_stanza(id, stanza).await,
+                    Err(e) => return conn.fail(e).await,
                 },
                 StreamEvent::Close => {
+                    // Nothing more is queued here: a send that comes now finds the
+                    // queue closed and goes to a new stream.
+                    out.rx.close();
                     if closing.is_none() {
                         // Stanzas already handed to this stream go out before our
                         // close: the peer reads until it sees it.
-                        while let Ok(el) = out.try_recv() {
+                        while let Ok(el) = out.rx.try_recv() {
                             if conn.write(&writer::element(&el)).await.is_err() {
                                 break;
                             }
+                            out.written();
                         }
                         let _ = conn.write(writer::close()).await;
                     }
                     let _ = conn.io.shutdown().await;
-                    let _ = hub
-                        .send(StreamReport::Down {
-                            id,
-                            device: Some(device),
-                            reason: StreamEnd::ClosedByPeer,
-                        })
-                        .await;
-                    return;
+                    return StreamEnd::ClosedByPeer;
                 }
                 StreamEvent::Header(_) => {}
             }
         }
         tokio::select! {
             read = conn.io.read(&mut conn.buf) => match read {
-                Ok(0) => break StreamEnd::Eof,
-                Err(e) => break StreamEnd::Io(e),
+                Ok(0) => return StreamEnd::Eof,
+                Err(e) => return StreamEnd::Io(e),
                 Ok(n) => {
                     last_read = tokio::time::Instant::now();
                     if let Err(e) = conn.parser.feed(&conn.buf[..n]) {
-                        break conn.fail(e).await;
+                        return conn.fail(e).await;
                     }
                 }
             },
-            next = out.recv(), if closing.is_none() => match next {
+            next = out.rx.recv(), if closing.is_none() => match next {
                 Some(el) => {
-                    if let Err(e) = conn.write(&writer::element(&el)).await {
-                        break StreamEnd::Io(e);
+                    let written = conn.write(&writer::element(&el)).await;
+                    out.written();
+                    if let Err(e) = written {
+                        return StreamEnd::Io(e);
                     }
                 }
                 None => {
-                    // The hub closed this stream (redundant, or shutting down).
+                    // The core closed this stream (redundant, or shutting down).
                     if conn.write(writer::close()).await.is_err() {
-                        break StreamEnd::Closed;
+                        return StreamEnd::Closed;
                     }
                     closing = Some(tokio::time::Instant::now() + CLOSE_WAIT);
                 }
             },
             _ = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
                 let _ = conn.io.shutdown().await;
-                break StreamEnd::Closed;
+                return StreamEnd::Closed;
             },
             _ = keepalive.tick() => {
                 if last_read.elapsed() > settings.keepalive * 3 {
-                    break conn.fail(StreamError::new(StreamCondition::ConnectionTimeout, "nothing received for three keep-alive intervals")).await;
+                    return conn.fail(StreamError::new(StreamCondition::ConnectionTimeout, "nothing received for three keep-alive intervals")).await;
                 }
                 // RFC 6120 §4.6.1: whitespace keeps the connection (and NATs) alive.
                 if let Err(e) = conn.write(b" ").await {
-                    break StreamEnd::Io(e);
+                    return StreamEnd::Io(e);
                 }
             }
         }
-    };
-    let _ = hub
-        .send(StreamReport::Down {
-            id,
-            device: Some(device),
-            reason,
-        })
-        .await;
+    }
 }
