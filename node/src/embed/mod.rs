@@ -21,7 +21,7 @@
 //!
 //! Inside, the handle is the same [`Account`] the local client port serves, with one
 //! session that never disconnects: subscriptions, presence broadcast and probes,
-//! carbons and the per-recipient ordered outbox behave exactly as for a desktop
+//! carbons and the per-recipient order of the device core behave exactly as for a desktop
 //! client. The session's stanzas are turned into [`ChatEvent`]s in an
 //! [`EventQueue`] that drops the oldest event when the game stops draining, so the
 //! node never waits for the game. The C ABI (`node/ffi`) is a thin layer over this

@@ -4,10 +4,10 @@
 //! and hands stanzas from the overlay to the client's sessions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use minidom::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use xor_xmpp::Jid;
 use xor_xmpp::fanout::Delivery;
 use xor_xmpp::runtime::{XmppError, XmppNode};
@@ -21,7 +21,6 @@ mod sync;
 pub use sync::NS_ROSTER_SYNC;
 
 use super::lock;
-use super::outbox::{Outbox, Process};
 use crate::fallback::Fallback;
 use crate::roster::{NS_ROSTER, Roster};
 
@@ -66,8 +65,16 @@ pub struct Account {
     roster: Mutex<Roster>,
     state: Mutex<State>,
     fallback: Option<Fallback>,
-    outbox: Outbox,
+    /// Stanzas for the overlay, handed to the device core by the next flush.
+    staged: Mutex<Vec<Element>>,
+    /// Sends waiting for a lookup or a connection (each has a task that reports a
+    /// failure); a client session waits for a permit before adding one.
+    deferred: Arc<Semaphore>,
 }
+
+/// Client stanzas that may wait for a lookup or a connection at once; beyond it the
+/// session stops reading from its client until some are settled.
+pub const DEFERRED_MAX: usize = 1024;
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,24 +121,14 @@ fn iq_result(iq: &Element, child: Option<Element>) -> Element {
 impl Account {
     /// The account of `node`'s user, with its roster and optional fallback.
     pub fn new(node: XmppNode, roster: Roster, fallback: Option<Fallback>) -> Arc<Account> {
-        Arc::new_cyclic(|me: &Weak<Account>| {
-            let me = me.clone();
-            let process: Process = Arc::new(move |el| {
-                let me = me.clone();
-                Box::pin(async move {
-                    if let Some(account) = me.upgrade() {
-                        account.send_now(el).await;
-                    }
-                })
-            });
-            Account {
-                jid: node.jid().clone(),
-                node,
-                roster: Mutex::new(roster),
-                state: Mutex::new(State::default()),
-                fallback,
-                outbox: Outbox::new(process),
-            }
+        Arc::new(Account {
+            jid: node.jid().clone(),
+            node,
+            roster: Mutex::new(roster),
+            state: Mutex::new(State::default()),
+            fallback,
+            staged: Mutex::new(Vec::new()),
+            deferred: Arc::new(Semaphore::new(DEFERRED_MAX)),
         })
     }
 
@@ -206,7 +203,7 @@ impl Account {
         if last_presence.is_some() {
             let unavailable = stanza::element("presence", NS_CLIENT, &[("type", "unavailable")]);
             self.broadcast_presence(unavailable);
-            self.outbox.flush().await;
+            self.flush(false).await;
         }
     }
 
@@ -231,17 +228,51 @@ impl Account {
         }
     }
 
-    /// Queues a stanza for the overlay (sent, in order, by the recipient's lane once
-    /// the caller flushes).
+    /// Queues a stanza for the overlay (handed to the device core, in order, by the
+    /// next flush).
     fn send_out(&self, el: Element) {
-        self.outbox.stage(el);
+        lock(&self.staged).push(el);
     }
 
-    /// Sends a stanza into the overlay; failures go through the fallback server or
-    /// come back to the client as a stanza error.
-    async fn send_now(self: Arc<Self>, el: Element) {
-        let result = self.node.send(el.clone()).await;
-        let Err(e) = result else { return };
+    /// Hands the staged stanzas to the device core, which keeps them in order per
+    /// recipient. One whose recipient's devices are connected is written at once (a
+    /// client's stanza then waits while the stream is full); one that waits for a
+    /// lookup or a connection is followed by a task that reports a failure. What
+    /// arrives from the overlay is answered without waiting (`from_client` false).
+    async fn flush(self: &Arc<Self>, from_client: bool) {
+        let items = std::mem::take(&mut *lock(&self.staged));
+        for el in items {
+            let mut sub = self.node.submit(el.clone());
+            if sub.decided() {
+                let result = if from_client {
+                    sub.outcome().await
+                } else {
+                    sub.outcome_without_waiting().await
+                };
+                if let Err(e) = result {
+                    tokio::spawn(self.clone().undelivered(el, e));
+                }
+                continue;
+            }
+            let permit = if from_client {
+                self.deferred.clone().acquire_owned().await.ok()
+            } else {
+                self.deferred.clone().try_acquire_owned().ok()
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let result = sub.outcome_without_waiting().await;
+                drop(permit);
+                if let Err(e) = result {
+                    me.undelivered(el, e).await;
+                }
+            });
+        }
+    }
+
+    /// A stanza the overlay could not deliver: through the fallback server, or back
+    /// to the client as a stanza error.
+    async fn undelivered(self: Arc<Self>, el: Element, e: XmppError) {
         let unreachable = matches!(e, XmppError::Resolve(_) | XmppError::Unreachable { .. });
         if unreachable && let Some(fb) = &self.fallback {
             match fb.send(el.clone()).await {
@@ -271,7 +302,7 @@ impl Account {
     /// lane is full.
     pub async fn from_client(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
         let replies = self.client_stanza(id, el);
-        self.outbox.flush().await;
+        self.flush(true).await;
         replies
     }
 
@@ -375,7 +406,7 @@ impl Account {
     /// A stanza from the overlay (or the fallback server) for this user.
     pub async fn from_overlay(self: &Arc<Self>, d: Delivery) {
         self.overlay_stanza(d);
-        self.outbox.flush().await;
+        self.flush(false).await;
     }
 
     fn overlay_stanza(self: &Arc<Self>, d: Delivery) {

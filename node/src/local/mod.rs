@@ -4,7 +4,6 @@
 
 pub mod account;
 pub mod admission;
-pub mod outbox;
 mod session;
 
 use std::collections::HashMap;
