@@ -2,6 +2,7 @@
 //! deterministic virtual network, with latency, churn and workload models, metrics,
 //! CSV and plots. The same seed gives the same run, byte for byte.
 
+mod chat;
 pub mod metrics;
 pub mod models;
 pub mod report;
@@ -10,6 +11,6 @@ pub mod sim;
 mod tap;
 mod workload;
 
-pub use metrics::{Metrics, Sample};
+pub use metrics::{ChatStats, Metrics, Sample};
 pub use models::{Churn, Latency, Session};
 pub use sim::{Phase, Sim, SimConfig};

@@ -48,6 +48,10 @@ enum Command {
         /// Location lookups per simulated second.
         #[arg(long, default_value_t = 10.0)]
         lookup_rate: f64,
+        /// Chat messages per simulated second: every device runs the XMPP usage's
+        /// device core; users send to each other's bare and full JIDs (0: off).
+        #[arg(long, default_value_t = 0.0)]
+        chat_rate: f64,
         /// No workload at all (no lookups, stores or pings): what keeping the
         /// overlay up costs each node.
         #[arg(long)]
@@ -96,6 +100,7 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
         duration,
         latency,
         lookup_rate,
+        chat_rate,
         idle,
         update_interval,
         neighbors,
@@ -113,6 +118,7 @@ fn config_of(cmd: &Command) -> Result<SimConfig, String> {
     c.duration = parse_duration(duration)?;
     c.latency = Latency::parse(latency)?;
     c.lookup_rate = *lookup_rate;
+    c.chat_rate = *chat_rate;
     if *idle {
         (c.lookup_rate, c.store_rate, c.ping_rate) = (0.0, 0.0, 0.0);
     }

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub upkeep_by_message: BTreeMap<String, (u64, u64)>,
     /// Upkeep bytes written on links beyond the messages (framing, acks, keep-alives).
     pub framing_bytes: u64,
+    /// The chat workload's totals, when it ran.
+    pub chat: Option<ChatStats>,
     measuring: bool,
     current: Sample,
     hop_sum: (u64, u64),
@@ -85,6 +87,26 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 1.0 } else { a as f64 / b as f64 }
+}
+
+/// The chat workload's totals (messages sent up to 30 s before the end).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatStats {
+    /// Messages sent.
+    pub messages: u64,
+    /// Deliveries owed: each message times the recipient's devices online when it
+    /// was sent (one for a full JID), less those that left before getting it.
+    pub expected: u64,
+    /// Of those, delivered to the device's application.
+    pub delivered: u64,
+    /// Copies an application got more than once (goal: 0).
+    pub duplicates: u64,
+    /// Sends the sender's core gave up on (recipient not found or unreachable).
+    pub failed_sends: u64,
+    /// From the send to the first delivery on a device.
+    pub latency_p50: Duration,
+    /// The same, 99th percentile.
+    pub latency_p99: Duration,
 }
 
 impl Metrics {
@@ -414,6 +436,19 @@ impl Metrics {
             "upkeep      {upkeep:.0} bytes/s per node (all but the workload's messages; {links:.1} links per node): {}",
             self.upkeep_shares()
         );
+        if let Some(c) = &self.chat {
+            let _ = writeln!(
+                out,
+                "chat        {} messages: {:.2}% of {} deliveries made, {} duplicates shown, {} sends failed; latency p50 {:.0} ms, p99 {:.0} ms",
+                c.messages,
+                100.0 * ratio(c.delivered, c.expected),
+                c.expected,
+                c.duplicates,
+                c.failed_sends,
+                c.latency_p50.as_secs_f64() * 1000.0,
+                c.latency_p99.as_secs_f64() * 1000.0
+            );
+        }
         let _ = writeln!(
             out,
             "invariants  {}",

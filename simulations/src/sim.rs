@@ -18,11 +18,12 @@ use xor_overlay::testnet::VirtualNet;
 use xor_overlay::time::Instant;
 use xor_overlay::wire::DataModel;
 
+use crate::chat::Chat;
 use crate::metrics::{Metrics, Sample};
 use crate::models::{Churn, Latency, LatencyImpl};
 use crate::tap::{Seen, Tap};
 
-const OVERLAY: &str = "sim.xor";
+pub(crate) const OVERLAY: &str = "sim.xor";
 /// The XMPP-LOCATION-style Kind: a dictionary per user, keyed by Node-ID.
 pub const LOCATION: u32 = 0x5;
 /// A single value per node at H(Node-ID), for the random store/fetch workload.
@@ -71,6 +72,9 @@ pub struct SimConfig {
     pub neighbors: usize,
     /// Proximity neighbour selection (`NodeConfig::proximity`).
     pub proximity: bool,
+    /// Chat messages per simulated second (whole overlay): every device runs the
+    /// XMPP usage's device core (`chat` module); 0 turns the chat workload off.
+    pub chat_rate: f64,
     /// Metrics sampling period.
     pub sample: Duration,
     /// How often the ring invariants are checked.
@@ -94,6 +98,7 @@ impl SimConfig {
             update_interval: Duration::from_secs(60),
             neighbors: 3,
             proximity: true,
+            chat_rate: 0.0,
             sample: Duration::from_secs(60),
             check_every: Duration::from_secs(30),
         }
@@ -142,6 +147,8 @@ pub struct Sim {
     pub(crate) pending: HashMap<(NodeId, RequestId), Pending>,
     pub(crate) blobs: Vec<NodeId>,
     pub(crate) metrics: Metrics,
+    /// The chat workload, when on.
+    pub(crate) chat: Option<Chat>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -189,6 +196,7 @@ impl Sim {
         net.record_events(false);
         let seen = Rc::new(RefCell::new(Seen::default()));
         net.set_observer(Tap(seen.clone()));
+        let chat = (cfg.chat_rate > 0.0).then(|| Chat::new(LatencyImpl::new(cfg.latency.clone())));
         Sim {
             ca: TestCa::new(OVERLAY, cfg.seed),
             rng: ChaCha12Rng::seed_from_u64(cfg.seed ^ 0x51_u64.rotate_left(17)),
@@ -206,6 +214,7 @@ impl Sim {
             measuring: false,
             pending: HashMap::new(),
             blobs: Vec::new(),
+            chat,
         }
     }
 
@@ -317,6 +326,7 @@ impl Sim {
             self.users[u].registered.remove(&id);
         }
         self.pending.retain(|(n, _), _| *n != id);
+        self.chat_failed(id);
         self.metrics.failures += 1;
     }
 
@@ -469,6 +479,7 @@ impl Sim {
             _ => 0.0,
         };
         let mut next_arrival = interval(arrival_rate, &mut self.rng).map(|d| start + d);
+        let mut next_chat = interval(self.cfg.chat_rate, &mut self.rng).map(|d| start + d);
         let mut schedule: Vec<(Instant, i64)> = match &self.cfg.churn {
             Churn::Schedule(s) => s.iter().map(|(t, n)| (start + *t, *n)).collect(),
             Churn::MassFailure { at, fraction } => {
@@ -491,6 +502,8 @@ impl Sim {
                 next_arrival,
                 schedule.last().map(|(t, _)| *t),
                 session_end,
+                next_chat,
+                self.chat.as_ref().and_then(Chat::next_due),
             ];
             let Some(t) = candidates.into_iter().flatten().min() else {
                 break;
@@ -522,6 +535,11 @@ impl Sim {
                     *slot = interval(rate, &mut self.rng).map(|d| t + d);
                 }
             }
+            self.chat_run(t);
+            if next_chat == Some(t) {
+                self.chat_send();
+                next_chat = interval(self.cfg.chat_rate, &mut self.rng).map(|d| t + d);
+            }
             if next_arrival == Some(t) {
                 self.add_node();
                 next_arrival = interval(arrival_rate, &mut self.rng).map(|d| t + d);
@@ -545,6 +563,7 @@ impl Sim {
                 }
             }
         }
+        self.metrics.chat = self.chat.as_ref().map(|c| c.stats(self.now()));
         self.metrics
             .finish(self.now().saturating_duration_since(Instant::ZERO));
     }

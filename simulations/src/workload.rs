@@ -10,6 +10,9 @@ use xor_overlay::wire::{
     Body, DataValue, Destination, ModelSpecifier, PingReq, StoredDataSpecifier, StoredDataValue,
 };
 
+use xor_overlay::wire::Encode;
+use xor_xmpp::XmppLocation;
+
 use crate::sim::{BLOB, LIFETIME, LOCATION, Op, Pending, Sim};
 
 impl Sim {
@@ -57,7 +60,11 @@ impl Sim {
         };
         let value = StoredDataValue::Dictionary {
             key: Bytes::copy_from_slice(&node.to_be_bytes()),
-            value: DataValue::new(Bytes::from_static(b"device location")),
+            value: DataValue::new(
+                XmppLocation::device(node, 10)
+                    .to_bytes()
+                    .unwrap_or_else(|_| Bytes::from_static(b"device location")),
+            ),
         };
         let target = self.users[u].resource;
         self.start(
@@ -145,9 +152,13 @@ impl Sim {
         for id in joined {
             if self.live.contains(&id) && self.joined.insert(id) {
                 self.register(id);
+                self.chat_joined(id);
             }
         }
         for (at, node, req, result) in responses {
+            if self.chat_answer(node, req, &result) {
+                continue;
+            }
             let Some(p) = self.pending.remove(&(node, req)) else {
                 continue;
             };

@@ -22,6 +22,7 @@ fn the_same_seed_gives_byte_identical_results_and_another_seed_does_not() {
         c.churn = Churn::Poisson(Session::Exponential(Duration::from_secs(360)));
         c.sample = Duration::from_secs(30);
         c.update_interval = Duration::from_secs(30);
+        c.chat_rate = 1.0;
         c
     };
     let files = |sim: &Sim| {
@@ -93,6 +94,40 @@ fn the_ring_invariants_hold_under_six_minute_sessions_with_eight_neighbours() {
     assert!(
         found as f64 >= 0.8 * lookups as f64,
         "{found} of {lookups} lookups found the record"
+    );
+}
+
+#[test]
+fn chat_on_the_device_core_reaches_every_online_device_once() {
+    // Users with one to five devices send to each other's bare and full JIDs; every
+    // device runs the XMPP usage's core, which looks recipients up with real Fetches.
+    let chat = |churn| {
+        let mut c = SimConfig::new(60, 5);
+        c.duration = Duration::from_secs(300);
+        c.latency = Latency::wide_area();
+        c.chat_rate = 2.0;
+        c.churn = churn;
+        (c.lookup_rate, c.store_rate, c.ping_rate) = (0.0, 0.0, 0.0);
+        run(c).metrics().chat.clone().unwrap()
+    };
+    let stable = chat(Churn::None);
+    assert!(stable.messages > 400, "{stable:?}");
+    assert!(
+        stable.expected > stable.messages,
+        "bare JIDs reach several devices"
+    );
+    assert_eq!(stable.delivered, stable.expected, "{stable:?}");
+    assert_eq!(stable.duplicates, 0);
+    assert_eq!(stable.failed_sends, 0);
+    // Devices coming and going (20-minute sessions): nothing is shown twice, and a
+    // device that stays online gets what is sent to it.
+    let churn = chat(Churn::Poisson(Session::Exponential(Duration::from_secs(
+        1200,
+    ))));
+    assert_eq!(churn.duplicates, 0);
+    assert!(
+        churn.delivered as f64 >= 0.95 * churn.expected as f64,
+        "{churn:?}"
     );
 }
 

@@ -56,6 +56,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const UNREACHABLE_HOLD: Duration = Duration::from_secs(60);
 /// Devices remembered as unreachable, at most.
 pub const UNREACHABLE_MAX: usize = 4096;
+/// Stanzas kept for one device that is still connecting, at most (see
+/// [`Device::send`]); beyond it they are not kept.
+pub const LATE_MAX: usize = 256;
 /// Recipients with a lookup cached or stanzas queued, at most; beyond it the oldest
 /// cached lookups are forgotten (queued stanzas are never dropped).
 pub const ROUTES_MAX: usize = 4096;
@@ -252,6 +255,9 @@ pub struct Device {
     /// Streams accepted and still negotiating.
     negotiating: HashMap<u64, NodeId>,
     expected: HashMap<NodeId, Expected>,
+    /// Copies for devices that were still connecting when their stanza was sent:
+    /// written when the stream comes up, dropped if it does not.
+    late: HashMap<NodeId, Vec<Element>>,
     /// Devices whose last attempt failed: until when, and why.
     unreachable: HashMap<NodeId, (Instant, ConnectError)>,
     next_id: u64,
@@ -276,6 +282,7 @@ impl Device {
             negotiating: HashMap::new(),
             closing: HashMap::new(),
             expected: HashMap::new(),
+            late: HashMap::new(),
             unreachable: HashMap::new(),
             next_id: 0,
             out: VecDeque::new(),

@@ -427,6 +427,32 @@ impl Device {
         let plan = self
             .router
             .outgoing(stanza, &recipients, &own, || Device::origin_id(node, rng));
+        // A device of the recipient that is still connecting gets its copy when its
+        // stream comes up (it was online when looked up; only the send stopped
+        // waiting for it).
+        let slow: Vec<_> = c
+            .routes
+            .iter()
+            .filter(|(r, failed)| {
+                failed.is_none()
+                    && self.stream_to(r.node).is_none()
+                    && self.expected.contains_key(&r.node)
+            })
+            .map(|(r, _)| r.node)
+            .collect();
+        if to.as_ref().is_none_or(Jid::is_bare)
+            && let Some((_, copy)) = plan
+                .send
+                .iter()
+                .find(|(n, _)| recipients.iter().any(|d| d.node == *n))
+        {
+            for node in slow {
+                let q = self.late.entry(node).or_default();
+                if q.len() < super::LATE_MAX {
+                    q.push(copy.clone());
+                }
+            }
+        }
         let mut writes = Vec::new();
         for (n, stanza) in plan.send {
             let Some(e) = self.stream_to(n) else { continue };

@@ -203,6 +203,14 @@ impl Device {
         if first {
             self.event(XmppEvent::DeviceConnected(device.clone()));
         }
+        for stanza in self.late.remove(&device.node).unwrap_or_default() {
+            self.out.push_back(Output::Write(Write {
+                stream: id,
+                device: device.clone(),
+                carbon: false,
+                stanza,
+            }));
+        }
         self.bound_streams(device.node);
         self.advance_all(now);
     }
@@ -292,6 +300,7 @@ impl Device {
         }
         self.by_id.clear();
         self.streams.clear();
+        self.late.clear();
         let mut tokens: Vec<u64> = self.expected.drain().flat_map(|(_, e)| e.waiters).collect();
         tokens.sort_unstable();
         for token in tokens {
@@ -358,6 +367,9 @@ impl Device {
         let Some(exp) = self.expected.remove(&node) else {
             return;
         };
+        if let Some(lost) = self.late.remove(&node) {
+            tracing::debug!(%node, stanzas = lost.len(), "a device that never connected misses these");
+        }
         if exp.jid.bare() != self.cfg.me.bare() {
             if self.unreachable.len() >= UNREACHABLE_MAX {
                 self.unreachable.retain(|_, (until, _)| *until > now);

@@ -362,3 +362,30 @@ fn shutdown_closes_every_stream_and_fails_what_waits() {
     ));
     assert!(d.devices().is_empty());
 }
+
+#[test]
+fn a_device_that_connects_after_first_contact_still_gets_the_message_first() {
+    let mut d = device();
+    let juliet = jid("juliet@c.lit");
+    d.send(1, stanza::chat(&juliet, "early"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[7, 8], t(0));
+    outputs(&mut d);
+    connect(&mut d, 7, "juliet@c.lit/a", t(1));
+    d.handle_timeout(t(0) + FIRST_CONTACT);
+    assert_eq!(
+        dispatched(&outputs(&mut d)),
+        vec![(1, vec![(7, Some("early".into()))])]
+    );
+    // 8 comes up late: the message it missed is written before anything newer.
+    let id = connect(&mut d, 8, "juliet@c.lit/b", t(7));
+    let out = outputs(&mut d);
+    let late: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Write(w) => Some((w.stream, w.carbon, stanza::body(&w.stanza))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late, vec![(id, false, Some("early".into()))]);
+}
