@@ -120,6 +120,11 @@ impl Outlet {
     }
 }
 
+/// Where events go instead of the event channel: called in the task that made them
+/// (a stream's, for a stanza), so a delivery crosses no task boundary. It must not
+/// block or wait.
+pub type Sink = Arc<dyn Fn(XmppEvent) + Send + Sync>;
+
 /// A dispatched send: the report, and the streams it filled up.
 #[derive(Debug)]
 pub(crate) struct Sent {
@@ -174,6 +179,8 @@ pub(crate) struct Driver {
     /// Ops queued or the core's deadline moved earlier.
     wake: Arc<Notify>,
     events: mpsc::Sender<XmppEvent>,
+    /// When set, events go to it in the task that made them, not to `events`.
+    sink: Arc<std::sync::OnceLock<Sink>>,
     own_lost: Arc<Notify>,
     overlay: Overlay,
     settings: StreamSettings,
@@ -203,6 +210,7 @@ impl Driver {
             clock: Clock::start(),
             wake: Arc::new(Notify::new()),
             events,
+            sink: Arc::new(std::sync::OnceLock::new()),
             own_lost,
             overlay,
             settings,
@@ -237,11 +245,24 @@ impl Driver {
 
     /// Hands the events of an input to the application, waiting for room.
     pub(crate) async fn emit(&self, after: After) {
+        if let Some(sink) = self.sink.get() {
+            after.events.into_iter().for_each(|e| sink(e));
+            return;
+        }
         for e in after.events {
-            if self.events.send(e).await.is_err() {
-                return;
+            if let Err(mpsc::error::SendError(e)) = self.events.send(e).await
+                && let Some(sink) = self.sink.get()
+            {
+                // The channel closed because a sink was set meanwhile.
+                sink(e);
             }
         }
+    }
+
+    /// Hands every event from now on to `sink` (once; see [`Sink`]); whether it was
+    /// set.
+    pub(crate) fn set_sink(&self, sink: Sink) -> bool {
+        self.sink.set(sink).is_ok()
     }
 
     /// Queues a stanza in its recipient's queue at once (its order among the
