@@ -11,12 +11,13 @@
 //! # The path of a message, and why nothing waits in a circle
 //!
 //! Client A's session task (the daemon's local port, or the game's task) calls
-//! `send`: the core writes the stanza into the direct stream's queue (boundary 1).
+//! `submit`: the core writes the stanza into the direct stream's queue (boundary 1).
 //! The stream task writes it to the TLS connection; at the other device the stream
-//! task reads it, feeds the core and hands the delivery to the application's event
-//! channel (boundary 2); the daemon's event task gives it to client B's session
-//! queue (boundary 3), whose task writes it to B's socket. A message that needs a
-//! lookup or a connection first waits in the core and leaves the same way.
+//! task reads it, feeds the core and hands the delivery to the application's sink
+//! (`XmppNode::set_sink`), which puts it in client B's session queue (boundary 2);
+//! B's session task writes it to B's socket. Without a sink the delivery goes through
+//! the application's event channel, one boundary more. A message that needs a lookup
+//! or a connection first waits in the core and leaves the same way.
 //!
 //! Who waits for whom:
 //! - the streams' queues are unbounded channels whose length the driver counts: a
@@ -25,8 +26,10 @@
 //!   [`STREAM_HIGH`] stanzas (at most [`STREAM_WAIT`]); a stream above
 //!   [`STREAM_HARD`] is stuck and gets no more. Stream tasks wait only for their
 //!   socket.
-//! - a stream task waits for room in the application's event channel (bounded):
-//!   reading stops, and TCP slows the sending device down.
+//! - a sink never waits (the daemon's puts a stanza in a session's queue or drops a
+//!   session that stopped reading). Without a sink, a stream task waits for room in
+//!   the application's event channel (bounded): reading stops, and TCP slows the
+//!   sending device down.
 //! - the application's event handler may send (presence answers): sending waits for
 //!   stream queues to drain, which stream tasks do without waiting for the
 //!   application. So no chain of waits comes back to where it started.
