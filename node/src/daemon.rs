@@ -16,7 +16,7 @@ use xor_overlay::node::JoinFailure;
 use xor_xmpp::Jid;
 use xor_xmpp::fanout::Delivery;
 use xor_xmpp::kind::{XMPP_LOCATION, xmpp_location_kind};
-use xor_xmpp::runtime::{XmppConfig, XmppError, XmppNode};
+use xor_xmpp::runtime::{XmppConfig, XmppError, XmppEvent, XmppNode};
 
 use crate::c2s_client::ClientOptions;
 use crate::fallback::Fallback;
@@ -367,9 +367,22 @@ impl Device {
             }
             None => None,
         };
-        // Stanzas from the overlay reach the client sessions from the stream task
-        // that read them (xor_xmpp::runtime::driver: three task boundaries at most).
-        node.set_sink(account.sink()).await;
+        if let Some(mut events) = node.events().await {
+            let a = account.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        XmppEvent::Stanza(d) => a.from_overlay(d).await,
+                        XmppEvent::DeviceConnected(d) => {
+                            tracing::info!(device = %d.jid, "stream to device up");
+                        }
+                        XmppEvent::DeviceDisconnected(d) => {
+                            tracing::info!(device = %d.jid, "stream to device closed");
+                        }
+                    }
+                }
+            }));
+        }
         let a = account.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(stanza) = inbound_rx.recv().await {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use xor_enrollment::client::{ClientSettings, Profile, check_document, enroll, fetch_config};
 use xor_enrollment::files::{parse_certs, parse_key};
+use xor_xmpp::runtime::XmppEvent;
 
 use super::savedata::{self, Savedata};
 use super::{Chat, ChatError, ChatEvent, EventQueue, Inner, Show};
@@ -352,7 +353,16 @@ impl Builder {
                 a.from_client(session, answer).await;
             }
         }));
-        node.set_sink(account.sink()).await;
+        if let Some(mut overlay_events) = node.events().await {
+            let a = account.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = overlay_events.recv().await {
+                    if let XmppEvent::Stanza(d) = ev {
+                        a.from_overlay(d).await;
+                    }
+                }
+            }));
+        }
         let chat = Chat {
             inner: Arc::new(Inner {
                 node,

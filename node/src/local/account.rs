@@ -10,7 +10,7 @@ use minidom::Element;
 use tokio::sync::{Semaphore, mpsc};
 use xor_xmpp::Jid;
 use xor_xmpp::fanout::Delivery;
-use xor_xmpp::runtime::{XmppError, XmppEvent, XmppNode};
+use xor_xmpp::runtime::{XmppError, XmppNode};
 use xor_xmpp::stanza::{self, Carbon};
 use xor_xmpp::stream::NS_CLIENT;
 
@@ -407,35 +407,6 @@ impl Account {
     pub async fn from_overlay(self: &Arc<Self>, d: Delivery) {
         self.overlay_stanza(d);
         self.flush(false).await;
-    }
-
-    /// [`Account::from_overlay`] where nothing may wait (the node's event sink, run
-    /// in the stream task that read the stanza): the stanza goes to the sessions at
-    /// once; answers it needs (presence, subscriptions) are sent from a task.
-    pub fn from_overlay_now(self: &Arc<Self>, d: Delivery) {
-        self.overlay_stanza(d);
-        if !lock(&self.staged).is_empty() {
-            let me = self.clone();
-            tokio::spawn(async move { me.flush(false).await });
-        }
-    }
-
-    /// The sink to give the node ([`XmppNode::set_sink`]): stanzas reach the client
-    /// sessions from the stream task that read them.
-    pub fn sink(self: &Arc<Self>) -> xor_xmpp::runtime::Sink {
-        let me = Arc::downgrade(self);
-        Arc::new(move |ev| {
-            let Some(a) = me.upgrade() else { return };
-            match ev {
-                XmppEvent::Stanza(d) => a.from_overlay_now(d),
-                XmppEvent::DeviceConnected(d) => {
-                    tracing::info!(device = %d.jid, "stream to device up");
-                }
-                XmppEvent::DeviceDisconnected(d) => {
-                    tracing::info!(device = %d.jid, "stream to device closed");
-                }
-            }
-        })
     }
 
     fn overlay_stanza(self: &Arc<Self>, d: Delivery) {

@@ -11,13 +11,12 @@
 //! # The path of a message, and why nothing waits in a circle
 //!
 //! Client A's session task (the daemon's local port, or the game's task) calls
-//! `submit`: the core writes the stanza into the direct stream's queue (boundary 1).
+//! `send`: the core writes the stanza into the direct stream's queue (boundary 1).
 //! The stream task writes it to the TLS connection; at the other device the stream
-//! task reads it, feeds the core and hands the delivery to the application's sink
-//! (`XmppNode::set_sink`), which puts it in client B's session queue (boundary 2);
-//! B's session task writes it to B's socket. Without a sink the delivery goes through
-//! the application's event channel, one boundary more. A message that needs a lookup
-//! or a connection first waits in the core and leaves the same way.
+//! task reads it, feeds the core and hands the delivery to the application's event
+//! channel (boundary 2); the daemon's event task gives it to client B's session
+//! queue (boundary 3), whose task writes it to B's socket. A message that needs a
+//! lookup or a connection first waits in the core and leaves the same way.
 //!
 //! Who waits for whom:
 //! - the streams' queues are unbounded channels whose length the driver counts: a
@@ -26,10 +25,8 @@
 //!   [`STREAM_HIGH`] stanzas (at most [`STREAM_WAIT`]); a stream above
 //!   [`STREAM_HARD`] is stuck and gets no more. Stream tasks wait only for their
 //!   socket.
-//! - a sink never waits (the daemon's puts a stanza in a session's queue or drops a
-//!   session that stopped reading). Without a sink, a stream task waits for room in
-//!   the application's event channel (bounded): reading stops, and TCP slows the
-//!   sending device down.
+//! - a stream task waits for room in the application's event channel (bounded):
+//!   reading stops, and TCP slows the sending device down.
 //! - the application's event handler may send (presence answers): sending waits for
 //!   stream queues to drain, which stream tasks do without waiting for the
 //!   application. So no chain of waits comes back to where it started.
@@ -123,11 +120,6 @@ impl Outlet {
     }
 }
 
-/// Where events go instead of the event channel: called in the task that made them
-/// (a stream's, for a stanza), so a delivery crosses no task boundary. It must not
-/// block or wait.
-pub type Sink = Arc<dyn Fn(XmppEvent) + Send + Sync>;
-
 /// A dispatched send: the report, and the streams it filled up.
 #[derive(Debug)]
 pub(crate) struct Sent {
@@ -182,8 +174,6 @@ pub(crate) struct Driver {
     /// Ops queued or the core's deadline moved earlier.
     wake: Arc<Notify>,
     events: mpsc::Sender<XmppEvent>,
-    /// When set, events go to it in the task that made them, not to `events`.
-    sink: Arc<std::sync::OnceLock<Sink>>,
     own_lost: Arc<Notify>,
     overlay: Overlay,
     settings: StreamSettings,
@@ -213,7 +203,6 @@ impl Driver {
             clock: Clock::start(),
             wake: Arc::new(Notify::new()),
             events,
-            sink: Arc::new(std::sync::OnceLock::new()),
             own_lost,
             overlay,
             settings,
@@ -248,24 +237,11 @@ impl Driver {
 
     /// Hands the events of an input to the application, waiting for room.
     pub(crate) async fn emit(&self, after: After) {
-        if let Some(sink) = self.sink.get() {
-            after.events.into_iter().for_each(|e| sink(e));
-            return;
-        }
         for e in after.events {
-            if let Err(mpsc::error::SendError(e)) = self.events.send(e).await
-                && let Some(sink) = self.sink.get()
-            {
-                // The channel closed because a sink was set meanwhile.
-                sink(e);
+            if self.events.send(e).await.is_err() {
+                return;
             }
         }
-    }
-
-    /// Hands every event from now on to `sink` (once; see [`Sink`]); whether it was
-    /// set.
-    pub(crate) fn set_sink(&self, sink: Sink) -> bool {
-        self.sink.set(sink).is_ok()
     }
 
     /// Queues a stanza in its recipient's queue at once (its order among the

@@ -38,7 +38,6 @@ use xor_overlay::runtime::{Overlay, StartError};
 use xor_overlay::wire::{DataValue, Destination, Encode, KindId, StoredDataValue};
 
 use self::driver::Driver;
-pub use self::driver::Sink;
 use self::stream::StreamSettings;
 use crate::XMPP_APPLICATION;
 use crate::device::SendError;
@@ -330,25 +329,6 @@ impl XmppNode {
     /// The incoming stanzas and device events (the first caller takes them).
     pub async fn events(&self) -> Option<mpsc::Receiver<XmppEvent>> {
         self.events.lock().await.take()
-    }
-
-    /// Has every event handed to `sink` in the task that made it, instead of the
-    /// [`XmppNode::events`] channel: a stanza read from a stream reaches the
-    /// application without crossing to another task. `sink` must not block. What
-    /// the channel already holds is handed to it first; `false` if the events were
-    /// taken or a sink set before.
-    pub async fn set_sink(&self, sink: Sink) -> bool {
-        let Some(mut rx) = self.events.lock().await.take() else {
-            return false;
-        };
-        if !self.driver.set_sink(sink.clone()) {
-            return false;
-        }
-        rx.close();
-        while let Some(e) = rx.recv().await {
-            sink(e);
-        }
-        true
     }
 
     /// This device's route: to its Node-ID, through its peer when it is a client
