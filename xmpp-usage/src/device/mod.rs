@@ -99,6 +99,9 @@ pub struct SendReport {
     pub delivered_to: Vec<Peer>,
     /// Devices it could not be written to.
     pub failed: Vec<(Peer, ConnectError)>,
+    /// The recipient's devices still connecting: they get it, first, when their
+    /// stream comes up (a bare JID goes as soon as one device is connected).
+    pub connecting: Vec<NodeId>,
     /// `sent` carbons to this user's other devices.
     pub carbons: usize,
 }
@@ -201,6 +204,9 @@ pub enum Output {
         token: u64,
         /// The copies.
         writes: Vec<Write>,
+        /// The recipient's devices still connecting: they get it when their stream
+        /// comes up.
+        connecting: Vec<NodeId>,
     },
     /// A stanza for a stream (a carbon of something received).
     Write(Write),

@@ -3,7 +3,9 @@
 //! in parallel ("It is RECOMMENDED to perform connection attempts in parallel"),
 //! wait at most [`FIRST_CONTACT`] for them, and fan the stanza out to the devices
 //! that are connected, with `sent` carbons to this user's other devices (which are
-//! connected first, so they get them). If none of the remembered devices answers,
+//! connected first, so they get them). To a bare JID the stanza goes as soon as one
+//! of the recipient's devices is connected: the others get their copies, in order,
+//! when their streams come up (and none if they never do). If none of the remembered devices answers,
 //! the recipient is looked up again at once and the stanza tried once more.
 
 use std::collections::VecDeque;
@@ -303,10 +305,19 @@ impl Device {
                     p.stage = Stage::Connecting(self.connect(recipient, own, routes, fresh, now));
                 }
                 Stage::Connecting(ref c) => {
-                    let waiting = c.routes.iter().map(|(r, _)| r).chain(&c.own).any(|r| {
-                        self.stream_to(r.node).is_none() && self.expected.contains_key(&r.node)
-                    });
-                    if waiting && now < c.deadline {
+                    let trying = |d: &Device, r: &Route| {
+                        d.stream_to(r.node).is_none() && d.expected.contains_key(&r.node)
+                    };
+                    let own_waiting = c.own.iter().any(|r| trying(self, r));
+                    let waiting = own_waiting || c.routes.iter().any(|(r, _)| trying(self, r));
+                    // To a bare JID, the devices still connecting get their copies when
+                    // they come up: once one of them is connected the stanza goes.
+                    let one_up = stanza::to(&p.stanza).is_some_and(|t| t.is_bare())
+                        && c.routes.iter().any(|(r, _)| {
+                            self.stream_to(r.node)
+                                .is_some_and(|e| e.device.jid.bare() == r.jid.bare())
+                        });
+                    if waiting && now < c.deadline && (own_waiting || !one_up) {
                         return Some(p);
                     }
                     let Stage::Connecting(c) = std::mem::replace(&mut p.stage, Stage::New) else {
@@ -440,6 +451,7 @@ impl Device {
             })
             .map(|(r, _)| r.node)
             .collect();
+        let mut connecting = Vec::new();
         if to.as_ref().is_none_or(Jid::is_bare)
             && let Some((_, copy)) = plan
                 .send
@@ -447,6 +459,7 @@ impl Device {
                 .find(|(n, _)| recipients.iter().any(|d| d.node == *n))
         {
             for node in slow {
+                connecting.push(node);
                 let q = self.late.entry(node).or_default();
                 if q.len() < super::LATE_MAX {
                     q.push(copy.clone());
@@ -466,7 +479,11 @@ impl Device {
         for w in &writes {
             self.touch(w.device.node, now);
         }
-        self.out.push_back(Output::Dispatch { token, writes });
+        self.out.push_back(Output::Dispatch {
+            token,
+            writes,
+            connecting,
+        });
         Ok(())
     }
 

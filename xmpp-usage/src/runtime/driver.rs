@@ -477,7 +477,11 @@ impl Shared {
                 Output::Write(w) => {
                     let _ = self.write(w, now);
                 }
-                Output::Dispatch { token, writes } => self.dispatch(token, writes, now),
+                Output::Dispatch {
+                    token,
+                    writes,
+                    connecting,
+                } => self.dispatch(token, writes, connecting, now),
                 Output::Close { stream } => {
                     // Dropping the queue's sender makes the stream task close cleanly
                     // once what is queued is written.
@@ -500,8 +504,11 @@ impl Shared {
         (events, own_lost)
     }
 
-    fn dispatch(&mut self, token: u64, writes: Vec<Write>, now: Instant) {
-        let mut report = SendReport::default();
+    fn dispatch(&mut self, token: u64, writes: Vec<Write>, connecting: Vec<NodeId>, now: Instant) {
+        let mut report = SendReport {
+            connecting,
+            ..SendReport::default()
+        };
         let mut busy = Vec::new();
         let mut back = None;
         for w in writes {
