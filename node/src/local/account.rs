@@ -298,8 +298,9 @@ impl Account {
 
     /// A stanza from client session `id` (its `from` already set to the bound JID).
     /// Returns what to answer on that session directly.
-    /// What it sends on goes out before this returns, waiting while the recipient's
-    /// lane is full.
+    /// What it sends on is in the device core's queues before this returns (see
+    /// `Account::flush`: it waits while a stream it wrote to is full, or while
+    /// [`DEFERRED_MAX`] stanzas wait for lookups or connections).
     pub async fn from_client(self: &Arc<Self>, id: u64, el: Element) -> Vec<Element> {
         let replies = self.client_stanza(id, el);
         self.flush(true).await;

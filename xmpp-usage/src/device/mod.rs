@@ -74,8 +74,9 @@ pub struct DeviceConfig {
     pub max_forwards: usize,
     /// How long a recipient's looked-up routes are used before looking again.
     pub resolve_cache: Duration,
-    /// Other users' devices with an open direct stream, at most (see
-    /// [`streams`](self::streams)).
+    /// Other users' devices with an open direct stream, at most: beyond it the least
+    /// preferred stream is closed (highest route priority, then least recently used;
+    /// never one to this user's own devices).
     pub max_streams: usize,
     /// Seed of the XEP-0359 origin-ids this device mints.
     pub seed: u64,

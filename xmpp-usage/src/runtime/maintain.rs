@@ -79,7 +79,7 @@ impl OwnLookups {
 }
 
 /// Refreshes the location record at 80 % of its lifetime and looks up the user's
-/// other devices when [`OwnLookups`] says so; `own_lost` is notified by the hub when
+/// other devices when [`OwnLookups`] says so; `own_lost` is notified by the driver when
 /// the last stream to one of them goes down.
 pub(crate) async fn maintain(node: XmppNode, own_lost: Arc<Notify>) {
     node.connect_own_devices().await;
