@@ -317,7 +317,14 @@ impl Device {
                             self.stream_to(r.node)
                                 .is_some_and(|e| e.device.jid.bare() == r.jid.bare())
                         });
-                    if waiting && now < c.deadline && (own_waiting || !one_up) {
+                    // ... while each of those can keep one more copy (then the send
+                    // waits for them: back-pressure, not loss).
+                    let late_room = c
+                        .routes
+                        .iter()
+                        .filter(|(r, _)| trying(self, r))
+                        .all(|(r, _)| self.late.get(&r.node).map_or(0, Vec::len) < super::LATE_MAX);
+                    if waiting && now < c.deadline && (own_waiting || !one_up || !late_room) {
                         return Some(p);
                     }
                     let Stage::Connecting(c) = std::mem::replace(&mut p.stage, Stage::New) else {

@@ -402,3 +402,35 @@ fn with_no_device_up_a_send_waits_first_contact_at_most() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+#[test]
+fn copies_kept_for_a_connecting_device_are_bounded_and_then_the_sender_waits() {
+    let mut d = device();
+    let juliet = jid("juliet@c.lit");
+    d.send(0, stanza::chat(&juliet, "0"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[7, 8], t(0));
+    outputs(&mut d);
+    connect(&mut d, 7, "juliet@c.lit/a", t(1));
+    for n in 1..=LATE_MAX as u64 {
+        d.send(n, stanza::chat(&juliet, &n.to_string()), t(1));
+    }
+    let out = outputs(&mut d);
+    assert_eq!(
+        dispatched(&out).len(),
+        LATE_MAX,
+        "8 keeps {LATE_MAX} copies"
+    );
+    assert_eq!(d.queued(), 1, "the next one waits for 8");
+    let id = connect(&mut d, 8, "juliet@c.lit/b", t(2));
+    let out = outputs(&mut d);
+    let late = out
+        .iter()
+        .filter(|o| matches!(o, Output::Write(w) if w.stream == id))
+        .count();
+    assert_eq!(late, LATE_MAX);
+    let last = dispatched(&out);
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].1.len(), 2, "now written to both: {last:?}");
+    assert_eq!(d.queued(), 0);
+}
