@@ -5,7 +5,8 @@
 //! that are connected, with `sent` carbons to this user's other devices (which are
 //! connected first, so they get them). To a bare JID the stanza goes as soon as one
 //! of the recipient's devices is connected: the others get their copies, in order,
-//! when their streams come up (and none if they never do). If none of the remembered devices answers,
+//! when their streams come up (and none if they never do). To a full JID it goes as
+//! soon as that device is connected. If none of the remembered devices answers,
 //! the recipient is looked up again at once and the stanza tried once more.
 
 use std::collections::VecDeque;
@@ -311,19 +312,25 @@ impl Device {
                     let own_waiting = c.own.iter().any(|r| trying(self, r));
                     let waiting = own_waiting || c.routes.iter().any(|(r, _)| trying(self, r));
                     // To a bare JID, the devices still connecting get their copies when
-                    // they come up: once one of them is connected the stanza goes.
-                    let one_up = stanza::to(&p.stanza).is_some_and(|t| t.is_bare())
-                        && c.routes.iter().any(|(r, _)| {
-                            self.stream_to(r.node)
-                                .is_some_and(|e| e.device.jid.bare() == r.jid.bare())
-                        });
+                    // they come up: once one of them is connected the stanza goes. To a
+                    // full JID, once that device is connected.
+                    let to = stanza::to(&p.stanza);
+                    let bare = to.as_ref().is_none_or(Jid::is_bare);
+                    let one_up = c.routes.iter().any(|(r, _)| {
+                        self.stream_to(r.node).is_some_and(|e| {
+                            e.device.jid.bare() == r.jid.bare()
+                                && (bare || to.as_ref() == Some(&e.device.jid))
+                        })
+                    });
                     // ... while each of those can keep one more copy (then the send
                     // waits for them: back-pressure, not loss).
-                    let late_room = c
-                        .routes
-                        .iter()
-                        .filter(|(r, _)| trying(self, r))
-                        .all(|(r, _)| self.late.get(&r.node).map_or(0, Vec::len) < super::LATE_MAX);
+                    let late_room = !bare
+                        || c.routes
+                            .iter()
+                            .filter(|(r, _)| trying(self, r))
+                            .all(|(r, _)| {
+                                self.late.get(&r.node).map_or(0, Vec::len) < super::LATE_MAX
+                            });
                     if waiting && now < c.deadline && (own_waiting || !one_up || !late_room) {
                         return Some(p);
                     }

@@ -434,3 +434,18 @@ fn copies_kept_for_a_connecting_device_are_bounded_and_then_the_sender_waits() {
     assert_eq!(last[0].1.len(), 2, "now written to both: {last:?}");
     assert_eq!(d.queued(), 0);
 }
+
+#[test]
+fn a_message_to_a_full_jid_goes_once_that_device_is_connected() {
+    let mut d = device();
+    d.send(1, stanza::chat(&jid("juliet@c.lit/a"), "just a"), t(0));
+    let out = outputs(&mut d);
+    resolve_juliet(&mut d, &out, &[7, 8], t(0));
+    assert_eq!(attaches(&outputs(&mut d)), vec![NodeId(7), NodeId(8)]);
+    // b (8) is still connecting: it is not addressed, so nothing waits for it.
+    connect(&mut d, 7, "juliet@c.lit/a", t(1));
+    assert_eq!(
+        dispatched(&outputs(&mut d)),
+        vec![(1, vec![(7, Some("just a".into()))])]
+    );
+}
