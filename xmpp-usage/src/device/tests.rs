@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use minidom::Element;
 use xor_overlay::id::NodeId;
 use xor_overlay::time::Instant;
 use xor_overlay::wire::{DataValue, Encode, Signature, StoredData, StoredDataValue};
@@ -111,6 +112,15 @@ fn connect(d: &mut Device, node: u128, user: &str, now: Instant) -> u64 {
     id
 }
 
+/// Sends `stanza` at time 0 and answers its lookups: romeo's own devices (none) and
+/// juliet's (`nodes`); what the device asks for next.
+fn first_send(d: &mut Device, token: u64, stanza: Element, nodes: &[u128]) -> Vec<Output> {
+    d.send(token, stanza, t(0));
+    let out = outputs(d);
+    resolve_juliet(d, &out, nodes, t(0));
+    outputs(d)
+}
+
 /// Looks up romeo's own devices (none) and juliet's (`nodes`), answering both fetches.
 fn resolve_juliet(d: &mut Device, out: &[Output], nodes: &[u128], now: Instant) {
     let ids = fetch_ids(out);
@@ -164,10 +174,8 @@ fn a_first_message_is_looked_up_connected_and_written_and_later_ones_keep_their_
 fn a_dead_device_does_not_delay_the_others_and_is_then_held_back() {
     let mut d = device();
     let juliet = jid("juliet@c.lit");
-    d.send(1, stanza::chat(&juliet, "hi"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[7, 8], t(0));
-    assert_eq!(attaches(&outputs(&mut d)), vec![NodeId(7), NodeId(8)]);
+    let after = first_send(&mut d, 1, stanza::chat(&juliet, "hi"), &[7, 8]);
+    assert_eq!(attaches(&after), vec![NodeId(7), NodeId(8)]);
     connect(&mut d, 7, "juliet@c.lit/a", t(1));
     assert_eq!(
         dispatched(&outputs(&mut d)),
@@ -192,10 +200,7 @@ fn a_dead_device_does_not_delay_the_others_and_is_then_held_back() {
 fn when_every_remembered_device_fails_the_recipient_is_looked_up_again_once() {
     let mut d = device();
     let juliet = jid("juliet@c.lit");
-    d.send(1, stanza::chat(&juliet, "hi"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[7], t(0));
-    outputs(&mut d);
+    first_send(&mut d, 1, stanza::chat(&juliet, "hi"), &[7]);
     let id = connect(&mut d, 7, "juliet@c.lit/a", t(0));
     assert_eq!(dispatched(&outputs(&mut d)).len(), 1);
     // 7 goes away and re-registers as 9; the remembered route fails at once.
@@ -245,11 +250,9 @@ fn an_unregistered_recipient_and_a_missing_to_fail_with_the_stanza_back() {
         outputs(&mut d).as_slice(),
         [Output::Failed { token: 1, failure }] if failure.error == SendError::NoRecipient
     ));
-    d.send(2, stanza::chat(&nobody, "x"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[], t(0));
+    let after = first_send(&mut d, 2, stanza::chat(&nobody, "x"), &[]);
     assert!(matches!(
-        outputs(&mut d).as_slice(),
+        after.as_slice(),
         [Output::Failed { token: 2, failure }] if matches!(failure.error, SendError::Resolve(ResolveError::NotFound(_)))
     ));
     assert_eq!(d.queued(), 0);
@@ -362,10 +365,7 @@ fn shutdown_closes_every_stream_and_fails_what_waits() {
 fn a_device_that_connects_late_still_gets_the_message_first() {
     let mut d = device();
     let juliet = jid("juliet@c.lit");
-    d.send(1, stanza::chat(&juliet, "early"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[7, 8], t(0));
-    outputs(&mut d);
+    first_send(&mut d, 1, stanza::chat(&juliet, "early"), &[7, 8]);
     connect(&mut d, 7, "juliet@c.lit/a", t(1));
     assert_eq!(
         dispatched(&outputs(&mut d)),
@@ -387,10 +387,12 @@ fn a_device_that_connects_late_still_gets_the_message_first() {
 #[test]
 fn with_no_device_up_a_send_waits_first_contact_at_most() {
     let mut d = device();
-    d.send(1, stanza::chat(&jid("juliet@c.lit"), "anyone?"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[7], t(0));
-    outputs(&mut d);
+    first_send(
+        &mut d,
+        1,
+        stanza::chat(&jid("juliet@c.lit"), "anyone?"),
+        &[7],
+    );
     assert_eq!(d.poll_timeout(), Some(t(0) + FIRST_CONTACT));
     d.handle_timeout(t(0) + FIRST_CONTACT);
     match outputs(&mut d).as_slice() {
@@ -407,10 +409,7 @@ fn with_no_device_up_a_send_waits_first_contact_at_most() {
 fn copies_kept_for_a_connecting_device_are_bounded_and_then_the_sender_waits() {
     let mut d = device();
     let juliet = jid("juliet@c.lit");
-    d.send(0, stanza::chat(&juliet, "0"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[7, 8], t(0));
-    outputs(&mut d);
+    first_send(&mut d, 0, stanza::chat(&juliet, "0"), &[7, 8]);
     connect(&mut d, 7, "juliet@c.lit/a", t(1));
     for n in 1..=LATE_MAX as u64 {
         d.send(n, stanza::chat(&juliet, &n.to_string()), t(1));
@@ -438,10 +437,13 @@ fn copies_kept_for_a_connecting_device_are_bounded_and_then_the_sender_waits() {
 #[test]
 fn a_message_to_a_full_jid_goes_once_that_device_is_connected() {
     let mut d = device();
-    d.send(1, stanza::chat(&jid("juliet@c.lit/a"), "just a"), t(0));
-    let out = outputs(&mut d);
-    resolve_juliet(&mut d, &out, &[7, 8], t(0));
-    assert_eq!(attaches(&outputs(&mut d)), vec![NodeId(7), NodeId(8)]);
+    let after = first_send(
+        &mut d,
+        1,
+        stanza::chat(&jid("juliet@c.lit/a"), "just a"),
+        &[7, 8],
+    );
+    assert_eq!(attaches(&after), vec![NodeId(7), NodeId(8)]);
     // b (8) is still connecting: it is not addressed, so nothing waits for it.
     connect(&mut d, 7, "juliet@c.lit/a", t(1));
     assert_eq!(
