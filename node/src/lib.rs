@@ -14,7 +14,8 @@ pub mod embed;
 pub mod fallback;
 pub mod local;
 pub mod roster;
-pub mod sasl;
+/// SASL lives with the stream negotiation in `xor-xmpp`.
+pub use xor_xmpp::sasl;
 pub mod status;
 
 /// The README's code blocks, compiled as doc tests (the embedding example must build).

@@ -5,12 +5,10 @@ use crate::config::ConfigError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use minidom::Element;
 use serde::{Deserialize, Serialize};
-use xor_xmpp::{Jid, stanza};
-
-/// `jabber:iq:roster`.
-pub const NS_ROSTER: &str = "jabber:iq:roster";
+use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::roster as wire;
+use xor_xmpp::Jid;
 
 /// The subscription state of a contact (RFC 6121 §2.1.2.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -101,26 +99,39 @@ pub struct Item {
 }
 
 impl Item {
-    /// The `<item/>` of a roster result or push.
-    pub fn element(&self) -> Element {
-        let mut attrs = vec![
-            ("jid", self.jid.as_str()),
-            ("subscription", self.subscription.as_str()),
-        ];
-        if let Some(n) = &self.name {
-            attrs.push(("name", n.as_str()));
-        }
-        if self.ask {
-            attrs.push(("ask", "subscribe"));
-        }
-        let mut el = stanza::element("item", NS_ROSTER, &attrs);
-        for g in &self.groups {
-            let mut group = stanza::element("group", NS_ROSTER, &[]);
-            group.append_text_node(g.clone());
-            el.append_child(group);
-        }
-        el
+    /// The `<item/>` of a roster result or push (RFC 6121 §2.1.2); `None` for a
+    /// JID the `jid` crate cannot read (it is left out of what clients see).
+    pub fn wire(&self) -> Option<wire::Item> {
+        Some(wire::Item {
+            jid: BareJid::new(&self.jid).ok()?,
+            name: self.name.clone(),
+            subscription: match self.subscription {
+                Subscription::None => wire::Subscription::None,
+                Subscription::To => wire::Subscription::To,
+                Subscription::From => wire::Subscription::From,
+                Subscription::Both => wire::Subscription::Both,
+            },
+            ask: if self.ask {
+                wire::Ask::Subscribe
+            } else {
+                wire::Ask::None
+            },
+            groups: self.groups.iter().cloned().map(wire::Group).collect(),
+            approved: None,
+        })
     }
+}
+
+/// The push item of a removed contact (`subscription='remove'`, RFC 6121 §2.5.2).
+pub fn removal(jid: &Jid) -> Option<wire::Item> {
+    Some(wire::Item {
+        jid: BareJid::new(&jid.bare_str()).ok()?,
+        name: None,
+        subscription: wire::Subscription::Remove,
+        ask: wire::Ask::None,
+        groups: Vec::new(),
+        approved: None,
+    })
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -236,12 +247,11 @@ impl Roster {
     }
 
     /// The `<query/>` of a roster result.
-    pub fn query(&self) -> Element {
-        let mut q = stanza::element("query", NS_ROSTER, &[]);
-        for i in self.items.values() {
-            q.append_child(i.element());
+    pub fn query(&self) -> wire::Roster {
+        wire::Roster {
+            ver: None,
+            items: self.items.values().filter_map(Item::wire).collect(),
         }
-        q
     }
 }
 
@@ -265,7 +275,7 @@ mod tests {
         assert_eq!(item.jid, "bob@b.test");
         assert_eq!(item.subscription, Subscription::Both);
         assert_eq!(item.name.as_deref(), Some("Bob"));
-        assert_eq!(r2.query().children().count(), 1);
+        assert_eq!(r2.query().items.len(), 1);
         std::fs::write(&path, "item = 3").unwrap();
         assert!(Roster::load(&path).is_err());
     }

@@ -25,6 +25,7 @@ pub mod location;
 pub mod resolve;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod sasl;
 pub mod stanza;
 pub mod stream;
 

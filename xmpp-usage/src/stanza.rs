@@ -1,18 +1,34 @@
-//! Stanza helpers: addressing, XEP-0359 origin ids, XEP-0280 carbons wrapped in
-//! XEP-0297 forwarding, and RFC 6120 stanza errors.
+//! Stanza helpers on `xmpp-parsers` types: addressing, XEP-0359 origin ids, XEP-0280
+//! carbons wrapped in XEP-0297 forwarding, XEP-0203 delay stamps and RFC 6120 stanza
+//! errors. Every namespace comes from [`ns`] (`xmpp_parsers::ns`).
+//!
+//! Stanzas relayed between devices stay `minidom` elements (the tree `xmpp-parsers`
+//! is built on), so extensions xor does not model pass through intact; what xor reads
+//! or writes itself goes through the typed values (README Decisions, "Typed stanzas").
 
 use minidom::Element;
 use rxml::{Namespace, NcName};
+use xmpp_parsers::carbons;
+use xmpp_parsers::delay::Delay;
+use xmpp_parsers::forwarding::Forwarded;
+use xmpp_parsers::message::Message;
+pub use xmpp_parsers::ns;
+pub use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use xmpp_parsers::stanza_id::OriginId;
 
 use crate::jid::Jid;
-use crate::stream::{NS_CLIENT, NS_STANZA_ERRORS};
+use crate::stream::NS_CLIENT;
 
 /// `urn:xmpp:carbons:2` (XEP-0280).
-pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+pub const NS_CARBONS: &str = ns::CARBONS;
 /// `urn:xmpp:forward:0` (XEP-0297).
-pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+pub const NS_FORWARD: &str = ns::FORWARD;
 /// `urn:xmpp:sid:0` (XEP-0359).
-pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub const NS_SID: &str = ns::SID;
+/// `urn:ietf:params:xml:ns:xmpp-session`: the session establishment of RFC 3921 §3,
+/// which clients still ask for (RFC 6121 made it optional); `xmpp-parsers` has no
+/// name for it.
+pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 
 fn ncname(name: &str) -> NcName {
     NcName::try_from(name).expect("attribute names used here are valid NCNames")
@@ -54,11 +70,17 @@ pub fn from(el: &Element) -> Option<Jid> {
     el.attr("from").and_then(|t| Jid::parse(t).ok())
 }
 
+/// `j` as the `jid` crate's JID, the address type of `xmpp-parsers`. xor's JIDs are
+/// PRECIS-prepared (RFC 7622); the `jid` crate prepares with stringprep (RFC 6122),
+/// which accepts every prepared JID xor makes.
+pub fn wire_jid(j: &Jid) -> Option<xmpp_parsers::jid::Jid> {
+    xmpp_parsers::jid::Jid::new(&j.to_string()).ok()
+}
+
 /// The XEP-0359 `<origin-id/>` of a stanza.
 pub fn origin_id(el: &Element) -> Option<String> {
-    el.get_child("origin-id", NS_SID)
-        .and_then(|o| o.attr("id"))
-        .map(str::to_owned)
+    let child = el.get_child("origin-id", ns::SID)?;
+    OriginId::try_from(child.clone()).ok().map(|o| o.id)
 }
 
 /// Adds an `<origin-id/>` unless there is one; returns the id in force.
@@ -67,8 +89,27 @@ pub fn ensure_origin_id(el: &mut Element, fresh: impl FnOnce() -> String) -> Str
         return id;
     }
     let id = fresh();
-    el.append_child(element("origin-id", NS_SID, &[("id", &id)]));
+    el.append_child(OriginId { id: id.clone() }.into());
     id
+}
+
+/// A message kept for later, stamped with when it was kept (XEP-0203: "the entity
+/// that delays the delivery … MUST add the delay element"), unless it already was.
+/// `stamp` is an RFC 3339 UTC time (XEP-0082).
+pub fn delayed(mut el: Element, by: &str, stamp: &str) -> Element {
+    if el.has_child("delay", ns::DELAY) {
+        return el;
+    }
+    let Ok(stamp) = stamp.parse() else {
+        return el;
+    };
+    let delay = Delay {
+        from: xmpp_parsers::jid::Jid::new(by).ok(),
+        stamp,
+        data: None,
+    };
+    el.append_child(delay.into());
+    el
 }
 
 /// Whether a message is eligible for carbons (XEP-0280 §6): no `<private/>` child,
@@ -78,9 +119,9 @@ pub fn carbon_eligible(el: &Element) -> bool {
     if el.name() != "message" || el.has_child("private", NS_CARBONS) {
         return false;
     }
-    let im_payload = el.children().any(|c| {
-        c.ns() == "http://jabber.org/protocol/chatstates" || c.ns() == "urn:xmpp:receipts"
-    });
+    let im_payload = el
+        .children()
+        .any(|c| c.ns() == ns::CHATSTATES || c.ns() == ns::RECEIPTS);
     match el.attr("type").unwrap_or("normal") {
         "chat" => true,
         "normal" => el.has_child("body", NS_CLIENT) || im_payload,
@@ -97,29 +138,26 @@ pub enum Carbon {
     Sent,
 }
 
-impl Carbon {
-    fn name(self) -> &'static str {
-        match self {
-            Carbon::Received => "received",
-            Carbon::Sent => "sent",
-        }
-    }
-}
-
 /// Wraps `inner` in a carbon addressed from `from` (the user's bare JID, as a server
-/// would) to `to` (the user's other device).
-pub fn wrap_carbon(kind: Carbon, inner: Element, from: &Jid, to: &Jid) -> Element {
-    let mut forwarded = Element::bare("forwarded", NS_FORWARD);
-    forwarded.append_child(inner);
-    let mut wrapper = Element::bare(kind.name(), NS_CARBONS);
-    wrapper.append_child(forwarded);
-    let mut msg = element(
-        "message",
-        NS_CLIENT,
-        &[("from", &from.bare_str()), ("to", &to.to_string())],
-    );
-    msg.append_child(wrapper);
-    msg
+/// would) to `to` (the user's other device): `<message><received|sent><forwarded>`
+/// as `xmpp-parsers` writes them. `None` when `inner` is not a message
+/// `xmpp-parsers` can read (it is then not carbon-copied).
+pub fn wrap_carbon(kind: Carbon, inner: Element, from: &Jid, to: &Jid) -> Option<Element> {
+    let forwarded = Forwarded {
+        delay: None,
+        message: Message::try_from(inner).ok()?,
+    };
+    let mut msg = Message::normal(wire_jid(to)?);
+    msg.from = Some(wire_jid(&from.bare())?);
+    let msg = match kind {
+        Carbon::Received => msg.with_payload(carbons::Received { forwarded }),
+        Carbon::Sent => msg.with_payload(carbons::Sent { forwarded }),
+    };
+    let mut el: Element = msg.into();
+    // A carbon is a `normal` message with no body (XEP-0280 §7); no type at all is
+    // the same and what servers write.
+    remove_attr(&mut el, "type");
+    Some(el)
 }
 
 /// The carbon kind and the forwarded message, if `el` is a carbon.
@@ -127,17 +165,29 @@ pub fn unwrap_carbon(el: &Element) -> Option<(Carbon, Element)> {
     if !el.is("message", NS_CLIENT) {
         return None;
     }
-    let (kind, wrapper) = [Carbon::Received, Carbon::Sent]
-        .into_iter()
-        .find_map(|k| el.get_child(k.name(), NS_CARBONS).map(|w| (k, w)))?;
-    let inner = wrapper
-        .get_child("forwarded", NS_FORWARD)?
-        .get_child("message", NS_CLIENT)?;
-    Some((kind, inner.clone()))
+    let forwarded = if let Some(w) = el.get_child("received", ns::CARBONS) {
+        (
+            Carbon::Received,
+            carbons::Received::try_from(w.clone()).ok()?.forwarded,
+        )
+    } else {
+        let w = el.get_child("sent", ns::CARBONS)?;
+        (
+            Carbon::Sent,
+            carbons::Sent::try_from(w.clone()).ok()?.forwarded,
+        )
+    };
+    Some((forwarded.0, forwarded.1.message.into()))
 }
 
-/// The RFC 6120 §8.3 error reply to `original`.
-pub fn stanza_error(original: &Element, error_type: &str, condition: &str, text: &str) -> Element {
+/// The RFC 6120 §8.3 error reply to `original`: addresses swapped, the id kept, an
+/// `<error/>` of `error_type` with `condition` and `text`.
+pub fn stanza_error(
+    original: &Element,
+    error_type: ErrorType,
+    condition: DefinedCondition,
+    text: &str,
+) -> Element {
     let mut reply = element(original.name(), NS_CLIENT, &[("type", "error")]);
     if let Some(id) = original.attr("id") {
         set_attr(&mut reply, "id", id);
@@ -148,12 +198,7 @@ pub fn stanza_error(original: &Element, error_type: &str, condition: &str, text:
     if let Some(t) = original.attr("to") {
         set_attr(&mut reply, "from", t);
     }
-    let mut error = element("error", NS_CLIENT, &[("type", error_type)]);
-    error.append_child(Element::bare(condition, NS_STANZA_ERRORS));
-    let mut t = Element::bare("text", NS_STANZA_ERRORS);
-    t.append_text(text);
-    error.append_child(t);
-    reply.append_child(error);
+    reply.append_child(StanzaError::new(error_type, condition, "en", text).into());
     reply
 }
 
@@ -191,7 +236,8 @@ mod tests {
             inner.clone(),
             &romeo,
             &romeo.with_resource("laptop"),
-        );
+        )
+        .unwrap();
         assert_eq!(wrapped.attr("from"), Some("romeo@montague.lit"));
         let (kind, back) = unwrap_carbon(&wrapped).unwrap();
         assert_eq!(kind, Carbon::Sent);
@@ -204,13 +250,18 @@ mod tests {
         let mut m = chat(&Jid::parse("b@x.lit").unwrap(), "x");
         set_attr(&mut m, "from", "a@x.lit/r");
         set_attr(&mut m, "id", "7");
-        let e = stanza_error(&m, "cancel", "service-unavailable", "nobody home");
+        let e = stanza_error(
+            &m,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "nobody home",
+        );
         assert_eq!(e.attr("to"), Some("a@x.lit/r"));
         assert_eq!(e.attr("type"), Some("error"));
         assert!(
             e.get_child("error", NS_CLIENT)
                 .unwrap()
-                .has_child("service-unavailable", NS_STANZA_ERRORS)
+                .has_child("service-unavailable", ns::XMPP_STANZAS)
         );
     }
 }

@@ -15,10 +15,9 @@ use minidom::Element;
 use tokio::sync::Notify;
 use xor_xmpp::{Jid, stanza};
 
-use crate::roster::NS_ROSTER;
-
-/// `urn:ietf:params:xml:ns:xmpp-stanzas`.
-const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::roster as wire;
+use xor_xmpp::stanza::{DefinedCondition, ErrorType, StanzaError};
 
 /// Something that happened for the embedding's user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,20 +91,18 @@ fn child_text(el: &Element, name: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// `condition: text` of a stanza's RFC 6120 §8.3 error.
 fn error_text(el: &Element) -> String {
-    let Some(error) = el.children().find(|c| c.name() == "error") else {
+    let Some(error) = el
+        .children()
+        .find(|c| c.name() == "error")
+        .and_then(|e| StanzaError::try_from(e.clone()).ok())
+    else {
         return "undelivered".into();
     };
-    let condition = error
-        .children()
-        .find(|c| c.ns() == NS_STANZAS && c.name() != "text")
-        .map_or("undefined-condition", Element::name)
-        .to_owned();
-    match error
-        .children()
-        .find(|c| c.ns() == NS_STANZAS && c.name() == "text")
-    {
-        Some(t) => format!("{condition}: {}", t.text()),
+    let condition = Element::from(error.defined_condition).name().to_owned();
+    match error.texts.into_values().next() {
+        Some(t) => format!("{condition}: {t}"),
         None => condition,
     }
 }
@@ -150,27 +147,22 @@ fn presence(el: &Element) -> Option<ChatEvent> {
 }
 
 fn iq(el: &Element) -> (Option<ChatEvent>, Option<Element>) {
-    let kind = el.attr("type").unwrap_or_default();
-    if kind != "get" && kind != "set" {
-        return (None, None);
-    }
-    let push = el
-        .children()
-        .find(|c| c.name() == "query" && c.ns() == NS_ROSTER)
-        .and_then(|q| q.children().find(|c| c.name() == "item"));
-    if let Some(item) = push
-        && el.attr("from").is_none()
+    let payload = match Iq::try_from(el.clone()) {
+        Ok(Iq::Get { payload, .. } | Iq::Set { payload, .. }) => payload,
+        _ => return (None, None),
+    };
+    // A roster push from the account (RFC 6121 §2.1.6: no `from`, or our own).
+    if el.attr("from").is_none()
+        && let Ok(roster) = wire::Roster::try_from(payload)
     {
-        return (
-            super::Contact::from_item(item).map(ChatEvent::ContactChanged),
-            None,
-        );
+        let contact = roster.items.first().and_then(super::Contact::from_item);
+        return (contact.map(ChatEvent::ContactChanged), None);
     }
     // Someone else's request: the embedding serves none (RFC 6120 §8.4).
     let answer = stanza::stanza_error(
         el,
-        "cancel",
-        "service-unavailable",
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
         "not served by this client",
     );
     (None, Some(answer))

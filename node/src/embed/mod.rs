@@ -101,12 +101,19 @@ impl Contact {
     }
 
     /// A contact from a roster push's `<item/>`.
-    pub(crate) fn from_item(item: &Element) -> Option<Contact> {
-        let subscription = Subscription::from_attr(item.attr("subscription")?);
+    pub(crate) fn from_item(item: &xmpp_parsers::roster::Item) -> Option<Contact> {
+        use xmpp_parsers::roster::{Ask, Subscription as Wire};
+        let subscription = match item.subscription {
+            // A removed contact is one with no subscription left.
+            Wire::None | Wire::Remove => Subscription::None,
+            Wire::To => Subscription::To,
+            Wire::From => Subscription::From,
+            Wire::Both => Subscription::Both,
+        };
         Some(Contact {
-            jid: Jid::parse(item.attr("jid")?).ok()?,
+            jid: Jid::parse(item.jid.as_str()).ok()?,
             subscription,
-            asked: item.attr("ask") == Some("subscribe"),
+            asked: item.ask == Ask::Subscribe,
             pending_in: false,
         })
     }

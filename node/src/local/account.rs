@@ -8,10 +8,18 @@ use std::sync::{Arc, Mutex};
 
 use minidom::Element;
 use tokio::sync::{Semaphore, mpsc};
+use xmpp_parsers::carbons;
+use xmpp_parsers::disco::{
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity,
+};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid as WireJid;
+use xmpp_parsers::ping::Ping;
+use xmpp_parsers::version::{VersionQuery, VersionResult};
 use xor_xmpp::Jid;
 use xor_xmpp::fanout::Delivery;
 use xor_xmpp::runtime::{XmppError, XmppNode};
-use xor_xmpp::stanza::{self, Carbon};
+use xor_xmpp::stanza::{self, Carbon, DefinedCondition, ErrorType, ns};
 use xor_xmpp::stream::NS_CLIENT;
 
 mod offline;
@@ -22,23 +30,18 @@ pub use sync::NS_ROSTER_SYNC;
 
 use super::lock;
 use crate::fallback::Fallback;
-use crate::roster::{NS_ROSTER, Roster};
+use crate::roster::Roster;
 
-/// `http://jabber.org/protocol/disco#info`.
-pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-/// `http://jabber.org/protocol/disco#items`.
-pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-/// `urn:xmpp:ping`.
-pub const NS_PING: &str = "urn:xmpp:ping";
 /// What the local port supports (disco#info).
 pub const FEATURES: &[&str] = &[
-    NS_DISCO_INFO,
-    NS_DISCO_ITEMS,
-    NS_ROSTER,
-    NS_PING,
-    stanza::NS_CARBONS,
-    stanza::NS_SID,
-    "urn:ietf:params:xml:ns:xmpp-session",
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::ROSTER,
+    ns::PING,
+    ns::VERSION,
+    ns::CARBONS,
+    ns::SID,
+    stanza::NS_SESSION,
 ];
 
 pub use offline::{OFFLINE_BYTES, OFFLINE_LIMIT};
@@ -82,40 +85,27 @@ impl std::fmt::Debug for Account {
     }
 }
 
-/// `urn:xmpp:delay` (XEP-0203).
-pub const NS_DELAY: &str = "urn:xmpp:delay";
-
-/// A message kept for later, stamped with when it arrived (XEP-0203: "the entity that
-/// delays the delivery … MUST add the delay element"), unless it already was.
-fn delayed(mut el: Element, domain: &str) -> Element {
-    if !el.has_child("delay", NS_DELAY) {
-        let now = time::OffsetDateTime::now_utc();
-        let stamp = now
-            .replace_nanosecond(0)
-            .unwrap_or(now)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        el.append_child(stanza::element(
-            "delay",
-            NS_DELAY,
-            &[("from", domain), ("stamp", &stamp)],
-        ));
-    }
-    el
+/// A message kept for later, stamped now (XEP-0203).
+fn delayed(el: Element, domain: &str) -> Element {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    stanza::delayed(el, domain, &stamp)
 }
 
-fn iq_result(iq: &Element, child: Option<Element>) -> Element {
-    let mut r = stanza::element("iq", NS_CLIENT, &[("type", "result")]);
-    if let Some(id) = iq.attr("id") {
-        stanza::set_attr(&mut r, "id", id);
+/// The `<iq type='result'/>` answering `iq` (from whom it was addressed to), with
+/// `payload`.
+fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
+    Iq::Result {
+        from: iq.attr("to").and_then(|t| WireJid::new(t).ok()),
+        to: None,
+        id: iq.attr("id").unwrap_or_default().to_owned(),
+        payload,
     }
-    if let Some(from) = iq.attr("to") {
-        stanza::set_attr(&mut r, "from", from);
-    }
-    if let Some(c) = child {
-        r.append_child(c);
-    }
-    r
+    .into()
 }
 
 impl Account {
@@ -288,7 +278,12 @@ impl Account {
             tracing::debug!(error = %e, "stanza not delivered");
             return;
         }
-        let mut bounce = stanza::stanza_error(&el, "wait", "recipient-unavailable", &e.to_string());
+        let mut bounce = stanza::stanza_error(
+            &el,
+            ErrorType::Wait,
+            DefinedCondition::RecipientUnavailable,
+            &e.to_string(),
+        );
         if let Some(to) = el.attr("to") {
             stanza::set_attr(&mut bounce, "from", to);
         }
@@ -317,8 +312,8 @@ impl Account {
             }
             let mut e = stanza::stanza_error(
                 &el,
-                "modify",
-                "jid-malformed",
+                ErrorType::Modify,
+                DefinedCondition::JidMalformed,
                 "the 'to' address is not a valid JID",
             );
             // From the "server" (this node), not the malformed address.
@@ -354,54 +349,80 @@ impl Account {
         }
     }
 
-    fn server_iq(self: &Arc<Self>, id: u64, iq: &Element) -> Vec<Element> {
-        let kind = iq.attr("type").unwrap_or_default();
-        if kind == "result" || kind == "error" {
+    /// An iq to the "server" (this node, or the user's bare JID): roster, disco,
+    /// ping, version, carbons, session; anything else is `service-unavailable`
+    /// (RFC 6120 §8.4).
+    fn server_iq(self: &Arc<Self>, id: u64, el: &Element) -> Vec<Element> {
+        if matches!(el.attr("type"), Some("result" | "error")) {
             return Vec::new();
         }
-        let Some(child) = iq.children().next() else {
-            return vec![stanza::stanza_error(
-                iq,
-                "modify",
-                "bad-request",
-                "an iq needs one child",
-            )];
+        let error =
+            |condition, text| vec![stanza::stanza_error(el, ErrorType::Modify, condition, text)];
+        let (get, payload) = match Iq::try_from(el.clone()) {
+            Ok(Iq::Get { payload, .. }) => (true, payload),
+            Ok(Iq::Set { payload, .. }) => (false, payload),
+            Ok(_) => return Vec::new(),
+            Err(_) => {
+                return error(
+                    DefinedCondition::BadRequest,
+                    "an iq get or set needs an id and exactly one child (RFC 6120 §8.2.3)",
+                );
+            }
         };
-        match (kind, child.name(), child.ns().as_str()) {
-            ("get", "query", NS_ROSTER) => vec![iq_result(iq, Some(lock(&self.roster).query()))],
-            ("set", "query", NS_ROSTER) => self.roster_set(iq, child),
-            ("get", "query", NS_DISCO_INFO) => {
-                let mut q = stanza::element("query", NS_DISCO_INFO, &[]);
-                q.append_child(stanza::element(
-                    "identity",
-                    NS_DISCO_INFO,
-                    &[("category", "server"), ("type", "im"), ("name", "xor")],
-                ));
-                for f in FEATURES {
-                    q.append_child(stanza::element("feature", NS_DISCO_INFO, &[("var", f)]));
-                }
-                vec![iq_result(iq, Some(q))]
+        let result = |p: Option<Element>| vec![iq_result(el, p)];
+        if get {
+            if payload.is("query", ns::ROSTER) {
+                return result(Some(lock(&self.roster).query().into()));
             }
-            ("get", "query", NS_DISCO_ITEMS) => {
-                vec![iq_result(
-                    iq,
-                    Some(stanza::element("query", NS_DISCO_ITEMS, &[])),
-                )]
+            if DiscoInfoQuery::try_from(payload.clone()).is_ok() {
+                return result(Some(disco_info().into()));
             }
-            ("get", "ping", NS_PING) | ("set", "session", _) => vec![iq_result(iq, None)],
-            ("set", name @ ("enable" | "disable"), stanza::NS_CARBONS) => {
+            if DiscoItemsQuery::try_from(payload.clone()).is_ok() {
+                let items = DiscoItemsResult {
+                    node: None,
+                    items: Vec::new(),
+                    rsm: None,
+                };
+                return result(Some(items.into()));
+            }
+            if Ping::try_from(payload.clone()).is_ok() {
+                return result(None);
+            }
+            if VersionQuery::try_from(payload.clone()).is_ok() {
+                let version = VersionResult {
+                    name: "xor".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    os: None,
+                };
+                return result(Some(version.into()));
+            }
+        } else {
+            if payload.is("query", ns::ROSTER) {
+                return self.roster_set(el, &payload);
+            }
+            let carbons = if carbons::Enable::try_from(payload.clone()).is_ok() {
+                Some(true)
+            } else if carbons::Disable::try_from(payload.clone()).is_ok() {
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(on) = carbons {
                 if let Some(s) = lock(&self.state).sessions.get_mut(&id) {
-                    s.carbons = name == "enable";
+                    s.carbons = on;
                 }
-                vec![iq_result(iq, None)]
+                return result(None);
             }
-            _ => vec![stanza::stanza_error(
-                iq,
-                "cancel",
-                "service-unavailable",
-                "not supported by this node",
-            )],
+            if payload.is("session", stanza::NS_SESSION) {
+                return result(None);
+            }
         }
+        vec![stanza::stanza_error(
+            el,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "not supported by this node",
+        )]
     }
 
     /// A stanza from the overlay (or the fallback server) for this user.
@@ -425,8 +446,10 @@ impl Account {
         if let Some(kind) = wrap {
             let st = lock(&self.state);
             for s in st.sessions.values().filter(|s| s.carbons) {
-                let wrapped = stanza::wrap_carbon(kind, el.clone(), &self.jid.bare(), &self.jid);
-                let _ = s.tx.try_send(wrapped);
+                if let Some(w) = stanza::wrap_carbon(kind, el.clone(), &self.jid.bare(), &self.jid)
+                {
+                    let _ = s.tx.try_send(w);
+                }
             }
             return;
         }
@@ -438,5 +461,16 @@ impl Account {
             return;
         }
         self.deliver(el);
+    }
+}
+
+/// What the local port says it is (XEP-0030): a server of type `im` named xor, with
+/// [`FEATURES`].
+fn disco_info() -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity::new("server", "im", "en", "xor")],
+        features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
+        extensions: Vec::new(),
     }
 }

@@ -1,35 +1,23 @@
-//! One connection on the local client port (RFC 6120): the stream header, STARTTLS
-//! (required), SASL (SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN, three tries), resource binding, then the
-//! stanza loop. The session is bound to the account's JID whatever resource the
-//! client asks for ("one user per node").
+//! One connection on the local client port (RFC 6120): the negotiation — header,
+//! STARTTLS (required), SASL (SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN, three tries),
+//! resource binding — is the one machine of `xor_xmpp::stream::negotiate` (server
+//! role), driven here with the port's TLS and its per-address SASL throttle; then the
+//! stanza loop. The session is bound to the account's JID whatever resource the client
+//! asks for ("one user per node").
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use minidom::Element;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use xor_xmpp::stanza;
 use xor_xmpp::stream::io::{StreamEnd, XmlIo};
-use xor_xmpp::stream::{
-    NS_CLIENT, StreamCondition, StreamError, StreamEvent, StreamParser, writer,
-};
+pub use xor_xmpp::stream::negotiate::PRE_AUTH_MAX_ELEMENT;
+use xor_xmpp::stream::negotiate::{Negotiation, Outcome, Role, ServerConfig, Step};
+use xor_xmpp::stream::{StreamCondition, StreamError, StreamEvent, writer};
 
 use super::account::Account;
 use super::{Control, LocalSettings, lock};
-use crate::c2s_client::{NS_BIND, NS_SASL, NS_SESSION, NS_TLS};
-use crate::sasl::{SaslError, ScramHash, ScramServer, check_plain};
-
-/// Failed SASL attempts before the stream is closed.
-const MAX_AUTH_FAILURES: u32 = 3;
-
-/// Largest element before login: SASL and STARTTLS elements are a few hundred bytes,
-/// so a stranger's connection holds at most this much parsed XML (plus the parser's
-/// 16 KiB token limit and the read buffer).
-pub const PRE_AUTH_MAX_ELEMENT: usize = 8 * 1024;
 
 /// How long a new connection may take to send its stream header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,56 +41,6 @@ enum LoginError {
     /// The TLS handshake after STARTTLS failed.
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
-}
-
-/// Reads the client's stream header (within [`HEADER_TIMEOUT`]) and answers with
-/// ours and `features`.
-async fn open<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut XmlIo<S>,
-    domain: &str,
-    features: &[Element],
-) -> Result<(), LoginError> {
-    let first = match tokio::time::timeout(HEADER_TIMEOUT, conn.next()).await {
-        Ok(ev) => ev?,
-        Err(_) => {
-            conn.write(&writer::header(Some(domain), None, Some(&stream_id())))
-                .await?;
-            return Err(conn
-                .fail(StreamError::new(
-                    StreamCondition::ConnectionTimeout,
-                    "no stream header",
-                ))
-                .await
-                .into());
-        }
-    };
-    match first {
-        StreamEvent::Header(h) => {
-            if let Some(to) = &h.to
-                && !to.eq_ignore_ascii_case(domain)
-            {
-                let e = StreamError::new(
-                    StreamCondition::HostUnknown,
-                    format!("this port serves {domain} only"),
-                );
-                conn.write(&writer::header(Some(domain), None, Some(&stream_id())))
-                    .await?;
-                return Err(conn.fail(e).await.into());
-            }
-        }
-        other => {
-            return Err(conn
-                .fail(StreamError::new(
-                    StreamCondition::BadFormat,
-                    format!("expected a stream header, got {other:?}"),
-                ))
-                .await
-                .into());
-        }
-    }
-    let mut bytes = writer::header(Some(domain), None, Some(&stream_id()));
-    bytes.extend(writer::features(features));
-    Ok(conn.write(&bytes).await?)
 }
 
 /// Refuses a connection with a stream error (RFC 6120 §4.9.1.1: a header first).
@@ -157,6 +95,9 @@ pub(super) async fn serve(
 
 type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
+/// Runs the one negotiation machine (`xor_xmpp::stream::negotiate`, server role) on a
+/// new connection: the header within [`HEADER_TIMEOUT`], STARTTLS, SASL attempts
+/// spaced by the address's throttle, binding.
 async fn negotiate(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -165,206 +106,69 @@ async fn negotiate(
     account: &Account,
     ctl: &Mutex<Control>,
 ) -> Result<XmlIo<Tls>, LoginError> {
-    let domain = account.jid().domain().to_owned();
+    let config = ServerConfig {
+        account: account.jid().clone(),
+        password: settings.password.clone(),
+        max_stanza: settings.max_stanza,
+    };
+    let mut n = Negotiation::new(Role::Server(config), rand::random());
     let mut conn = XmlIo::new(tcp, PRE_AUTH_MAX_ELEMENT);
-    let mut starttls = stanza::element("starttls", NS_TLS, &[]);
-    starttls.append_child(stanza::element("required", NS_TLS, &[]));
-    open(&mut conn, &domain, &[starttls]).await?;
+    let first = match tokio::time::timeout(HEADER_TIMEOUT, conn.negotiate(&mut n)).await {
+        Ok(step) => step,
+        Err(_) => {
+            n.timed_out("no stream header");
+            conn.negotiate(&mut n).await
+        }
+    };
+    expect(first, |s| matches!(s, Step::Opened))?;
     // It spoke: idle sockets are closed before it when the port is full.
     lock(ctl).admission.spoke(id);
-    match conn.next().await? {
-        StreamEvent::Element(e) if e.name() == "starttls" && e.ns() == NS_TLS => {}
-        _ => {
-            return Err(conn
-                .fail(StreamError::new(
-                    StreamCondition::PolicyViolation,
-                    "STARTTLS is required on this port",
-                ))
-                .await
-                .into());
-        }
-    }
-    conn.send(&stanza::element("proceed", NS_TLS, &[])).await?;
+    expect(conn.negotiate(&mut n).await, |s| {
+        matches!(s, Step::StartTls)
+    })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(settings.tls.clone());
     let tls = acceptor
         .accept(conn.into_inner())
         .await
         .map_err(LoginError::Tls)?;
+    n.tls_up();
     let mut conn = XmlIo::new(tls, PRE_AUTH_MAX_ELEMENT);
-    let mut mechanisms = stanza::element("mechanisms", NS_SASL, &[]);
-    for m in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
-        let mut el = stanza::element("mechanism", NS_SASL, &[]);
-        el.append_text_node(m);
-        mechanisms.append_child(el);
-    }
-    open(&mut conn, &domain, &[mechanisms]).await?;
-    authenticate(&mut conn, peer, settings, account, ctl).await?;
-    // Logged in: the restarted stream may carry stanzas of full size.
-    conn.parser = StreamParser::new(settings.max_stanza);
-    let mut session = stanza::element("session", NS_SESSION, &[]);
-    session.append_child(stanza::element("optional", NS_SESSION, &[]));
-    open(
-        &mut conn,
-        &domain,
-        &[stanza::element("bind", NS_BIND, &[]), session],
-    )
-    .await?;
-    match conn.next().await? {
-        StreamEvent::Element(iq) if iq.name() == "iq" && iq.has_child("bind", NS_BIND) => {
-            let mut result = stanza::element("iq", NS_CLIENT, &[("type", "result")]);
-            if let Some(id) = iq.attr("id") {
-                stanza::set_attr(&mut result, "id", id);
-            }
-            let mut bind = stanza::element("bind", NS_BIND, &[]);
-            let mut jid = stanza::element("jid", NS_BIND, &[]);
-            jid.append_text_node(account.jid().to_string());
-            bind.append_child(jid);
-            result.append_child(bind);
-            conn.send(&result).await?;
-            Ok(conn)
-        }
-        StreamEvent::Element(_) => Err(conn
-            .fail(StreamError::new(
-                StreamCondition::NotAuthorized,
-                "bind a resource first",
-            ))
-            .await
-            .into()),
-        _ => Err(StreamEnd::Unexpected("a resource binding").into()),
-    }
-}
-
-fn sasl(name: &str, data: Option<&[u8]>) -> Element {
-    let mut el = stanza::element(name, NS_SASL, &[]);
-    if let Some(d) = data {
-        el.append_text_node(STANDARD.encode(d));
-    }
-    el
-}
-
-fn failure(condition: &str) -> Element {
-    let mut f = stanza::element("failure", NS_SASL, &[]);
-    f.append_child(stanza::element(condition, NS_SASL, &[]));
-    f
-}
-
-fn decode(el: &Element) -> Result<Vec<u8>, SaslError> {
-    let t = el.text();
-    let t = t.trim();
-    if t.is_empty() || t == "=" {
-        return Ok(Vec::new());
-    }
-    STANDARD
-        .decode(t)
-        .map_err(|_| SaslError::Malformed("not base64".into()))
-}
-
-/// The user names that mean this account: the localpart or the bare JID.
-fn is_me(account: &Account, user: &str) -> bool {
-    let bare = account.jid().bare_str();
-    user == bare || bare.split('@').next() == Some(user)
-}
-
-async fn authenticate(
-    conn: &mut XmlIo<Tls>,
-    peer: SocketAddr,
-    settings: &LocalSettings,
-    account: &Account,
-    ctl: &Mutex<Control>,
-) -> Result<(), LoginError> {
-    let mut failures = 0;
     loop {
-        let auth = match conn.next().await? {
-            StreamEvent::Element(e) if e.name() == "auth" && e.ns() == NS_SASL => e,
-            _ => {
-                return Err(conn
-                    .fail(StreamError::new(
-                        StreamCondition::NotAuthorized,
-                        "authenticate first",
-                    ))
-                    .await
-                    .into());
+        match conn.negotiate(&mut n).await {
+            Step::Authenticating => {
+                // Attempts from one address take turns, spaced by its failures (see
+                // `admission`): guessing gains nothing from parallel connections.
+                let turn = lock(ctl)
+                    .throttle
+                    .reserve(peer.ip(), std::time::Instant::now());
+                tokio::time::sleep_until(tokio::time::Instant::from_std(turn)).await;
+                n.resume();
             }
-        };
-        // Attempts from one address take turns, spaced by its failures (see
-        // `admission`): guessing gains nothing from parallel connections.
-        let turn = lock(ctl)
-            .throttle
-            .reserve(peer.ip(), std::time::Instant::now());
-        tokio::time::sleep_until(tokio::time::Instant::from_std(turn)).await;
-        // The SASL failure condition (RFC 6120 §6.5) of a failed attempt.
-        let refused = |e: SaslError| {
-            tracing::info!(%e, "local client failed to authenticate");
-            match e {
-                SaslError::NotAuthorized => "not-authorized",
-                SaslError::Malformed(_) => "malformed-request",
+            Step::Done(Ok(Outcome::Session)) => {
+                lock(ctl).throttle.succeeded(peer.ip());
+                return Ok(conn);
             }
-        };
-        let outcome = match auth.attr("mechanism") {
-            Some("PLAIN") => decode(&auth)
-                .and_then(|m| {
-                    check_plain(&m, |u, p| is_me(account, u) && p == settings.password)
-                        .map(|_| None)
-                })
-                .map_err(refused),
-            Some(name) => match ScramHash::of_mechanism(name) {
-                Some(hash) => scram(conn, hash, &auth, settings, account)
-                    .await
-                    .map_err(refused),
-                None => Err("invalid-mechanism"),
-            },
-            None => Err("invalid-mechanism"),
-        };
-        if outcome.is_ok() {
-            lock(ctl).throttle.succeeded(peer.ip());
-        }
-        match outcome {
-            Ok(extra) => {
-                conn.send(&sasl("success", extra.as_deref())).await?;
-                conn.parser.reset();
-                return Ok(());
-            }
-            Err(condition) => {
-                conn.send(&failure(condition)).await?;
-                failures += 1;
-                if failures >= MAX_AUTH_FAILURES {
-                    return Err(conn
-                        .fail(StreamError::new(
-                            StreamCondition::PolicyViolation,
-                            "too many failed authentication attempts",
-                        ))
-                        .await
-                        .into());
-                }
-            }
+            other => return Err(stopped(other)),
         }
     }
 }
 
-/// SCRAM-SHA-256 or SCRAM-SHA-1: challenge, response, success with the server
-/// signature.
-async fn scram(
-    conn: &mut XmlIo<Tls>,
-    hash: ScramHash,
-    auth: &Element,
-    settings: &LocalSettings,
-    account: &Account,
-) -> Result<Option<Vec<u8>>, SaslError> {
-    let salt: [u8; 16] = rand::random();
-    let mut server = ScramServer::new(hash, &hex::encode(rand::random::<[u8; 12]>()), &salt, 4096);
-    let (first, user) = server.client_first(&decode(auth)?)?;
-    conn.send(&sasl("challenge", Some(&first)))
-        .await
-        .map_err(|e| SaslError::Malformed(e.to_string()))?;
-    let response = match conn.next().await {
-        Ok(StreamEvent::Element(e)) if e.name() == "response" && e.ns() == NS_SASL => e,
-        _ => return Err(SaslError::Malformed("expected a SASL response".into())),
-    };
-    let last = server.client_final(&decode(&response)?, &settings.password)?;
-    if !is_me(account, &user) {
-        return Err(SaslError::NotAuthorized);
+/// `Ok` when the negotiation stopped at the step `wanted` accepts; its failure
+/// otherwise.
+fn expect(step: Step, wanted: impl Fn(&Step) -> bool) -> Result<(), LoginError> {
+    if wanted(&step) {
+        Ok(())
+    } else {
+        Err(stopped(step))
     }
-    Ok(Some(last))
+}
+
+/// Why a login stopped at `step`.
+fn stopped(step: Step) -> LoginError {
+    match step {
+        Step::Done(Err(e)) => e.into(),
+        _ => StreamEnd::Unexpected("the next login step").into(),
+    }
 }
 
 /// The stanza loop of an authenticated, bound session.

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xor_overlay::id::NodeId;
 use xor_overlay::runtime::LinkStream;
 
 use super::driver::{Driver, outlet};
@@ -21,6 +20,7 @@ use crate::fanout::Device;
 use crate::jid::Jid;
 use crate::stanza;
 use crate::stream::io::{StreamEnd, XmlIo};
+use crate::stream::negotiate::{self, Negotiation, Outcome, Step};
 use crate::stream::{NS_STREAMS, StreamCondition, StreamError, StreamEvent, writer};
 
 /// How long a stream this end closed waits for the peer's close (RFC 6120 §4.4).
@@ -47,92 +47,38 @@ fn cert_jids(peer: &xor_overlay::runtime::PeerInfo) -> Vec<Jid> {
         .collect()
 }
 
-/// Negotiates the stream; returns the peer device.
+/// Negotiates the stream (the one negotiation machine, peer roles); the peer's full
+/// JID.
 async fn negotiate(
     conn: &mut Conn,
+    id: u64,
     role: &Role,
     s: &StreamSettings,
-    node: NodeId,
-    vouched: &[Jid],
-) -> Result<Device, StreamEnd> {
-    let me = s.me.to_string();
-    match role {
-        Role::Initiator { expect } => {
-            if !vouched.contains(&expect.bare()) {
-                return Err(conn
-                    .fail(StreamError::new(
-                        StreamCondition::NotAuthorized,
-                        format!("certificate is not {expect}"),
-                    ))
-                    .await);
-            }
-            conn.write(&writer::header(Some(&me), Some(&expect.bare_str()), None))
-                .await?;
-            let StreamEvent::Header(h) = conn.next().await? else {
-                return Err(StreamEnd::Unexpected("a stream header"));
-            };
-            let Some(device) = peer_device(h.from.as_deref(), vouched, node) else {
-                return Err(conn
-                    .fail(StreamError::new(
-                        StreamCondition::InvalidFrom,
-                        "the stream header names a JID the certificate does not carry",
-                    ))
-                    .await);
-            };
-            if device.jid.bare() != expect.bare() {
-                return Err(conn
-                    .fail(StreamError::new(
-                        StreamCondition::InvalidFrom,
-                        "stream from another JID than resolved",
-                    ))
-                    .await);
-            }
-            match conn.next().await? {
-                StreamEvent::Element(f) if f.is("features", NS_STREAMS) => Ok(device),
-                StreamEvent::Element(e) => Err(StreamError::from_element(&e).map_or(
-                    StreamEnd::Unexpected("stream features"),
-                    StreamEnd::Received,
-                )),
-                _ => Err(StreamEnd::Unexpected("stream features")),
-            }
+    vouched: Vec<Jid>,
+) -> Result<Jid, StreamEnd> {
+    let me = s.me.clone();
+    let role = match role {
+        Role::Initiator { expect } => negotiate::Role::PeerInitiator {
+            me,
+            expect: expect.clone(),
+            vouched,
+        },
+        Role::Responder => negotiate::Role::PeerResponder { me, vouched },
+    };
+    // Peer streams draw nothing at random (no stream id, no SASL): any seed will do.
+    let mut n = Negotiation::new(role, id);
+    let step = match tokio::time::timeout(s.handshake_timeout, conn.negotiate(&mut n)).await {
+        Ok(step) => step,
+        Err(_) => {
+            n.timed_out("stream negotiation took too long");
+            conn.negotiate(&mut n).await
         }
-        Role::Responder => {
-            let StreamEvent::Header(h) = conn.next().await? else {
-                return Err(StreamEnd::Unexpected("a stream header"));
-            };
-            let Some(device) = peer_device(h.from.as_deref(), vouched, node) else {
-                return Err(conn
-                    .fail(StreamError::new(
-                        StreamCondition::InvalidFrom,
-                        "the stream header names a JID the certificate does not carry",
-                    ))
-                    .await);
-            };
-            let to_me =
-                h.to.as_deref()
-                    .and_then(|t| Jid::parse(t).ok())
-                    .is_some_and(|t| t.bare() == s.me.bare());
-            if !to_me {
-                return Err(conn
-                    .fail(StreamError::new(
-                        StreamCondition::HostUnknown,
-                        "this device is not the stream's addressee",
-                    ))
-                    .await);
-            }
-            let mut reply = writer::header(Some(&me), Some(&device.jid.to_string()), None);
-            reply.extend(writer::features(&[]));
-            conn.write(&reply).await?;
-            Ok(device)
-        }
+    };
+    match step {
+        Step::Done(Ok(Outcome::Peer(jid))) => Ok(jid),
+        Step::Done(Err(e)) => Err(e),
+        _ => Err(StreamEnd::Unexpected("a peer stream")),
     }
-}
-
-/// The device named by a stream header's `from`, if the certificate vouches for it and
-/// it carries a resource.
-fn peer_device(from: Option<&str>, vouched: &[Jid], node: NodeId) -> Option<Device> {
-    let jid = Jid::parse(from?).ok()?;
-    (!jid.is_bare() && vouched.contains(&jid.bare())).then_some(Device { node, jid })
 }
 
 /// Checks a received top-level element: a stanza whose `from` is the peer (filled in
@@ -174,25 +120,10 @@ pub(crate) async fn run(
     let addr = peer.addr;
     let vouched = cert_jids(&peer);
     let mut conn = Conn::new(io, settings.max_stanza);
-    let negotiated = tokio::time::timeout(
-        settings.handshake_timeout,
-        negotiate(&mut conn, &role, &settings, node, &vouched),
-    )
-    .await;
-    let device = match negotiated {
-        Ok(Ok(d)) => d,
-        Ok(Err(reason)) => {
+    let device = match negotiate(&mut conn, id, &role, &settings, vouched).await {
+        Ok(jid) => Device { node, jid },
+        Err(reason) => {
             tracing::debug!(%node, %reason, "stream negotiation failed");
-            driver.stream_down(id).await;
-            return;
-        }
-        Err(_) => {
-            let e = StreamError::new(
-                StreamCondition::ConnectionTimeout,
-                "stream negotiation took too long",
-            );
-            let reason = conn.fail(e).await;
-            tracing::debug!(%node, %reason, "stream negotiation timed out");
             driver.stream_down(id).await;
             return;
         }

@@ -125,3 +125,37 @@ impl fmt::Display for StreamError {
         write!(f, "{}: {}", self.condition.name(), self.text)
     }
 }
+
+/// Why an XML stream ended, or its negotiation could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd {
+    /// Reading or writing the transport failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection without closing the stream.
+    #[error("the peer closed the connection")]
+    Eof,
+    /// The peer closed the stream (RFC 6120 §4.4).
+    #[error("closed by the peer")]
+    ClosedByPeer,
+    /// This end closed the stream.
+    #[error("closed")]
+    Closed,
+    /// This end sent this stream error and closed.
+    #[error("stream error sent: {0}")]
+    Sent(StreamError),
+    /// The peer sent this stream error.
+    #[error("stream error received: {0}")]
+    Received(StreamError),
+    /// Something else arrived than the negotiation allows at this point.
+    #[error("expected {0}")]
+    Unexpected(&'static str),
+    /// The other end refused what this end needs, or answered against the protocol
+    /// (the fallback client: no STARTTLS offered, binding refused…).
+    #[error("{0}")]
+    Refused(String),
+    /// SASL failed on this end's side: the server refused the credentials, or could
+    /// not prove it knows the password (SCRAM).
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+}

@@ -5,33 +5,9 @@
 use minidom::Element;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub use super::StreamEnd;
+use super::negotiate::{Negotiation, Step};
 use super::{StreamError, StreamEvent, StreamParser, writer};
-
-/// Why an XML stream ended, or its negotiation could not go on.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamEnd {
-    /// Reading or writing the transport failed.
-    #[error("connection failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The peer closed the connection without closing the stream.
-    #[error("the peer closed the connection")]
-    Eof,
-    /// The peer closed the stream (RFC 6120 §4.4).
-    #[error("closed by the peer")]
-    ClosedByPeer,
-    /// This end closed the stream.
-    #[error("closed")]
-    Closed,
-    /// This end sent this stream error and closed.
-    #[error("stream error sent: {0}")]
-    Sent(StreamError),
-    /// The peer sent this stream error.
-    #[error("stream error received: {0}")]
-    Received(StreamError),
-    /// Something else arrived than the negotiation allows at this point.
-    #[error("expected {0}")]
-    Unexpected(&'static str),
-}
 
 /// One XML stream over `S`.
 #[derive(Debug)]
@@ -88,6 +64,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlIo<S> {
         let _ = self.write(&writer::error(&e)).await;
         let _ = self.io.shutdown().await;
         StreamEnd::Sent(e)
+    }
+
+    /// Runs `n` on this stream: writes what it asks, reads what it waits for, and
+    /// returns at the first step only the caller can take — [`Step::Opened`],
+    /// [`Step::StartTls`], [`Step::Authenticating`] — or at [`Step::Done`] (after a
+    /// stream error was sent, the transport is shut down).
+    pub async fn negotiate(&mut self, n: &mut Negotiation) -> Step {
+        loop {
+            while let Some(step) = n.poll() {
+                match step {
+                    Step::Write(bytes) => {
+                        if let Err(e) = self.write(&bytes).await {
+                            n.ended(StreamEnd::Io(e));
+                        }
+                    }
+                    Step::NewParser(max) => self.parser = StreamParser::new(max),
+                    Step::Done(result) => {
+                        if matches!(result, Err(StreamEnd::Sent(_))) {
+                            let _ = self.io.shutdown().await;
+                        }
+                        return Step::Done(result);
+                    }
+                    other => return other,
+                }
+            }
+            match self.next().await {
+                Ok(ev) => n.handle(ev),
+                Err(end) => n.ended(end),
+            }
+        }
     }
 
     /// The transport, for a TLS upgrade (STARTTLS); unread input is dropped, as RFC

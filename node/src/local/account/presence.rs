@@ -7,8 +7,11 @@ use minidom::Element;
 use xor_xmpp::stream::NS_CLIENT;
 use xor_xmpp::{Jid, stanza};
 
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::roster as wire;
+use xor_xmpp::stanza::{DefinedCondition, ErrorType};
+
 use super::{Account, iq_result, lock};
-use crate::roster::NS_ROSTER;
 
 impl Account {
     /// Sends our presence to every contact allowed to see it, and to our own other
@@ -27,24 +30,24 @@ impl Account {
     }
 
     pub(super) fn roster_set(self: &Arc<Self>, iq: &Element, query: &Element) -> Vec<Element> {
-        let items: Vec<&Element> = query.children().filter(|c| c.name() == "item").collect();
-        let [item] = items.as_slice() else {
-            return vec![stanza::stanza_error(
+        let bad = |text| {
+            vec![stanza::stanza_error(
                 iq,
-                "modify",
-                "bad-request",
-                "a roster set holds one item",
-            )];
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                text,
+            )]
         };
-        let Some(jid) = item.attr("jid").and_then(|j| Jid::parse(j).ok()) else {
-            return vec![stanza::stanza_error(
-                iq,
-                "modify",
-                "bad-request",
-                "the item has no valid jid",
-            )];
+        let Ok(query) = wire::Roster::try_from(query.clone()) else {
+            return bad("not a roster query (RFC 6121 §2.1.5)");
         };
-        let pushed = if item.attr("subscription") == Some("remove") {
+        let [item] = query.items.as_slice() else {
+            return bad("a roster set holds one item");
+        };
+        let Ok(jid) = Jid::parse(item.jid.as_str()) else {
+            return bad("the item has no valid jid");
+        };
+        let pushed = if item.subscription == wire::Subscription::Remove {
             let was = lock(&self.roster).get(&jid).cloned();
             lock(&self.roster).remove(&jid);
             if let Some(was) = was {
@@ -61,34 +64,24 @@ impl Account {
                     }
                 }
             }
-            let mut gone = stanza::element(
-                "item",
-                NS_ROSTER,
-                &[("jid", &jid.bare_str()), ("subscription", "remove")],
-            );
-            gone.append_text_node(String::new());
             self.sync_roster(&jid, None);
-            gone
+            crate::roster::removal(&jid)
         } else {
-            let name = item.attr("name").map(str::to_owned);
-            let groups: Vec<String> = item
-                .children()
-                .filter(|c| c.name() == "group")
-                .map(Element::text)
-                .collect();
+            let name = item.name.clone();
+            let groups: Vec<String> = item.groups.iter().map(|g| g.0.clone()).collect();
             match lock(&self.roster).update(&jid, |i| {
                 i.name = name;
                 i.groups = groups;
             }) {
                 Some(i) => {
                     self.sync_roster(&jid, Some(&i));
-                    i.element()
+                    i.wire()
                 }
                 None => {
                     return vec![stanza::stanza_error(
                         iq,
-                        "cancel",
-                        "resource-constraint",
+                        ErrorType::Cancel,
+                        DefinedCondition::ResourceConstraint,
                         "the roster is full",
                     )];
                 }
@@ -98,13 +91,20 @@ impl Account {
         vec![iq_result(iq, None)]
     }
 
-    pub(super) fn roster_push(&self, item: Element) {
-        let mut push = stanza::element("iq", NS_CLIENT, &[("type", "set"), ("id", "push")]);
-        stanza::set_attr(&mut push, "to", &self.jid.to_string());
-        let mut q = stanza::element("query", NS_ROSTER, &[]);
-        q.append_child(item);
-        push.append_child(q);
-        self.deliver(push);
+    /// A roster push (RFC 6121 §2.1.6) of `item` to the client sessions.
+    pub(super) fn roster_push(&self, item: Option<wire::Item>) {
+        let Some(item) = item else { return };
+        let push = Iq::Set {
+            from: None,
+            to: stanza::wire_jid(&self.jid),
+            id: "push".into(),
+            payload: wire::Roster {
+                ver: None,
+                items: vec![item],
+            }
+            .into(),
+        };
+        self.deliver(push.into());
     }
 
     /// The client's own (undirected) presence: remembered, broadcast; the first one
@@ -163,7 +163,7 @@ impl Account {
             _ => None,
         };
         if let Some(i) = &item {
-            self.roster_push(i.element());
+            self.roster_push(i.wire());
             self.sync_roster(&bare, Some(i));
         }
         self.send_out(out);
@@ -211,7 +211,7 @@ impl Account {
                     i.subscription = i.subscription.set_to(true);
                     i.ask = false;
                 }) {
-                    self.roster_push(i.element());
+                    self.roster_push(i.wire());
                 }
                 self.deliver(p);
             }
@@ -224,7 +224,7 @@ impl Account {
                         i.subscription = i.subscription.set_from(false);
                     }
                 }) {
-                    self.roster_push(i.element());
+                    self.roster_push(i.wire());
                 }
                 self.deliver(p);
             }

@@ -81,13 +81,7 @@ impl Account {
             .is_some_and(|i| i.subscription.they_see_us());
         let pushed = if sync.attr("remove") == Some("true") {
             lock(&self.roster).remove(&jid);
-            let mut gone = stanza::element(
-                "item",
-                crate::roster::NS_ROSTER,
-                &[("jid", &jid.bare_str()), ("subscription", "remove")],
-            );
-            gone.append_text_node(String::new());
-            Some(gone)
+            crate::roster::removal(&jid)
         } else {
             lock(&self.roster)
                 .update(&jid, |i| {
@@ -103,11 +97,9 @@ impl Account {
                         .map(Element::text)
                         .collect();
                 })
-                .map(|i| i.element())
+                .and_then(|i| i.wire())
         };
-        if let Some(item) = pushed {
-            self.roster_push(item);
-        }
+        self.roster_push(pushed);
         let after = lock(&self.roster)
             .get(&jid)
             .is_some_and(|i| i.subscription.they_see_us());
