@@ -187,6 +187,8 @@ impl Sim {
         let seed = self.rng.random();
         let Some(chat) = self.chat_mut() else { return };
         let core = Device::new(DeviceConfig {
+            // The simulator stores the records itself (its `Register` workload).
+            upkeep: None,
             me: jid_of(user, node),
             node,
             max_forwards: 4,
@@ -525,7 +527,7 @@ impl Chat {
             Output::Fetch { .. }
             | Output::Event(_)
             | Output::Connected { .. }
-            | Output::OwnLost => {}
+            | Output::Register => {}
         }
     }
 

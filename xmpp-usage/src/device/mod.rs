@@ -2,7 +2,8 @@
 //! "Establishing a direct connection"): the recipients' routes and their lookups in
 //! flight, the AppAttach attempts and the devices held back after a failure, the
 //! direct streams that are up, the fan-out and duplicate suppression ([`Router`]),
-//! and one ordered queue per recipient.
+//! one ordered queue per recipient, and the device's upkeep (`upkeep`: when its
+//! location record is stored again, when its user's other devices are looked up).
 //!
 //! It reads no clock and does no I/O. A driver feeds it
 //! - the application's stanzas ([`Device::send`]) and connection requests
@@ -11,6 +12,8 @@
 //!   [`Device::attach_failed`]),
 //! - what the direct streams report: negotiated ([`Device::stream_up`]), a stanza
 //!   ([`Device::stream_stanza`]), ended ([`Device::stream_down`]),
+//! - its start and the stores of its record it asked for ([`Device::start`],
+//!   [`Device::registered`]),
 //! - and the time ([`Device::handle_timeout`] at [`Device::poll_timeout`]),
 //!
 //! and carries out what [`Device::poll_output`] returns. The tokio driver is
@@ -24,6 +27,7 @@ pub(crate) mod send;
 mod streams;
 #[cfg(test)]
 mod tests;
+mod upkeep;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -37,7 +41,9 @@ use xor_overlay::wire::Destination;
 
 use self::send::{Pending, Resolving};
 pub use self::send::{SendError, SendFailure};
-use self::streams::{Expected, StreamEntry};
+use self::streams::{Expected, Reach, StreamEntry};
+use self::upkeep::Upkeep;
+pub use self::upkeep::{LOST_RETRY, REGISTRATION_RETRY, START_LOOKUPS, UpkeepConfig};
 use crate::fanout::{Delivery, Device as Peer, Router};
 use crate::jid::Jid;
 use crate::resolve::{ResolveError, Route};
@@ -80,6 +86,11 @@ pub struct DeviceConfig {
     pub max_streams: usize,
     /// Seed of the XEP-0359 origin-ids this device mints.
     pub seed: u64,
+    /// Whether the core keeps this device's place — the record's refresh and the
+    /// lookups of the user's other devices (see `upkeep`) — once [`Device::start`]
+    /// is called; `None` leaves both to the driver (the simulator registers by
+    /// itself).
+    pub upkeep: Option<UpkeepConfig>,
 }
 
 /// What the device tells the application.
@@ -232,9 +243,9 @@ pub enum Output {
         /// The device, or why not.
         result: Result<Peer, ConnectError>,
     },
-    /// The last stream to one of this user's other devices went down (look them up
-    /// again soon).
-    OwnLost,
+    /// Store this device's location record again (with [`DeviceConfig::upkeep`]),
+    /// then call [`Device::registered`].
+    Register,
 }
 
 /// The device's state machine (see the module docs).
@@ -267,6 +278,8 @@ pub struct Device {
     late: HashMap<NodeId, Vec<Element>>,
     /// Devices whose last attempt failed: until when, and why.
     unreachable: HashMap<NodeId, (Instant, ConnectError)>,
+    /// The record's refresh and the lookups of own devices, once started.
+    upkeep: Option<Upkeep>,
     next_id: u64,
     out: VecDeque<Output>,
 }
@@ -291,6 +304,7 @@ impl Device {
             expected: HashMap::new(),
             late: HashMap::new(),
             unreachable: HashMap::new(),
+            upkeep: None,
             next_id: 0,
             out: VecDeque::new(),
         }
@@ -314,7 +328,8 @@ impl Device {
             .values()
             .filter_map(|q| q.front())
             .filter_map(Pending::deadline);
-        connects.chain(sends).min()
+        let upkeep = self.upkeep.as_ref().and_then(Upkeep::due);
+        connects.chain(sends).chain(upkeep).min()
     }
 
     /// Time has come to `now`: attempts that did not connect are given up, sends
@@ -334,6 +349,7 @@ impl Device {
             self.give_up(node, ConnectError::TimedOut, now);
         }
         self.unreachable.retain(|_, (until, _)| *until > now);
+        self.upkeep_timeout(now);
         self.advance_all(now);
     }
 

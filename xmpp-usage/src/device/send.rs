@@ -174,7 +174,7 @@ impl Device {
         self.advance_all(now);
     }
 
-    fn start_lookup(&mut self, jid: &Jid, now: Instant) {
+    pub(super) fn start_lookup(&mut self, jid: &Jid, now: Instant) {
         let resolver = Resolver::new(jid, self.cfg.max_forwards);
         self.resolving.insert(jid.clone(), Resolving { resolver });
         self.pump(jid, now);
@@ -195,6 +195,9 @@ impl Device {
                 Step::Wait => return,
                 Step::Done(result) => {
                     self.resolving.remove(jid);
+                    if *jid == self.cfg.me.bare() {
+                        self.own_resolved(&result, now);
+                    }
                     match result {
                         Ok(routes) => self.remember(jid, routes, now),
                         // This user's own devices are only needed for carbons: none

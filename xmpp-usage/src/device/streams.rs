@@ -212,6 +212,7 @@ impl Device {
             }));
         }
         self.bound_streams(device.node);
+        self.own_settled(Some(device.node), true, now);
         self.advance_all(now);
     }
 
@@ -279,7 +280,7 @@ impl Device {
         if v.is_empty() {
             self.streams.remove(&node);
             if entry.device.jid.bare() == self.cfg.me.bare() {
-                self.out.push_back(Output::OwnLost);
+                self.own_lost(now);
             }
             self.event(XmppEvent::DeviceDisconnected(entry.device));
         }
@@ -386,6 +387,7 @@ impl Device {
             });
         }
         self.failed_connects.insert(node, why);
+        self.own_settled(Some(node), false, now);
         self.advance_all(now);
     }
 }

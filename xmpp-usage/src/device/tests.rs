@@ -20,15 +20,20 @@ fn jid(s: &str) -> Jid {
     Jid::parse(s).unwrap()
 }
 
-fn device() -> Device {
-    Device::new(DeviceConfig {
+fn config() -> DeviceConfig {
+    DeviceConfig {
+        upkeep: None,
         me: jid("romeo@m.lit/phone"),
         node: NodeId(ME),
         max_forwards: 4,
         resolve_cache: Duration::from_secs(30),
         max_streams: 2,
         seed: 1,
-    })
+    }
+}
+
+fn device() -> Device {
+    Device::new(config())
 }
 
 fn located(nodes: &[u128]) -> Vec<StoredData> {
@@ -292,7 +297,6 @@ fn streams_to_other_users_are_bounded_and_the_least_preferred_is_closed() {
     );
     d.stream_down(id, t(6));
     let out = outputs(&mut d);
-    assert!(out.contains(&Output::OwnLost));
     assert!(out.contains(&Output::Event(XmppEvent::DeviceDisconnected(own))));
     // A connection nobody asked for (requested, but no attempt) is refused.
     assert_eq!(d.accept_stream(NodeId(99), true), None);
@@ -450,4 +454,72 @@ fn a_message_to_a_full_jid_goes_once_that_device_is_connected() {
         dispatched(&outputs(&mut d)),
         vec![(1, vec![(7, Some("just a".into()))])]
     );
+}
+
+/// Answers the one lookup in `out` (the user's own JID) with devices `nodes`.
+fn answer_own(d: &mut Device, out: &[Output], nodes: &[u128], now: Instant) -> Vec<Output> {
+    let ids = fetch_ids(out);
+    assert_eq!(ids.len(), 1, "{out:?}");
+    d.fetched(ids[0], Ok(located(nodes)), now);
+    outputs(d)
+}
+
+#[test]
+fn the_core_keeps_its_place_record_refreshed_and_own_devices_connected() {
+    let mut d = Device::new(DeviceConfig {
+        upkeep: Some(UpkeepConfig {
+            registration_lifetime: Duration::from_secs(100),
+            own_devices_refresh: Duration::from_secs(600),
+        }),
+        ..config()
+    });
+    // Start: the user's devices are looked up and the other one (not this one) is
+    // connected to.
+    d.start(t(0));
+    let out = outputs(&mut d);
+    let out = answer_own(&mut d, &out, &[ME, 4], t(0));
+    assert_eq!(attaches(&out), vec![NodeId(4)]);
+    let laptop = connect(&mut d, 4, "romeo@m.lit/laptop", t(1));
+    // The start-up lookups at 5 s and 30 s find it connected: nothing to attach.
+    for at in START_LOOKUPS {
+        let due = t(0) + at;
+        assert_eq!(d.poll_timeout(), Some(due));
+        d.handle_timeout(due);
+        let out = outputs(&mut d);
+        let out = answer_own(&mut d, &out, &[ME, 4], due);
+        assert!(attaches(&out).is_empty(), "{out:?}");
+    }
+    // The record at 80 % of its lifetime; a failed store is tried again 30 s later.
+    assert_eq!(d.poll_timeout(), Some(t(80)));
+    d.handle_timeout(t(80));
+    assert!(outputs(&mut d).contains(&Output::Register));
+    assert_eq!(d.poll_timeout(), Some(t(30) + Duration::from_secs(600)));
+    d.registered(false, t(81));
+    assert_eq!(d.poll_timeout(), Some(t(81) + REGISTRATION_RETRY));
+    d.handle_timeout(t(111));
+    assert!(outputs(&mut d).contains(&Output::Register));
+    d.registered(true, t(112));
+    assert_eq!(d.poll_timeout(), Some(t(192)));
+    // The laptop goes away: looked for again after LOST_RETRY, not at the period.
+    d.stream_down(laptop, t(120));
+    let _ = outputs(&mut d);
+    let due = t(120) + LOST_RETRY;
+    assert_eq!(d.poll_timeout(), Some(due));
+    d.handle_timeout(due);
+    let out = outputs(&mut d);
+    let out = answer_own(&mut d, &out, &[ME, 4], due);
+    assert_eq!(attaches(&out), vec![NodeId(4)]);
+    // It does not answer: the attempt times out and the next look backs off (4 s).
+    let deadline = d.poll_timeout().unwrap();
+    d.handle_timeout(deadline);
+    let _ = outputs(&mut d);
+    assert_eq!(d.poll_timeout(), Some(deadline + LOST_RETRY * 2));
+}
+
+#[test]
+fn without_upkeep_the_core_never_registers_or_looks_by_itself() {
+    let mut d = device();
+    d.start(t(0));
+    assert!(outputs(&mut d).is_empty());
+    assert_eq!(d.poll_timeout(), None);
 }

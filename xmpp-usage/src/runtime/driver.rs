@@ -174,7 +174,8 @@ pub(crate) struct Driver {
     /// Ops queued or the core's deadline moved earlier.
     wake: Arc<Notify>,
     events: mpsc::Sender<XmppEvent>,
-    own_lost: Arc<Notify>,
+    /// Notified when the core asks for the location record to be stored again.
+    register: Arc<Notify>,
     overlay: Overlay,
     settings: StreamSettings,
     location_kind: KindId,
@@ -187,7 +188,7 @@ impl Driver {
         settings: StreamSettings,
         location_kind: KindId,
         events: mpsc::Sender<XmppEvent>,
-        own_lost: Arc<Notify>,
+        register: Arc<Notify>,
     ) -> Driver {
         Driver {
             shared: Arc::new(Mutex::new(Shared {
@@ -203,7 +204,7 @@ impl Driver {
             clock: Clock::start(),
             wake: Arc::new(Notify::new()),
             events,
-            own_lost,
+            register,
             overlay,
             settings,
             location_kind,
@@ -222,15 +223,15 @@ impl Driver {
         let mut s = self.lock();
         let before = s.core.poll_timeout();
         let r = f(&mut s, now);
-        let (events, own_lost) = s.drain(now);
+        let (events, register) = s.drain(now);
         let after = s.core.poll_timeout();
         let earlier = after.is_some_and(|a| before.is_none_or(|b| a < b));
         if !s.ops.is_empty() || earlier {
             self.wake.notify_one();
         }
         drop(s);
-        if own_lost {
-            self.own_lost.notify_one();
+        if register {
+            self.register.notify_one();
         }
         (r, After { events })
     }
@@ -280,6 +281,18 @@ impl Driver {
         });
         self.emit(after).await;
         rx
+    }
+
+    /// Starts the core's upkeep: the record was just stored.
+    pub(crate) async fn start(&self) {
+        let ((), after) = self.with(|s, now| s.core.start(now));
+        self.emit(after).await;
+    }
+
+    /// The record was stored (`ok`) or not, as the core asked.
+    pub(crate) async fn registered(&self, ok: bool) {
+        let ((), after) = self.with(|s, now| s.core.registered(ok, now));
+        self.emit(after).await;
     }
 
     /// Reads the core.
@@ -464,10 +477,10 @@ impl Shared {
     }
 
     /// Carries out the core's outputs; the events for the application, and whether
-    /// the last stream to an own device went down.
+    /// the core asked for the location record to be stored again.
     fn drain(&mut self, now: Instant) -> (Vec<XmppEvent>, bool) {
         let mut events = Vec::new();
-        let mut own_lost = false;
+        let mut register = false;
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Fetch { id, resource } => self.ops.push(Op::Fetch { id, resource }),
@@ -498,10 +511,10 @@ impl Shared {
                         let _ = tx.send(result);
                     }
                 }
-                Output::OwnLost => own_lost = true,
+                Output::Register => register = true,
             }
         }
-        (events, own_lost)
+        (events, register)
     }
 
     fn dispatch(&mut self, token: u64, writes: Vec<Write>, connecting: Vec<NodeId>, now: Instant) {

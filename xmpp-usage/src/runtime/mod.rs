@@ -70,7 +70,7 @@ pub struct XmppConfig {
     pub registration_lifetime: Duration,
     /// How often the user's other devices are looked up when nothing prompts it.
     /// A device that comes online connects to the others itself, and one whose
-    /// stream goes down is looked for again at once (see `runtime::maintain`), so
+    /// stream goes down is looked for again soon (see `device::upkeep`), so
     /// this only catches what those miss; an idle device stays quiet in between.
     pub own_devices_refresh: Duration,
     /// Largest stanza accepted on a stream.
@@ -269,15 +269,19 @@ impl XmppNode {
             resolve_cache: cfg.resolve_cache,
             max_streams: cfg.max_streams,
             seed: (node_id.0 as u64) ^ ((node_id.0 >> 64) as u64) ^ cfg.node.seed,
+            upkeep: Some(crate::device::UpkeepConfig {
+                registration_lifetime: cfg.registration_lifetime,
+                own_devices_refresh: cfg.own_devices_refresh,
+            }),
         });
-        let own_lost = Arc::new(tokio::sync::Notify::new());
+        let register = Arc::new(tokio::sync::Notify::new());
         let driver = Driver::new(
             core,
             overlay.clone(),
             settings,
             cfg.location_kind,
             events_tx,
-            own_lost.clone(),
+            register.clone(),
         );
         cfg.node.listen_addr = Some(overlay.local_addr());
         cfg.node.applications = overlay
@@ -308,7 +312,11 @@ impl XmppNode {
             tokio::time::sleep(REGISTER_RETRY * attempt).await;
             attempt += 1;
         }
-        tasks.push(tokio::spawn(maintain::maintain(node.clone(), own_lost)));
+        tasks.push(tokio::spawn(maintain::registrations(
+            node.clone(),
+            register,
+        )));
+        node.driver.start().await;
         tasks.push(tokio::spawn(maintain::follow_client_peer(node.clone())));
         if let Ok(mut t) = node.tasks.lock() {
             t.extend(tasks);
