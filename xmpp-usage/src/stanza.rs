@@ -100,6 +100,7 @@ pub fn delayed(mut el: Element, by: &str, stamp: &str) -> Element {
     if el.has_child("delay", ns::DELAY) {
         return el;
     }
+    let text = stamp;
     let Ok(stamp) = stamp.parse() else {
         return el;
     };
@@ -108,7 +109,11 @@ pub fn delayed(mut el: Element, by: &str, stamp: &str) -> Element {
         stamp,
         data: None,
     };
-    el.append_child(delay.into());
+    let mut d: Element = delay.into();
+    // `xmpp-parsers` writes UTC as `+00:00`; XEP-0203's examples and XEP-0082's
+    // profile write `Z`, which is what was given.
+    set_attr(&mut d, "stamp", text);
+    el.append_child(d);
     el
 }
 
@@ -263,5 +268,17 @@ mod tests {
                 .unwrap()
                 .has_child("service-unavailable", ns::XMPP_STANZAS)
         );
+    }
+
+    #[test]
+    fn a_delay_stamp_keeps_its_utc_z_xep0203() {
+        let m = chat(&Jid::parse("b@x.lit").unwrap(), "x");
+        let kept = delayed(m, "x.lit", "2026-11-28T19:51:39Z");
+        let d = kept.get_child("delay", ns::DELAY).unwrap();
+        assert_eq!(d.attr("stamp"), Some("2026-11-28T19:51:39Z"));
+        assert_eq!(d.attr("from"), Some("x.lit"));
+        // Stamped once: a second delay does not replace the first.
+        let again = delayed(kept.clone(), "y.lit", "2030-01-01T00:00:00Z");
+        assert_eq!(again, kept);
     }
 }

@@ -195,8 +195,13 @@ impl Device {
                 Step::Wait => return,
                 Step::Done(result) => {
                     self.resolving.remove(jid);
-                    if *jid == self.cfg.me.bare() {
-                        self.own_resolved(&result, now);
+                    // The upkeep's look at this user's devices is not kept for sends:
+                    // at start it runs before devices starting at the same moment are
+                    // registered, and a send would then skip their carbons for the
+                    // whole cache time. A send looks for itself (before, the runtime
+                    // looked outside the core: same behaviour).
+                    if *jid == self.cfg.me.bare() && self.own_resolved(&result, now) {
+                        return;
                     }
                     match result {
                         Ok(routes) => self.remember(jid, routes, now),

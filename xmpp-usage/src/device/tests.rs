@@ -523,3 +523,28 @@ fn without_upkeep_the_core_never_registers_or_looks_by_itself() {
     assert!(outputs(&mut d).is_empty());
     assert_eq!(d.poll_timeout(), None);
 }
+
+#[test]
+fn a_send_looks_for_own_devices_afresh_after_the_start_up_look() {
+    // The start-up look can run before the user's other devices, starting at the same
+    // moment, are registered: a send right after must not take its answer for the
+    // whole cache time, or those devices miss their carbons.
+    let mut d = Device::new(DeviceConfig {
+        upkeep: Some(UpkeepConfig {
+            registration_lifetime: Duration::from_secs(100),
+            own_devices_refresh: Duration::from_secs(600),
+        }),
+        ..config()
+    });
+    d.start(t(0));
+    let out = outputs(&mut d);
+    let out = answer_own(&mut d, &out, &[ME], t(0));
+    assert!(attaches(&out).is_empty());
+    d.send(1, stanza::chat(&jid("juliet@c.lit"), "hi"), t(1));
+    let out = outputs(&mut d);
+    assert_eq!(
+        fetch_ids(&out).len(),
+        2,
+        "own devices and juliet's: {out:?}"
+    );
+}

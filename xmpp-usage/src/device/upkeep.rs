@@ -180,11 +180,19 @@ impl Device {
         }
     }
 
-    /// The lookup of this user's JID ended with `result`.
-    pub(super) fn own_resolved(&mut self, result: &Result<Vec<Route>, ResolveError>, now: Instant) {
+    /// The lookup of this user's JID ended with `result`; whether it was the
+    /// upkeep's.
+    pub(super) fn own_resolved(
+        &mut self,
+        result: &Result<Vec<Route>, ResolveError>,
+        now: Instant,
+    ) -> bool {
         let Some(looking) = self.upkeep.as_mut().and_then(|u| u.looking.as_mut()) else {
-            return;
+            return false;
         };
+        if looking.resolved {
+            return false;
+        }
         looking.resolved = true;
         let routes = match result {
             Ok(routes) => routes.clone(),
@@ -200,7 +208,7 @@ impl Device {
         for route in routes.iter().filter(|r| r.node != node && r.jid == bare) {
             let reach = self.reach(route, now);
             let Some(looking) = self.upkeep.as_mut().and_then(|u| u.looking.as_mut()) else {
-                return;
+                return true;
             };
             match reach {
                 Reach::Connected => {}
@@ -211,6 +219,7 @@ impl Device {
             }
         }
         self.own_settled(None, true, now);
+        true
     }
 
     /// An attempt on `node` ended (`up`: it connected). Ends the lookup of the
