@@ -133,10 +133,10 @@ impl Router {
                 .iter()
                 .filter(|d| d.jid != self.me && !recipients.contains(d))
             {
-                if let Some(c) = stanza::wrap_carbon(Carbon::Sent, stanza.clone(), &self.me, &d.jid)
-                {
-                    plan.send.push((d.node, c));
-                }
+                plan.send.push((
+                    d.node,
+                    stanza::wrap_carbon(Carbon::Sent, stanza.clone(), &self.me, &d.jid),
+                ));
             }
         }
         plan
@@ -191,11 +191,10 @@ impl Router {
                 .iter()
                 .filter(|d| d.jid != self.me && d.node != from.node)
             {
-                if let Some(c) =
-                    stanza::wrap_carbon(Carbon::Received, stanza.clone(), &self.me, &d.jid)
-                {
-                    send.push((d.node, c));
-                }
+                send.push((
+                    d.node,
+                    stanza::wrap_carbon(Carbon::Received, stanza.clone(), &self.me, &d.jid),
+                ));
             }
         }
         Plan {

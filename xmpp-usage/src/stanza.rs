@@ -8,10 +8,7 @@
 
 use minidom::Element;
 use rxml::{Namespace, NcName};
-use xmpp_parsers::carbons;
 use xmpp_parsers::delay::Delay;
-use xmpp_parsers::forwarding::Forwarded;
-use xmpp_parsers::message::Message;
 pub use xmpp_parsers::ns;
 pub use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use xmpp_parsers::stanza_id::OriginId;
@@ -143,26 +140,31 @@ pub enum Carbon {
     Sent,
 }
 
+impl Carbon {
+    fn name(self) -> &'static str {
+        match self {
+            Carbon::Received => "received",
+            Carbon::Sent => "sent",
+        }
+    }
+}
+
 /// Wraps `inner` in a carbon addressed from `from` (the user's bare JID, as a server
 /// would) to `to` (the user's other device): `<message><received|sent><forwarded>`
-/// as `xmpp-parsers` writes them. `None` when `inner` is not a message
-/// `xmpp-parsers` can read (it is then not carbon-copied).
-pub fn wrap_carbon(kind: Carbon, inner: Element, from: &Jid, to: &Jid) -> Option<Element> {
-    let forwarded = Forwarded {
-        delay: None,
-        message: Message::try_from(inner).ok()?,
-    };
-    let mut msg = Message::normal(wire_jid(to)?);
-    msg.from = Some(wire_jid(&from.bare())?);
-    let msg = match kind {
-        Carbon::Received => msg.with_payload(carbons::Received { forwarded }),
-        Carbon::Sent => msg.with_payload(carbons::Sent { forwarded }),
-    };
-    let mut el: Element = msg.into();
-    // A carbon is a `normal` message with no body (XEP-0280 §7); no type at all is
-    // the same and what servers write.
-    remove_attr(&mut el, "type");
-    Some(el)
+/// (XEP-0280 §6, XEP-0297). A carbon is a relayed stanza: the forwarded message is
+/// the original element, untouched (README Decisions, "Typed stanzas").
+pub fn wrap_carbon(kind: Carbon, inner: Element, from: &Jid, to: &Jid) -> Element {
+    let mut forwarded = Element::bare("forwarded", ns::FORWARD);
+    forwarded.append_child(inner);
+    let mut wrapper = Element::bare(kind.name(), ns::CARBONS);
+    wrapper.append_child(forwarded);
+    let mut msg = element(
+        "message",
+        NS_CLIENT,
+        &[("from", &from.bare_str()), ("to", &to.to_string())],
+    );
+    msg.append_child(wrapper);
+    msg
 }
 
 /// The carbon kind and the forwarded message, if `el` is a carbon.
@@ -170,19 +172,13 @@ pub fn unwrap_carbon(el: &Element) -> Option<(Carbon, Element)> {
     if !el.is("message", NS_CLIENT) {
         return None;
     }
-    let forwarded = if let Some(w) = el.get_child("received", ns::CARBONS) {
-        (
-            Carbon::Received,
-            carbons::Received::try_from(w.clone()).ok()?.forwarded,
-        )
-    } else {
-        let w = el.get_child("sent", ns::CARBONS)?;
-        (
-            Carbon::Sent,
-            carbons::Sent::try_from(w.clone()).ok()?.forwarded,
-        )
-    };
-    Some((forwarded.0, forwarded.1.message.into()))
+    let (kind, wrapper) = [Carbon::Received, Carbon::Sent]
+        .into_iter()
+        .find_map(|k| el.get_child(k.name(), ns::CARBONS).map(|w| (k, w)))?;
+    let inner = wrapper
+        .get_child("forwarded", ns::FORWARD)?
+        .get_child("message", NS_CLIENT)?;
+    Some((kind, inner.clone()))
 }
 
 /// The RFC 6120 §8.3 error reply to `original`: addresses swapped, the id kept, an
@@ -241,8 +237,7 @@ mod tests {
             inner.clone(),
             &romeo,
             &romeo.with_resource("laptop"),
-        )
-        .unwrap();
+        );
         assert_eq!(wrapped.attr("from"), Some("romeo@montague.lit"));
         let (kind, back) = unwrap_carbon(&wrapped).unwrap();
         assert_eq!(kind, Carbon::Sent);

@@ -446,10 +446,8 @@ impl Account {
         if let Some(kind) = wrap {
             let st = lock(&self.state);
             for s in st.sessions.values().filter(|s| s.carbons) {
-                if let Some(w) = stanza::wrap_carbon(kind, el.clone(), &self.jid.bare(), &self.jid)
-                {
-                    let _ = s.tx.try_send(w);
-                }
+                let wrapped = stanza::wrap_carbon(kind, el.clone(), &self.jid.bare(), &self.jid);
+                let _ = s.tx.try_send(wrapped);
             }
             return;
         }
