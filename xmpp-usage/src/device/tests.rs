@@ -36,6 +36,17 @@ fn device() -> Device {
     Device::new(config())
 }
 
+/// A device keeping its own place: a 100 s record, own devices looked up every 600 s.
+fn with_upkeep() -> Device {
+    Device::new(DeviceConfig {
+        upkeep: Some(UpkeepConfig {
+            registration_lifetime: Duration::from_secs(100),
+            own_devices_refresh: Duration::from_secs(600),
+        }),
+        ..config()
+    })
+}
+
 fn located(nodes: &[u128]) -> Vec<StoredData> {
     nodes
         .iter()
@@ -466,13 +477,7 @@ fn answer_own(d: &mut Device, out: &[Output], nodes: &[u128], now: Instant) -> V
 
 #[test]
 fn the_core_keeps_its_place_record_refreshed_and_own_devices_connected() {
-    let mut d = Device::new(DeviceConfig {
-        upkeep: Some(UpkeepConfig {
-            registration_lifetime: Duration::from_secs(100),
-            own_devices_refresh: Duration::from_secs(600),
-        }),
-        ..config()
-    });
+    let mut d = with_upkeep();
     // Start: the user's devices are looked up and the other one (not this one) is
     // connected to.
     d.start(t(0));
@@ -529,13 +534,7 @@ fn a_send_looks_for_own_devices_afresh_after_the_start_up_look() {
     // The start-up look can run before the user's other devices, starting at the same
     // moment, are registered: a send right after must not take its answer for the
     // whole cache time, or those devices miss their carbons.
-    let mut d = Device::new(DeviceConfig {
-        upkeep: Some(UpkeepConfig {
-            registration_lifetime: Duration::from_secs(100),
-            own_devices_refresh: Duration::from_secs(600),
-        }),
-        ..config()
-    });
+    let mut d = with_upkeep();
     d.start(t(0));
     let out = outputs(&mut d);
     let out = answer_own(&mut d, &out, &[ME], t(0));

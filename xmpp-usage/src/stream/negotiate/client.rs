@@ -11,7 +11,7 @@ use xmpp_parsers::sasl::{self, Auth, Mechanism};
 use xmpp_parsers::starttls;
 use xmpp_parsers::stream_features::StreamFeatures;
 
-use super::{Negotiation, Outcome, Phase as Outer, Step};
+use super::{Negotiation, Outcome, Phase as Outer, Stage, Step};
 use crate::jid::Jid;
 use crate::sasl::{ScramClient, ScramHash, plain};
 use crate::stanza::NS_SESSION;
@@ -29,13 +29,6 @@ pub struct ClientConfig {
     pub password: String,
     /// The resource to ask for.
     pub resource: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stage {
-    Plain,
-    Tls,
-    Authenticated,
 }
 
 #[derive(Debug)]

@@ -100,6 +100,15 @@ pub enum Step {
     Done(Result<Outcome, StreamEnd>),
 }
 
+/// Which stream of a client–server negotiation: they restart after TLS and after
+/// SASL (RFC 6120 §5.4.3.3, §6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Plain,
+    Tls,
+    Authenticated,
+}
+
 /// Where the negotiation is.
 #[derive(Debug)]
 enum Phase {
@@ -156,12 +165,12 @@ impl Negotiation {
                 }
             }
             Role::PeerResponder { .. } => Phase::PeerHeader,
-            Role::Server(_) => Phase::Server(server::Phase::Header(server::Stage::Plain)),
+            Role::Server(_) => Phase::Server(server::Phase::Header(Stage::Plain)),
             Role::Client(c) => {
                 let header = writer::header(None, Some(c.jid.domain()), None);
                 n.write(header);
                 n.header_sent = true;
-                Phase::Client(client::Phase::Features(client::Stage::Plain))
+                Phase::Client(client::Phase::Features(Stage::Plain))
             }
         };
         n

@@ -11,7 +11,7 @@ use xmpp_parsers::ns;
 use xmpp_parsers::sasl::{self, Auth, Mechanism};
 use xmpp_parsers::starttls::{self, StartTls};
 
-use super::{Negotiation, Outcome, PRE_AUTH_MAX_ELEMENT, Phase as Outer, Step};
+use super::{Negotiation, Outcome, PRE_AUTH_MAX_ELEMENT, Phase as Outer, Stage, Step};
 use crate::jid::Jid;
 use crate::sasl::{SaslError, ScramHash, ScramServer, check_plain};
 use crate::stanza::NS_SESSION;
@@ -35,14 +35,6 @@ pub struct ServerConfig {
     pub password: String,
     /// Largest stanza after login.
     pub max_stanza: usize,
-}
-
-/// Which stream (they restart after TLS and after SASL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stage {
-    Plain,
-    Tls,
-    Authenticated,
 }
 
 #[derive(Debug)]
